@@ -1,0 +1,35 @@
+"""hexspec: spectral imaging with HEXITEC energy-resolving pixel detectors.
+
+Frames -> photon events -> per-pixel spectra -> Compton peak fits, Compton profiles,
+S-parameter and Li stoichiometry maps. See README.md for a walk-through.
+"""
+
+from importlib import import_module as _import_module
+
+from .config import ProcessingConfig
+from .detector import HEXITEC, DetectorSpec
+from .errors import CalibrationError, ConfigError, FormatError, HexspecError, ProtocolError
+from .events import EventExtractor, EventList, extract_events
+from .frames import FrameBatch
+from .spectra import EnergyBins, SpectralCube, SpectrumAccumulator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HEXITEC", "DetectorSpec", "FrameBatch", "EnergyBins", "SpectralCube", "SpectrumAccumulator",
+    "ProcessingConfig", "EventList", "EventExtractor", "extract_events",
+    "HexspecError", "FormatError", "ProtocolError", "CalibrationError", "ConfigError",
+    "fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "tomo", "viewer",
+]
+
+_SUBMODULES = {"fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "tomo", "viewer", "parallel"}
+
+
+def __getattr__(name):
+    # Subpackages load on first use so `import hexspec` stays fast and optional extras
+    # (viewer, tomo) are only needed by those who use them.
+    if name in _SUBMODULES:
+        mod = _import_module(f".{name}", __name__)
+        globals()[name] = mod
+        return mod
+    raise AttributeError(f"module 'hexspec' has no attribute {name!r}")

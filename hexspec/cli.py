@@ -1,0 +1,65 @@
+"""The `hexspec` command.
+
+Each subcommand lives in its own module of hexspec.commands, which defines
+``register(subparsers)``; this file only assembles them and turns HexspecError into a
+one-line message and a non-zero exit status (no traceback for user errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from . import __version__
+from .errors import HexspecError
+
+#: subcommand -> module in hexspec.commands
+COMMANDS = {
+    "demo": "demo",
+    "simulate": "simulate",
+    "serve-sim": "serve_sim",
+    "record": "record",
+    "process": "process",
+    "calibrate": "calibrate",
+    "fit": "fit",
+    "sparam": "sparam",
+    "view": "view",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hexspec",
+        description="Spectral imaging with HEXITEC detectors: frames -> events -> spectra -> Compton/S/Li maps.")
+    parser.add_argument("--version", action="version", version=f"hexspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        try:
+            mod = import_module(f".commands.{module}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("hexspec.commands."):
+                continue   # subcommand not part of this build
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HexspecError as exc:
+        print(f"hexspec {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"hexspec {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

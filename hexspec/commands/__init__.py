@@ -1,0 +1,1 @@
+"""Subcommands of the `hexspec` command line, one module each (see hexspec.cli)."""

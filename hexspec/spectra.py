@@ -1,0 +1,255 @@
+"""Energy binning, per-pixel spectral cubes and their streaming accumulator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .errors import ConfigError, FormatError
+
+
+class EnergyBins:
+    """Uniform energy bins.
+
+    Parameters
+    ----------
+    start, stop : float
+        Lower edge of the first bin and upper limit, in keV (or ADU when uncalibrated).
+    width : float
+        Bin width, same unit. The number of bins is ``round((stop - start) / width)``;
+        an energy E falls in bin ``floor((E - start) / width)`` when that is in ``[0, n)``.
+    """
+
+    __slots__ = ("start", "stop", "width", "n")
+
+    def __init__(self, start: float, stop: float, width: float):
+        start, stop, width = float(start), float(stop), float(width)
+        if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(width)):
+            raise ConfigError(f"EnergyBins: start, stop and width must be finite, found {start}, {stop}, {width}")
+        if width <= 0:
+            raise ConfigError(f"EnergyBins: width must be positive, found {width}")
+        if stop <= start:
+            raise ConfigError(f"EnergyBins: stop must exceed start, found start={start}, stop={stop}")
+        n = int(round((stop - start) / width))
+        if n < 1:
+            raise ConfigError(f"EnergyBins: ({start}, {stop}, {width}) gives no bin")
+        self.start, self.width, self.n = start, width, n
+        self.stop = start + n * width
+
+    @property
+    def edges(self) -> np.ndarray:
+        """Bin edges, shape (n + 1,)."""
+        return self.start + self.width * np.arange(self.n + 1, dtype=np.float64)
+
+    @property
+    def centers(self) -> np.ndarray:
+        """Bin centres, shape (n,)."""
+        return self.start + self.width * (np.arange(self.n, dtype=np.float64) + 0.5)
+
+    @classmethod
+    def from_edges(cls, edges) -> "EnergyBins":
+        """Uniform bins from an edge array; raises FormatError if it is not uniform."""
+        edges = np.asarray(edges, dtype=np.float64)
+        if edges.ndim != 1 or edges.size < 2:
+            raise FormatError(f"EnergyBins: expected at least 2 edges, found shape {edges.shape}")
+        widths = np.diff(edges)
+        width = float(widths.mean())
+        if not np.allclose(widths, width, rtol=1e-6, atol=1e-9 * max(1.0, abs(width))):
+            raise FormatError("EnergyBins: edges are not uniformly spaced")
+        return cls(edges[0], edges[-1], width)
+
+    def to_list(self) -> list:
+        return [self.start, self.stop, self.width]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, EnergyBins) and (self.start, self.width, self.n) == (other.start, other.width, other.n)
+
+    def __repr__(self) -> str:
+        return f"EnergyBins({self.start:g}, {self.stop:g}, {self.width:g})"
+
+
+class SpectralCube:
+    """Counts per pixel and energy bin.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (rows, cols, nbins)
+        Counts per pixel and bin (uint32 from the accumulator; any numeric dtype allowed).
+    edges : ndarray, shape (nbins + 1,)
+        Bin edges in keV (or ADU when uncalibrated).
+    unit : str
+        "keV" or "ADU".
+    """
+
+    def __init__(self, counts, edges, unit: str = "keV", underflow=0, overflow=0):
+        counts = np.asarray(counts)
+        edges = np.asarray(edges, dtype=np.float64)
+        if counts.ndim != 3:
+            raise FormatError(f"SpectralCube: expected counts of shape (rows, cols, nbins), found {counts.shape}")
+        if edges.shape != (counts.shape[2] + 1,):
+            raise FormatError(
+                f"SpectralCube: expected {counts.shape[2] + 1} edges for {counts.shape[2]} bins, found {edges.shape}")
+        if np.any(np.diff(edges) <= 0):
+            raise FormatError("SpectralCube: edges must increase")
+        self.counts = counts
+        self.edges = edges
+        self.unit = unit
+        self.underflow = int(underflow)
+        self.overflow = int(overflow)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.counts.shape[:2]
+
+    @property
+    def centers(self) -> np.ndarray:
+        return 0.5 * (self.edges[:-1] + self.edges[1:])
+
+    @property
+    def widths(self) -> np.ndarray:
+        return np.diff(self.edges)
+
+    @classmethod
+    def from_events(cls, events, bins: EnergyBins, shape, unit: str = "keV") -> "SpectralCube":
+        """Histogram an EventList into a new cube of the given (rows, cols)."""
+        counts = np.zeros((int(shape[0]), int(shape[1]), bins.n), dtype=np.uint32)
+        flow = np.zeros(2, dtype=np.int64)
+        _check_event_positions(events, shape)
+        histogram_events(events.row, events.col, events.energy, int(shape[1]), bins.start, bins.width,
+                         counts.reshape(-1, bins.n), flow)
+        return cls(counts, bins.edges, unit=unit, underflow=flow[0], overflow=flow[1])
+
+    def _band(self, emin, emax) -> np.ndarray:
+        lo = -np.inf if emin is None else emin
+        hi = np.inf if emax is None else emax
+        c = self.centers
+        return (c >= lo) & (c < hi)
+
+    def image(self, emin=None, emax=None) -> np.ndarray:
+        """Counts per pixel summed over bins whose centres lie in [emin, emax); shape (rows, cols)."""
+        sel = self._band(emin, emax)
+        return self.counts[:, :, sel].sum(axis=2, dtype=np.int64)
+
+    def spectrum(self, mask=None) -> np.ndarray:
+        """Counts per bin summed over all pixels, or over the pixels where ``mask`` (rows, cols) is true."""
+        if mask is None:
+            return self.counts.sum(axis=(0, 1), dtype=np.int64)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.shape:
+            raise ConfigError(f"SpectralCube.spectrum: expected a mask of shape {self.shape}, found {mask.shape}")
+        return self.counts[mask].sum(axis=0, dtype=np.int64)
+
+    def rebin(self, factor: int) -> "SpectralCube":
+        """Merge ``factor`` adjacent energy bins (a trailing remainder is dropped)."""
+        n = (self.counts.shape[2] // factor) * factor
+        c = self.counts[:, :, :n].reshape(*self.shape, n // factor, factor).sum(axis=3)
+        return SpectralCube(c, self.edges[: n + 1: factor], self.unit)
+
+    def save(self, path, **kw) -> None:
+        """Write the cube to a hexspec HDF5 file (FORMATS.md, /entry/spectra)."""
+        from .io.hdf5 import write_cube
+        write_cube(path, self, **kw)
+
+    @classmethod
+    def load(cls, path) -> "SpectralCube":
+        """Read the cube of a hexspec HDF5 file."""
+        from .io.hdf5 import read_cube
+        return read_cube(path)
+
+    def __add__(self, other: "SpectralCube") -> "SpectralCube":
+        if other.counts.shape != self.counts.shape or not np.array_equal(other.edges, self.edges):
+            raise ConfigError("SpectralCube: can only add cubes of equal shape and edges")
+        return SpectralCube(self.counts + other.counts, self.edges, self.unit,
+                            self.underflow + other.underflow, self.overflow + other.overflow)
+
+    def __repr__(self) -> str:
+        return (f"SpectralCube({self.shape[0]}x{self.shape[1]} pixels, {self.counts.shape[2]} bins "
+                f"{self.edges[0]:g}-{self.edges[-1]:g} {self.unit}, {int(self.counts.sum())} counts)")
+
+
+def _check_event_positions(events, shape):
+    if len(events) and (int(events.row.max()) >= shape[0] or int(events.col.max()) >= shape[1]):
+        raise ConfigError(
+            f"events reach row {int(events.row.max())}, col {int(events.col.max())}, outside a {shape[0]} x {shape[1]} detector")
+
+
+@njit(cache=True, nogil=True)
+def histogram_events(row, col, energy, cols, start, width, counts, flow):
+    """Add events to ``counts`` (pixels, nbins) in place; ``flow`` [under, over] counts the rest.
+
+    bin = floor((E - start) / width); counted when 0 <= bin < nbins.
+    """
+    nbins = counts.shape[1]
+    inv = 1.0 / width
+    for k in range(energy.shape[0]):
+        x = (np.float64(energy[k]) - start) * inv
+        if x >= 0.0 and x < nbins:
+            counts[np.int64(row[k]) * cols + np.int64(col[k]), int(x)] += 1
+        elif x < 0.0:
+            flow[0] += 1
+        else:  # above the range, or not a number
+            flow[1] += 1
+
+
+def histogram_reference(row, col, energy, shape, bins: EnergyBins):
+    """Plain-numpy reference of :func:`histogram_events`: returns (counts, underflow, overflow)."""
+    x = (energy.astype(np.float64) - bins.start) * (1.0 / bins.width)
+    under = int(np.count_nonzero(x < 0))
+    ok = (x >= 0) & (x < bins.n)
+    over = int(x.size - under - np.count_nonzero(ok))
+    b = np.floor(x[ok]).astype(np.int64)
+    pix = row[ok].astype(np.int64) * shape[1] + col[ok].astype(np.int64)
+    flat = np.bincount(pix * bins.n + b, minlength=shape[0] * shape[1] * bins.n)
+    return flat.reshape(shape[0], shape[1], bins.n).astype(np.uint32), under, over
+
+
+class SpectrumAccumulator:
+    """Streaming per-pixel histogram of events with fixed memory.
+
+    Parameters
+    ----------
+    config : ProcessingConfig
+        Supplies the energy bins (``config.resolved_bins()``).
+    shape : (rows, cols)
+        Detector shape.
+
+    The cube is preallocated once; :meth:`add` histograms events in place, so the
+    result is the same whatever the batch sizes.
+    """
+
+    def __init__(self, config, shape):
+        self.config = config
+        self.bins = config.resolved_bins()
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.unit = "keV" if config.calibrated else "ADU"
+        self._counts = np.zeros((self.shape[0], self.shape[1], self.bins.n), dtype=np.uint32)
+        self._flow = np.zeros(2, dtype=np.int64)
+        self.n_events = 0
+
+    def add(self, events) -> None:
+        """Histogram an EventList into the cube."""
+        _check_event_positions(events, self.shape)
+        histogram_events(events.row, events.col, events.energy, self.shape[1], self.bins.start, self.bins.width,
+                         self._counts.reshape(-1, self.bins.n), self._flow)
+        self.n_events += len(events)
+
+    def reset(self) -> None:
+        self._counts[...] = 0
+        self._flow[:] = 0
+        self.n_events = 0
+
+    @property
+    def underflow(self) -> int:
+        return int(self._flow[0])
+
+    @property
+    def overflow(self) -> int:
+        return int(self._flow[1])
+
+    @property
+    def cube(self) -> SpectralCube:
+        """The accumulated cube (a view of the live counts; copy it to keep a snapshot)."""
+        return SpectralCube(self._counts, self.bins.edges, unit=self.unit,
+                            underflow=self._flow[0], overflow=self._flow[1])
