@@ -1,0 +1,60 @@
+"""odin-data HDF5 files written by the HEXITEC frame processor (FORMATS.md 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import FormatError
+from ..frames import FrameBatch
+
+ODIN_DATASETS = ("raw_frames", "processed_frames", "summed_images", "pixel_spectra", "summed_spectra", "spectra_bins")
+
+
+def is_odin_file(path) -> bool:
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return any(k in f for k in ODIN_DATASETS) and "entry" not in f
+    except OSError:
+        return False
+
+
+def read_odin(path) -> dict:
+    """Every odin-data dataset present at the file root, as numpy arrays keyed by name.
+
+    ``raw_frames`` (N, R, C) uint16, ``processed_frames`` (N, R, C) float32, ``summed_images``
+    (R, C), ``pixel_spectra`` (R, C, nbins), ``summed_spectra`` (nbins), ``spectra_bins``
+    (nbins, lower bin edges). Any subset may be present; at least one must be.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with f:
+        out = {k: f[k][()] for k in ODIN_DATASETS if k in f and isinstance(f[k], h5py.Dataset)}
+    if not out:
+        raise FormatError(f"{path}: expected odin-data datasets ({', '.join(ODIN_DATASETS)}) at the root, found none")
+    return out
+
+
+def iter_odin_frames(path, batch_size: int = 1000):
+    """``raw_frames`` of an odin-data file in batches of FrameBatch (bounded memory)."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with f:
+        if "raw_frames" not in f:
+            raise FormatError(f"{path}: expected a raw_frames dataset, found {sorted(f.keys())}")
+        ds = f["raw_frames"]
+        if ds.ndim != 3:
+            raise FormatError(f"{path}: raw_frames should be (N, rows, cols), found shape {ds.shape}")
+        for s in range(0, ds.shape[0], batch_size):
+            t = min(s + batch_size, ds.shape[0])
+            yield FrameBatch(np.asarray(ds[s:t]), np.arange(s, t, dtype=np.int64))
