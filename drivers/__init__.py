@@ -1,1 +1,32 @@
-"""."""
+"""Frame sources and sinks: ZMQ (odin-data live view), serial links, files, the simulator.
+
+>>> from hexspec.drivers import open_source
+>>> with open_source("tcp://127.0.0.1:5020?socket=pull") as source:   # doctest: +SKIP
+...     for batch in source:
+...         ...
+...     print(source.stats)
+
+Transport modules load on first use, so importing this package stays cheap.
+"""
+
+from importlib import import_module as _import_module
+
+from .base import FrameSource, GapCounter, SourceStats, open_source
+
+_LAZY = {
+    "ZmqSource": "zmq", "ZmqPublisher": "zmq", "decode_message": "zmq", "encode_header": "zmq",
+    "SerialSource": "serial", "SerialWriter": "serial", "FrameParser": "serial", "encode_frame": "serial",
+    "FileSource": "files",
+    "SimSource": "replay", "Pacer": "replay",
+    "Recorder": "recorder", "record": "recorder",
+}
+
+__all__ = ["open_source", "FrameSource", "SourceStats", "GapCounter", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(_import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hexspec.drivers' has no attribute {name!r}")

@@ -46,6 +46,8 @@ class SourceStats:
         Payload bytes received, including rejected ones.
     messages : int
         Messages or serial frames received, good or bad.
+    skipped_bytes : int
+        Bytes discarded while resynchronising (serial links).
     last_error : str
         Why the most recent corrupt message was rejected ("" if none was).
     """
@@ -55,6 +57,7 @@ class SourceStats:
     corrupt: int = 0
     bytes: int = 0
     messages: int = 0
+    skipped_bytes: int = 0
     last_error: str = ""
 
     def as_dict(self) -> dict:
@@ -144,9 +147,8 @@ class BaseSource:
         self.stats.frames += len(batch)
 
     def __iter__(self) -> Iterator[FrameBatch]:
+        # a batch the generator yields after stop() was already received: deliver it
         for batch in self._batches():
-            if self._closed:
-                return
             if self.max_frames is not None:
                 left = self.max_frames - self.stats.frames
                 if left <= 0:

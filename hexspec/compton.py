@@ -1,14 +1,21 @@
 """Compton kinematics, pinhole geometry, Compton profiles J(p_z) and S-parameters.
 
-Equation numbers refer to PHYSICS.md (section 2 for kinematics, section 3 for the
-pinhole geometry).
+Equation numbers refer to PHYSICS.md (section 2 for kinematics, profiles and the
+S-parameter, section 3 for the pinhole geometry).
+
+Conventions: energies in keV, momenta p_z in atomic units, angles in radians; maps are
+(rows, cols) and cubes (rows, cols, energy). A profile J(p_z) is stored as a density per
+a.u. that is constant within each p_z bin, so integrals over any p_z window use the
+fractional overlap of each bin with the window and do not depend on where bin edges fall.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit, prange
 
 from .detector import HEXITEC, DetectorSpec
 from .errors import ConfigError

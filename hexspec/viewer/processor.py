@@ -95,6 +95,12 @@ class LiveProcessor:
         thread is a daemon, so it never keeps the program alive.
         """
         self._stop.set()
+        wake = getattr(self.source, "stop", None)
+        if wake is not None:
+            try:
+                wake()   # hexspec sources end their iteration at the next wake-up
+            except Exception:
+                log.exception("stopping the source failed")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -260,7 +266,13 @@ class LiveProcessor:
         with self._lock:
             if self._accumulator is None:
                 return None
-            return self._accumulator.cube.image(emin, emax)
+            cube = self._accumulator.cube
+            # Same bins as SpectralCube.image, but as a slice: the bins in a window are
+            # contiguous, and a slice avoids copying the cube on every refresh.
+            centers = cube.centers
+            lo = 0 if emin is None else int(np.searchsorted(centers, emin, side="left"))
+            hi = centers.size if emax is None else int(np.searchsorted(centers, emax, side="left"))
+            return cube.counts[:, :, lo:hi].sum(axis=2, dtype=np.int64)
 
     def spectrum(self, mask=None) -> np.ndarray:
         """Counts per bin summed over ``mask`` (rows, cols) bool, or over all pixels."""

@@ -1,0 +1,394 @@
+"""Serial frame stream (FORMATS.md, "Serial frame stream").
+
+Each frame travels as::
+
+    sync    4 bytes  EB 90 48 58
+    header 16 bytes  <u32 frame_number, u16 rows, u16 cols, u8 encoding, u8 flags, u16 reserved, u32 payload_length>
+    payload          encoding 0: rows*cols little-endian uint16 (dense)
+                     encoding 1: n * (u16 pixel index, u16 value) (sparse; pixels not listed are 0)
+    crc     4 bytes  zlib.crc32(header + payload), little-endian
+
+:class:`FrameParser` turns arbitrary chunks of bytes into frames: it resynchronises on
+the sync word after anything it cannot use (garbage, impossible header, bad CRC,
+frame cut short), and counts what it rejected. :class:`SerialSource` feeds it from a
+pyserial port (device, pseudo-terminal or pyserial URL such as ``loop://``);
+:class:`SerialWriter` is the matching sender, used by the simulator.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+import zlib
+
+import numpy as np
+
+from ..errors import ConfigError, ProtocolError
+from ..frames import FrameBatch
+from .base import BaseSource
+
+log = logging.getLogger("hexspec.drivers.serial")
+
+SYNC = b"\xeb\x90\x48\x58"
+HEADER = struct.Struct("<IHHBBHI")
+CRC = struct.Struct("<I")
+DENSE, SPARSE = 0, 1
+#: Largest frame side accepted; a header claiming more is treated as corrupt.
+MAX_SIDE = 4096
+#: Sparse indices are u16, so sparse frames can address at most this many pixels.
+MAX_SPARSE_PIXELS = 1 << 16
+_FRAME_OVERHEAD = len(SYNC) + HEADER.size + CRC.size
+
+
+def encode_frame(frame, frame_number: int, encoding: str = "auto", flags: int = 0) -> bytes:
+    """Bytes of one frame on the wire.
+
+    Parameters
+    ----------
+    frame : array_like, shape (rows, cols), uint16
+    frame_number : int
+        Sent modulo 2**32 (the header field is u32).
+    encoding : {"auto", "dense", "sparse"}
+        "auto" sends sparse when that is shorter and the frame has at most 65536
+        pixels (sparse indices are u16), dense otherwise.
+    """
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise ConfigError(f"encode_frame: expected one (rows, cols) frame, found shape {frame.shape}")
+    rows, cols = frame.shape
+    flat = np.ascontiguousarray(frame, dtype="<u2").reshape(-1)
+    if encoding == "auto":
+        nonzero = np.count_nonzero(flat)
+        encoding = "sparse" if (flat.size <= MAX_SPARSE_PIXELS and nonzero * 4 < flat.size * 2) else "dense"
+    if encoding == "dense":
+        code, payload = DENSE, flat.tobytes()
+    elif encoding == "sparse":
+        if flat.size > MAX_SPARSE_PIXELS:
+            raise ConfigError(f"encode_frame: sparse encoding addresses at most {MAX_SPARSE_PIXELS} pixels "
+                              f"(u16 index), frame has {flat.size}")
+        index = np.flatnonzero(flat)
+        pairs = np.empty((index.size, 2), dtype="<u2")
+        pairs[:, 0] = index
+        pairs[:, 1] = flat[index]
+        code, payload = SPARSE, pairs.tobytes()
+    else:
+        raise ConfigError(f"encode_frame: encoding must be 'auto', 'dense' or 'sparse', found {encoding!r}")
+    header = HEADER.pack(int(frame_number) & 0xFFFFFFFF, rows, cols, code, flags & 0xFF, 0, len(payload))
+    return b"".join((SYNC, header, payload, CRC.pack(zlib.crc32(payload, zlib.crc32(header)))))
+
+
+def check_header(frame_number, rows, cols, encoding, payload_length, expected_shape=None) -> str:
+    """Why a header is impossible ("" if it is plausible)."""
+    if not (1 <= rows <= MAX_SIDE and 1 <= cols <= MAX_SIDE):
+        return f"frame {frame_number}: shape {rows}x{cols} outside 1..{MAX_SIDE}"
+    if expected_shape is not None and (rows, cols) != tuple(expected_shape):
+        return f"frame {frame_number}: expected shape {tuple(expected_shape)}, found ({rows}, {cols})"
+    if encoding == DENSE:
+        if payload_length != rows * cols * 2:
+            return f"frame {frame_number}: dense payload must be {rows * cols * 2} bytes, header says {payload_length}"
+    elif encoding == SPARSE:
+        if rows * cols > MAX_SPARSE_PIXELS:
+            return f"frame {frame_number}: sparse frame of {rows * cols} pixels cannot be addressed by u16 indices"
+        if payload_length % 4 or payload_length > rows * cols * 4:
+            return (f"frame {frame_number}: sparse payload must be a multiple of 4 bytes up to {rows * cols * 4}, "
+                    f"header says {payload_length}")
+    else:
+        return f"frame {frame_number}: encoding must be 0 (dense) or 1 (sparse), found {encoding}"
+    return ""
+
+
+def decode_payload(payload, rows, cols, encoding):
+    """One frame (rows, cols) uint16 from its payload; raises ProtocolError on a bad sparse index."""
+    if encoding == DENSE:
+        return np.frombuffer(payload, dtype="<u2").astype(np.uint16).reshape(rows, cols)
+    pairs = np.frombuffer(payload, dtype="<u2").reshape(-1, 2)
+    frame = np.zeros(rows * cols, dtype=np.uint16)
+    if pairs.size:
+        index = pairs[:, 0]
+        if int(index.max()) >= rows * cols:
+            raise ProtocolError(f"sparse pixel index {int(index.max())} outside a {rows}x{cols} frame")
+        frame[index] = pairs[:, 1]
+    return frame.reshape(rows, cols)
+
+
+class FrameParser:
+    """Incremental decoder of the serial framing with resynchronisation.
+
+    Parameters
+    ----------
+    shape : (rows, cols), optional
+        Reject frames of any other shape.
+
+    Attributes
+    ----------
+    corrupt : int
+        Frames rejected: impossible header, CRC mismatch, bad sparse index, or cut
+        short (seen when the next sync word arrives inside it, or at :meth:`finish`).
+    skipped_bytes : int
+        Bytes discarded while looking for a sync word.
+    last_error : str
+    """
+
+    def __init__(self, shape=None):
+        self.shape = None if shape is None else (int(shape[0]), int(shape[1]))
+        self._buffer = bytearray()
+        self.corrupt = 0
+        self.skipped_bytes = 0
+        self.last_error = ""
+
+    def _reject(self, why):
+        self.corrupt += 1
+        self.last_error = why
+        if self.corrupt & (self.corrupt - 1) == 0:
+            log.warning("serial: corrupt frame #%d skipped: %s", self.corrupt, why)
+        # resynchronise: look for the next sync word after this one's first byte
+        del self._buffer[:1]
+        self.skipped_bytes += 1
+
+    def feed(self, data) -> list:
+        """Add received bytes; return the frames completed, as (frame_number, frame) pairs."""
+        buf = self._buffer
+        buf += data
+        out = []
+        while True:
+            at = buf.find(SYNC)
+            if at < 0:
+                # keep a tail that could be the start of a sync word split across reads
+                keep = len(SYNC) - 1
+                if len(buf) > keep:
+                    self.skipped_bytes += len(buf) - keep
+                    del buf[:len(buf) - keep]
+                return out
+            if at:
+                self.skipped_bytes += at
+                del buf[:at]
+            if len(buf) < len(SYNC) + HEADER.size:
+                return out
+            number, rows, cols, encoding, _flags, _reserved, length = HEADER.unpack_from(buf, len(SYNC))
+            why = check_header(number, rows, cols, encoding, length, self.shape)
+            if why:
+                self._reject("impossible header: " + why)
+                continue
+            end = len(SYNC) + HEADER.size + length
+            if len(buf) < end + CRC.size:
+                # wait for the rest; a frame cut short shows up as a CRC mismatch once the
+                # following bytes arrive, or at finish() when the stream goes quiet
+                return out
+            view = memoryview(buf)
+            try:
+                crc_found = CRC.unpack_from(buf, end)[0]
+                crc_expected = zlib.crc32(view[len(SYNC):end])
+                if crc_found != crc_expected:
+                    view.release()
+                    self._reject(f"frame {number}: CRC-32 {crc_found:08x} does not match {crc_expected:08x}")
+                    continue
+                try:
+                    frame = decode_payload(view[len(SYNC) + HEADER.size:end], rows, cols, encoding)
+                except ProtocolError as exc:
+                    view.release()
+                    self._reject(f"frame {number}: {exc}")
+                    continue
+            finally:
+                view.release()
+            out.append((number, frame))
+            del buf[:end + CRC.size]
+
+    def finish(self) -> None:
+        """The stream ended (or went quiet): a partial frame left over is counted as corrupt."""
+        at = self._buffer.find(SYNC)
+        if at >= 0:
+            self.corrupt += 1
+            self.last_error = "frame cut short at end of stream"
+        self.skipped_bytes += len(self._buffer)
+        self._buffer.clear()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+
+def _open_port(port, baud, timeout_s, write_timeout_s=None):
+    import serial as pyserial
+    try:
+        return pyserial.serial_for_url(port, baudrate=baud, timeout=timeout_s, write_timeout=write_timeout_s)
+    except (pyserial.SerialException, ValueError) as exc:
+        raise ProtocolError(f"cannot open serial port {port}: {exc}") from None
+
+
+class SerialSource(BaseSource):
+    """Frames from a serial port in the FORMATS.md framing.
+
+    Parameters
+    ----------
+    port : str or serial.Serial
+        Device (``/dev/ttyACM0``), pyserial URL (``loop://``, ``socket://host:port``)
+        or an already open port (not closed by :meth:`close`).
+    baud : int
+        Baud rate when opening ``port``.
+    timeout_s : float or None
+        End iteration after this many seconds without bytes (default 10); None
+        waits without limit but wakes every 0.05 s to notice :meth:`close`.
+    batch_frames : int
+        Frames gathered into one yielded batch at most (default 100).
+    max_latency_s : float
+        Longest time decoded frames are held before being yielded.
+    shape : (rows, cols), optional
+        Reject frames of any other shape.
+    max_frames : int, optional
+    """
+
+    _READ_WAIT_S = 0.05
+
+    def __init__(self, port, baud: int = 115200, timeout_s: float | None = 10.0, batch_frames: int = 100,
+                 max_latency_s: float = 0.1, shape=None, max_frames: int | None = None):
+        super().__init__(max_frames)
+        if isinstance(port, str):
+            self._port = _open_port(port, baud, self._READ_WAIT_S)
+            self._owns_port = True
+            self.name = port
+        else:
+            self._port = port
+            self._owns_port = False
+            self.name = getattr(port, "name", None) or getattr(port, "port", None) or repr(port)
+            try:
+                port.timeout = self._READ_WAIT_S
+            except Exception:
+                pass
+        self.timeout_s = timeout_s
+        self.batch_frames = max(1, int(batch_frames))
+        self.max_latency_s = float(max_latency_s)
+        self.parser = FrameParser(shape)
+
+    def _read(self):
+        try:
+            waiting = self._port.in_waiting
+            return self._port.read(waiting if waiting else 1)
+        except Exception as exc:     # pyserial raises SerialException, OSError, or TypeError once closed
+            if self._closed:
+                return b""
+            raise ProtocolError(f"serial port {self.name}: read failed: {exc}") from None
+
+    def _sync_stats(self):
+        self.stats.corrupt = self.parser.corrupt
+        self.stats.last_error = self.parser.last_error
+        self.stats.skipped_bytes = self.parser.skipped_bytes
+
+    def _batches(self):
+        idle_since = time.monotonic()
+        pending = []
+        held_since = 0.0
+        while not self._closed:
+            data = self._read()
+            now = time.monotonic()
+            if data:
+                idle_since = now
+                self.stats.bytes += len(data)
+                decoded = self.parser.feed(data)
+                self.stats.messages += len(decoded)
+                if decoded and not pending:
+                    held_since = now
+                pending.extend(decoded)
+                self._sync_stats()
+            # frames of another shape start a new batch
+            while pending and any(f.shape != pending[0][1].shape for _, f in pending):
+                split = next(i for i, (_, f) in enumerate(pending) if f.shape != pending[0][1].shape)
+                yield self._join(pending[:split])
+                pending = pending[split:]
+                held_since = now
+            enough = self.max_frames is not None and self.stats.frames + len(pending) >= self.max_frames
+            if pending and (len(pending) >= self.batch_frames or not data or enough
+                            or now - held_since >= self.max_latency_s):
+                while len(pending) > self.batch_frames:
+                    yield self._join(pending[:self.batch_frames])
+                    pending = pending[self.batch_frames:]
+                yield self._join(pending)
+                pending = []
+                continue
+            if not data and self.timeout_s is not None and now - idle_since > self.timeout_s:
+                if self.parser.buffered:
+                    self.parser.finish()
+                    self._sync_stats()
+                log.info("serial %s: no data for %.1f s, ending", self.name, self.timeout_s)
+                break
+        if pending:
+            yield self._join(pending)
+
+    @staticmethod
+    def _join(pending):
+        return FrameBatch(np.stack([f for _, f in pending]), np.array([n for n, _ in pending], dtype=np.int64))
+
+    def _close(self):
+        if self._owns_port:
+            try:
+                self._port.close()
+            except Exception:
+                pass
+
+
+class SerialWriter:
+    """Send FrameBatch objects in the FORMATS.md serial framing.
+
+    Parameters
+    ----------
+    port : str or file-like
+        Device or pyserial URL to open, or anything with ``write(bytes)`` (an open
+        serial.Serial, a pseudo-terminal master opened with ``os.fdopen``).
+    baud : int
+        Baud rate when opening ``port``.
+    encoding : {"auto", "dense", "sparse"}
+        See :func:`encode_frame`.
+    write_timeout_s : float or None
+        When opening ``port``: how long a write may wait before raising
+        ProtocolError (None: wait; the link paces the sender).
+    """
+
+    def __init__(self, port, baud: int = 115200, encoding: str = "auto", write_timeout_s: float | None = None):
+        if encoding not in ("auto", "dense", "sparse"):
+            raise ConfigError(f"SerialWriter: encoding must be 'auto', 'dense' or 'sparse', found {encoding!r}")
+        if isinstance(port, str):
+            self._port = _open_port(port, baud, 0.1, write_timeout_s)
+            self._owns_port = True
+        else:
+            self._port = port
+            self._owns_port = False
+        self.encoding = encoding
+        self.frames_sent = 0
+        self.bytes_sent = 0
+
+    def send(self, batch) -> int:
+        """Write every frame of ``batch`` (FrameBatch or (n, R, C) / (R, C) uint16 array); return frames sent."""
+        if not isinstance(batch, FrameBatch):
+            arr = np.asarray(batch)
+            n = 1 if arr.ndim == 2 else len(arr)
+            batch = FrameBatch(arr, np.arange(self.frames_sent, self.frames_sent + n))
+        data = b"".join(encode_frame(f, n, self.encoding) for f, n in zip(batch.frames, batch.frame_numbers))
+        self.write_bytes(data)
+        self.frames_sent += len(batch)
+        return len(batch)
+
+    def write_bytes(self, data) -> None:
+        """Write raw bytes to the link (all of them: short writes are continued)."""
+        view = memoryview(data)
+        while view.nbytes:
+            try:
+                written = self._port.write(view)
+            except Exception as exc:
+                raise ProtocolError(f"serial write failed after {self.bytes_sent} bytes: {exc}") from None
+            if written is None:      # file-likes that write everything return None
+                written = view.nbytes
+            self.bytes_sent += written
+            view = view[written:]
+        flush = getattr(self._port, "flush", None)
+        if flush is not None:
+            flush()
+
+    def close(self) -> None:
+        if self._owns_port:
+            self._port.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,416 @@
+"""ZMQ frame stream in the odin-data live-view format (FORMATS.md, "ZMQ frame stream").
+
+Each message has two parts: a UTF-8 JSON header and the frame bytes (little-endian,
+C order). A message may carry k frames with shape [k, R, C]; its ``frame_num`` is
+then the first frame's number and the others follow consecutively.
+
+:class:`ZmqSource` connects a SUB socket (odin-data live view; may drop frames under
+load, which shows as gaps in frame_num and is counted as dropped) or a PULL socket
+(lossless pipelines: the sender blocks instead of dropping). :class:`ZmqPublisher`
+binds a PUB or PUSH socket and emits the same format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import zmq
+
+from ..errors import ConfigError, ProtocolError
+from ..frames import FrameBatch
+from .base import BaseSource
+
+log = logging.getLogger("hexspec.drivers.zmq")
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5020"
+
+#: dtypes accepted on the wire (odin-data frame types); anything else is corrupt.
+#: Values must still be whole numbers 0..65535 to become a FrameBatch.
+WIRE_DTYPES = {
+    "uint8": np.dtype("<u1"),
+    "uint16": np.dtype("<u2"),
+    "uint32": np.dtype("<u4"),
+    "float32": np.dtype("<f4"),
+}
+
+#: Largest message payload accepted (bytes): a header claiming more is corrupt,
+#: whatever the actual payload, so a bad header can never make us allocate gigabytes.
+MAX_PAYLOAD_BYTES = 1 << 30
+
+#: Messages queued per socket before ZMQ drops (PUB/SUB) or blocks the sender
+#: (PUSH/PULL). 1000 single 80x80 frames is ~13 MB and ~0.1 s of a HEXITEC at
+#: 9 kHz: enough to ride out a pause of the consumer, small enough that a stalled
+#: live view cannot eat the memory of the acquisition machine.
+DEFAULT_HWM = 1000
+
+# Messages of at least this size are sent/received without copying into Python
+# bytes; below it copying is cheaper than the zero-copy bookkeeping (pyzmq docs).
+_ZERO_COPY_BYTES = 64 * 1024
+
+
+def encode_header(frame_num: int, shape, dtype="uint16", acquisition_id: str = "",
+                  dataset: str = "raw_frames") -> bytes:
+    """JSON header of one message, with shape entries as strings as odin-data sends them."""
+    dtype = np.dtype(dtype).name
+    shape = [int(s) for s in shape]
+    header = {
+        "frame_num": int(frame_num),
+        "acquisition_id": acquisition_id,
+        "dtype": dtype,
+        "dsize": int(np.prod(shape)) * np.dtype(dtype).itemsize,
+        "dataset": dataset,
+        "compression": "none",
+        "shape": [str(s) for s in shape],
+    }
+    return json.dumps(header).encode("utf-8")
+
+
+def _shape_entries(raw):
+    if not isinstance(raw, list) or not 2 <= len(raw) <= 3:
+        raise ValueError(f"shape: expected a list of 2 or 3 sizes, found {raw!r}")
+    shape = []
+    for s in raw:
+        if isinstance(s, bool):
+            raise ValueError(f"shape: expected integer sizes, found {raw!r}")
+        if isinstance(s, str):
+            if not s.strip().isdigit():
+                raise ValueError(f"shape: expected integer sizes, found {raw!r}")
+            s = int(s)
+        if not isinstance(s, int) or s <= 0:
+            raise ValueError(f"shape: expected positive integer sizes, found {raw!r}")
+        shape.append(s)
+    return tuple(shape)
+
+
+def decode_message(parts, expected_shape=None):
+    """Validate one two-part message and return ``(header, frames)``.
+
+    Parameters
+    ----------
+    parts : list of bytes-like
+        The message parts as received.
+    expected_shape : (rows, cols), optional
+        Reject frames of any other shape.
+
+    Returns
+    -------
+    header : dict
+        The parsed JSON header.
+    frames : ndarray, shape (k, rows, cols), uint16
+        The frames (k = 1 for a 2-D shape); a view of the payload when it was uint16.
+
+    Raises
+    ------
+    ProtocolError
+        Naming the field that is wrong, what was expected and what was found.
+    """
+    if len(parts) != 2:
+        raise ProtocolError(f"expected a 2-part message (JSON header, frame), found {len(parts)} parts")
+    try:
+        header = json.loads(bytes(parts[0]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header: expected a JSON object, found {type(header).__name__}")
+    frame_num = header.get("frame_num")
+    if isinstance(frame_num, bool) or not isinstance(frame_num, int) or frame_num < 0:
+        raise ProtocolError(f"frame_num: expected an integer >= 0, found {frame_num!r}")
+    dtype_name = header.get("dtype")
+    if dtype_name not in WIRE_DTYPES:
+        raise ProtocolError(f"dtype: expected one of {sorted(WIRE_DTYPES)}, found {dtype_name!r} (frame {frame_num})")
+    dtype = WIRE_DTYPES[dtype_name]
+    compression = header.get("compression", "none")
+    if compression not in ("none", None, ""):
+        raise ProtocolError(f"compression: only 'none' is supported, found {compression!r} (frame {frame_num})")
+    try:
+        shape = _shape_entries(header.get("shape"))
+    except ValueError as exc:
+        raise ProtocolError(f"{exc} (frame {frame_num})") from None
+    dsize = header.get("dsize")
+    if isinstance(dsize, bool) or not isinstance(dsize, int):
+        raise ProtocolError(f"dsize: expected an integer byte count, found {dsize!r} (frame {frame_num})")
+    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if dsize != expected_bytes:
+        raise ProtocolError(f"dsize: expected prod(shape {list(shape)}) * {dtype.itemsize} = {expected_bytes} bytes, "
+                            f"found {dsize} (frame {frame_num})")
+    if dsize > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"dsize: at most {MAX_PAYLOAD_BYTES} bytes accepted, found {dsize} (frame {frame_num})")
+    payload = memoryview(parts[1])
+    if payload.nbytes != dsize:
+        raise ProtocolError(f"payload: header says dsize {dsize} bytes, part 2 has {payload.nbytes} (frame {frame_num})")
+    if expected_shape is not None and tuple(shape[-2:]) != tuple(expected_shape):
+        raise ProtocolError(f"shape: expected frames of {tuple(expected_shape)}, found {list(shape)} (frame {frame_num})")
+    frames = np.frombuffer(payload, dtype=dtype).reshape((1,) * (3 - len(shape)) + shape)
+    if dtype != np.dtype("<u2"):
+        if not np.all((frames >= 0) & (frames <= 65535) & (frames == np.floor(frames))):
+            raise ProtocolError(f"data: {dtype_name} values are not whole ADU in 0..65535 (frame {frame_num})")
+        frames = frames.astype(np.uint16)
+    header["shape"] = list(shape)
+    return header, frames
+
+
+class ZmqPublisher:
+    """Send FrameBatch objects as odin-data live-view messages.
+
+    Parameters
+    ----------
+    endpoint : str
+        ZMQ endpoint; by default bound (``tcp://127.0.0.1:5020``: loopback only unless
+        told otherwise, DESIGN.md).
+    socket_type : {"PUB", "PUSH"}
+        PUB (live view; drops when a subscriber is slow) or PUSH (lossless; a send
+        waits until a PULL peer takes the message).
+    frames_per_message : int, optional
+        Frames packed into one message (shape [k, R, C]). 1 (default) sends each
+        frame as a 2-D message exactly as odin-data does; larger values cut the
+        per-message overhead for hexspec-to-hexspec links.
+    acquisition_id : str
+        Written into every header.
+    hwm : int
+        Send high-water mark in messages (see :data:`DEFAULT_HWM`).
+    bind : bool
+        Bind (default, as FORMATS.md asks of a publisher) or connect.
+    send_timeout_s : float or None
+        With PUSH, how long :meth:`send` may wait for a receiver before raising
+        ProtocolError; None (default) waits: backpressure is what makes PUSH lossless.
+    context : zmq.Context, optional
+
+    Attributes
+    ----------
+    frames_sent, messages_sent : int
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, socket_type: str = "PUB", frames_per_message: int = 1,
+                 acquisition_id: str = "", hwm: int = DEFAULT_HWM, bind: bool = True,
+                 send_timeout_s: float | None = None, context=None):
+        socket_type = socket_type.upper()
+        if socket_type not in ("PUB", "PUSH"):
+            raise ConfigError(f"ZmqPublisher: socket_type must be 'PUB' or 'PUSH', found {socket_type!r}")
+        if int(frames_per_message) < 1:
+            raise ConfigError(f"ZmqPublisher: frames_per_message must be >= 1, found {frames_per_message}")
+        self.endpoint = endpoint
+        self.socket_type = socket_type
+        self.frames_per_message = int(frames_per_message)
+        self.acquisition_id = acquisition_id
+        self.frames_sent = 0
+        self.messages_sent = 0
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(getattr(zmq, socket_type))
+        self._socket.setsockopt(zmq.SNDHWM, int(hwm))
+        self._socket.setsockopt(zmq.LINGER, 1000)   # let queued messages leave on close, but not forever
+        if send_timeout_s is not None:
+            self._socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
+        try:
+            if bind:
+                self._socket.bind(endpoint)
+                # tcp://*:0 or a wildcard port: report where we actually are
+                self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+            else:
+                self._socket.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._socket.close(0)
+            raise ProtocolError(f"ZmqPublisher: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
+
+    def send(self, batch, frames_per_message: int | None = None) -> int:
+        """Send every frame of ``batch``; return the number of frames sent.
+
+        ``batch`` is a FrameBatch or an array (k, R, C) / (R, C) of uint16 (frame
+        numbers then count on from the last frame sent).
+        """
+        if not isinstance(batch, FrameBatch):
+            batch = FrameBatch(batch, np.arange(len(np.atleast_3d(batch)) if np.ndim(batch) == 3 else 1)
+                               + self.frames_sent)
+        k = int(frames_per_message or self.frames_per_message)
+        frames = batch.frames
+        numbers = batch.frame_numbers
+        n = len(batch)
+        start = 0
+        while start < n:
+            stop = min(n, start + k)
+            # only frames with consecutive numbers may share a message (frame_num is the first)
+            run = np.flatnonzero(np.diff(numbers[start:stop]) != 1)
+            if run.size:
+                stop = start + int(run[0]) + 1
+            block = frames[start:stop] if stop - start > 1 else frames[start]
+            header = encode_header(numbers[start], block.shape, "uint16", self.acquisition_id)
+            payload = np.ascontiguousarray(block, dtype="<u2")
+            try:
+                self._socket.send_multipart([header, payload], copy=payload.nbytes < _ZERO_COPY_BYTES)
+            except zmq.Again:
+                raise ProtocolError(f"ZmqPublisher: no receiver took frame {numbers[start]} on {self.endpoint} "
+                                    "within the send timeout") from None
+            self.messages_sent += 1
+            self.frames_sent += stop - start
+            start = stop
+        return n
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ZmqSource(BaseSource):
+    """Receive frames from an odin-data live-view (or hexspec) ZMQ stream.
+
+    Parameters
+    ----------
+    endpoint : str
+        Where the publisher is (default ``tcp://127.0.0.1:5020``).
+    socket_type : {"SUB", "PULL"}
+        SUB for a live-view publisher (gaps under load are counted as dropped),
+        PULL for a lossless PUSH pipeline.
+    timeout_s : float or None
+        End iteration after this many seconds without any message (default 10);
+        None waits without limit but still wakes every 0.1 s to notice :meth:`close`.
+    batch_frames : int
+        Frames gathered into one yielded FrameBatch (default 1000): messages already
+        queued are drained without waiting, so a batch is never held back waiting
+        for more.
+    max_latency_s : float
+        Longest time a partly filled batch is held while more messages arrive.
+    shape : (rows, cols), optional
+        Reject (count as corrupt) frames of any other shape.
+    hwm : int
+        Receive high-water mark in messages (see :data:`DEFAULT_HWM`).
+    bind : bool
+        Bind instead of connecting (when the sender connects).
+    max_frames : int, optional
+        Stop after this many frames.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, socket_type: str = "SUB", timeout_s: float | None = 10.0,
+                 batch_frames: int = 1000, max_latency_s: float = 0.05, shape=None, hwm: int = DEFAULT_HWM,
+                 bind: bool = False, max_frames: int | None = None, context=None):
+        super().__init__(max_frames)
+        socket_type = socket_type.upper()
+        if socket_type not in ("SUB", "PULL"):
+            raise ConfigError(f"ZmqSource: socket must be 'sub' or 'pull', found {socket_type.lower()!r}")
+        self.endpoint = endpoint
+        self.socket_type = socket_type
+        self.timeout_s = timeout_s
+        self.batch_frames = max(1, int(batch_frames))
+        self.max_latency_s = float(max_latency_s)
+        self.shape = None if shape is None else (int(shape[0]), int(shape[1]))
+        self._acquisition_id = None
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(getattr(zmq, socket_type))
+        self._socket.setsockopt(zmq.RCVHWM, int(hwm))
+        self._socket.setsockopt(zmq.LINGER, 0)
+        if socket_type == "SUB":
+            self._socket.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            if bind:
+                self._socket.bind(endpoint)
+                self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+            else:
+                self._socket.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._socket.close(0)
+            raise ProtocolError(f"ZmqSource: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+
+    def _receive(self, wait_s):
+        """One message's parts, or None if none arrived within ``wait_s`` (0: do not wait)."""
+        if wait_s > 0 and not self._poller.poll(int(wait_s * 1000) or 1):
+            return None
+        try:
+            return self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+
+    def _decode(self, parts):
+        """Validated (frame_num, frames) or None; bad messages are counted and logged."""
+        self.stats.messages += 1
+        self.stats.bytes += sum(len(p.buffer) for p in parts)
+        try:
+            header, frames = decode_message([p.buffer for p in parts], self.shape)
+        except ProtocolError as exc:
+            self.stats.corrupt += 1
+            self.stats.last_error = str(exc)
+            # one log line per power of two keeps a flood of bad messages from flooding the log
+            if self.stats.corrupt & (self.stats.corrupt - 1) == 0:
+                log.warning("%s: corrupt message #%d skipped: %s", self.endpoint, self.stats.corrupt, exc)
+            return None
+        acq = header.get("acquisition_id")
+        if acq != self._acquisition_id:
+            if self._acquisition_id is not None:
+                self._gaps.expected = None     # a new acquisition restarts frame numbering
+            self._acquisition_id = acq
+        return header["frame_num"], frames
+
+    def _batches(self):
+        poll_s = 0.1
+        idle_since = time.monotonic()
+        pending = []         # (frame_num, frames) waiting to be joined into one batch
+        pending_frames = 0
+        held_since = 0.0
+        while not self._closed:
+            if pending:
+                wait_s = max(0.0, self.max_latency_s - (time.monotonic() - held_since))
+            else:
+                wait_s = poll_s
+            parts = self._receive(wait_s)
+            if parts is None:
+                if pending:
+                    yield self._join(pending)
+                    pending, pending_frames = [], 0
+                elif self.timeout_s is not None and time.monotonic() - idle_since > self.timeout_s:
+                    log.info("%s: no message for %.1f s, ending", self.endpoint, self.timeout_s)
+                    return
+                continue
+            idle_since = time.monotonic()
+            decoded = self._decode(parts)
+            if decoded is None:
+                continue
+            if pending and decoded[1].shape[1:] != pending[0][1].shape[1:]:
+                yield self._join(pending)
+                pending, pending_frames = [], 0
+            if not pending:
+                held_since = idle_since
+            pending.append(decoded)
+            pending_frames += decoded[1].shape[0]
+            full = pending_frames >= self.batch_frames
+            enough = self.max_frames is not None and self.stats.frames + pending_frames >= self.max_frames
+            if full or enough:
+                yield self._join(pending)
+                pending, pending_frames = [], 0
+        if pending:
+            yield self._join(pending)
+
+    @staticmethod
+    def _join(pending):
+        total = sum(f.shape[0] for _, f in pending)
+        frames = np.empty((total,) + pending[0][1].shape[1:], dtype=np.uint16)
+        numbers = np.empty(total, dtype=np.int64)
+        at = 0
+        for first, f in pending:
+            k = f.shape[0]
+            frames[at:at + k] = f
+            numbers[at:at + k] = np.arange(first, first + k)
+            at += k
+        return FrameBatch(frames, numbers)
+
+    def _count(self, batch):
+        # frame numbers may restart inside a joined batch (new acquisition), so count
+        # gaps message-run by message-run rather than over the whole batch
+        fn = batch.frame_numbers
+        breaks = np.flatnonzero(np.diff(fn) != 1) + 1
+        start = 0
+        for stop in list(breaks) + [len(fn)]:
+            self.stats.dropped += self._gaps.add(int(fn[start]), int(stop - start))
+            start = stop
+        self.stats.frames += len(batch)
+
+    def _close(self):
+        if not self._socket.closed:
+            self._socket.close(0)

@@ -1,0 +1,353 @@
+"""Detector response: absorption depth, K escape, charge cloud, pile-up, noise, gain, readout.
+
+Everything a photon goes through between entering the sensor and becoming an ADU value
+in a frame (PHYSICS.md section 5). The per-photon work runs in one numba kernel that
+touches only the pixels that receive charge, so a batch of mostly-empty frames costs
+time in proportion to its photons, not its pixels.
+
+Readout model. Frames are offset-corrected and thresholded as the real readout
+delivers them: a pixel without charge reads 0 unless its electronic noise alone rounds
+to a positive ADU value. Noise is therefore drawn only for pixels that received charge,
+plus a sparse set of noise-only pixels whose number per frame is Poisson with the summed
+Gaussian tail probability of all pixels; their values come from the Gaussian tail.
+Electronic and Fano noise are lumped into one energy-independent Gaussian per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import xraylib
+from numba import njit
+from scipy.special import ndtr
+
+from ..errors import ConfigError
+from .sources import k_lines
+
+#: Boltzmann constant over the elementary charge, V/K.
+K_OVER_E_V_PER_K = 8.617333262e-5
+#: FWHM / sigma of a Gaussian.
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+#: Largest ADU value of the 14-bit ADC.
+ADC_MAX = 16383
+
+SENSOR_MATERIAL = "Cd0.9Zn0.1Te"
+SENSOR_DENSITY_G_CM3 = 5.78
+_TABLE_E0_KEV, _TABLE_STEP_KEV, _TABLE_N = 1.0, 0.25, 1197   # 1 .. 300 keV
+
+
+def cloud_fwhm_um(thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0):
+    """FWHM of the electron cloud at the anode in um (PHYSICS.md section 5, Veale 2014).
+
+    r = r0 + 1.15 L sqrt(2 k T / (e V)) with r0 = 0.1477 T[C] + 14.66 um, L the drift length
+    (here the sensor thickness) and V the bias magnitude. 2 mm, 1200 V, 18 C -> 32.2 um.
+    """
+    if thickness_mm <= 0 or bias_v == 0:
+        raise ConfigError(f"cloud_fwhm_um: expected thickness > 0 and non-zero bias, found {thickness_mm} mm, {bias_v} V")
+    r0_um = 0.1477 * temperature_c + 14.66
+    kt_over_e_v = K_OVER_E_V_PER_K * (temperature_c + 273.15)
+    return r0_um + 1.15 * thickness_mm * 1e3 * math.sqrt(2.0 * kt_over_e_v / abs(bias_v))
+
+
+def pixel_fractions(x_px, y_px, sigma_px, shape):
+    """Fractions of a Gaussian cloud centred at (x_px, y_px) collected by each pixel (numpy reference).
+
+    Parameters
+    ----------
+    x_px, y_px : float
+        Cloud centre in pixel units: column and row coordinates, pixel (r, c) spans
+        [c, c + 1) x [r, r + 1).
+    sigma_px : float
+        Cloud standard deviation in pixel units.
+    shape : (rows, cols)
+
+    Returns
+    -------
+    ndarray (rows, cols)
+        Product of erf differences over each pixel's edges; charge outside the detector is lost.
+    """
+    from scipy.special import erf
+    rows, cols = shape
+    s = sigma_px * math.sqrt(2.0)
+    fx = 0.5 * np.diff(erf((np.arange(cols + 1) - x_px) / s))
+    fy = 0.5 * np.diff(erf((np.arange(rows + 1) - y_px) / s))
+    return fy[:, None] * fx[None, :]
+
+
+@dataclass(frozen=True)
+class SensorTables:
+    """Interaction tables of the sensor material, tabulated on a regular energy grid.
+
+    Attributes
+    ----------
+    e0_kev, step_kev : float
+        Grid start and step.
+    mu_per_mm : ndarray (n,)
+        Linear attenuation coefficient.
+    k_fluorescence : ndarray (2, n)
+        Probability that an interaction at that energy emits a Cd (row 0) or Te (row 1)
+        K photon: K-shell share of the attenuation times the K fluorescence yield.
+    line_kev, line_cdf, line_mu_per_mm : ndarray (2, 5)
+        Cd and Te K lines (KL3, KL2, KM3, KM2, KN3), cumulative emission probabilities and
+        attenuation of each line in the sensor.
+    """
+
+    e0_kev: float
+    step_kev: float
+    mu_per_mm: np.ndarray
+    k_fluorescence: np.ndarray
+    line_kev: np.ndarray
+    line_cdf: np.ndarray
+    line_mu_per_mm: np.ndarray
+
+
+@lru_cache(maxsize=None)
+def sensor_tables(material=SENSOR_MATERIAL, density_g_cm3=SENSOR_DENSITY_G_CM3):
+    """Build :class:`SensorTables` for a CdTe-based sensor from xraylib cross sections."""
+    energy_kev = _TABLE_E0_KEV + _TABLE_STEP_KEV * np.arange(_TABLE_N)
+    mu = np.array([xraylib.CS_Total_CP(material, float(e)) for e in energy_kev]) * density_g_cm3 / 10.0
+    comp = xraylib.CompoundParser(material)
+    mass_fraction = dict(zip(comp["Elements"], comp["massFractions"]))
+    k_fluor = np.zeros((2, _TABLE_N))
+    line_kev = np.zeros((2, 5))
+    line_cdf = np.zeros((2, 5))
+    line_mu = np.zeros((2, 5))
+    total = np.array([xraylib.CS_Total_CP(material, float(e)) for e in energy_kev])
+    for row, symbol in enumerate(("Cd", "Te")):
+        z = xraylib.SymbolToAtomicNumber(symbol)
+        edge = xraylib.EdgeEnergy(z, xraylib.K_SHELL)
+        yield_k = xraylib.FluorYield(z, xraylib.K_SHELL)
+        photo_k = np.array([xraylib.CS_Photo_Partial(z, xraylib.K_SHELL, float(e)) if e > edge else 0.0
+                            for e in energy_kev])
+        k_fluor[row] = mass_fraction.get(z, 0.0) * photo_k / total * yield_k
+        e, p = k_lines(symbol)
+        line_kev[row], line_cdf[row] = e, np.cumsum(p)
+        line_mu[row] = [xraylib.CS_Total_CP(material, float(v)) * density_g_cm3 / 10.0 for v in e]
+    line_cdf[:, -1] = 1.0
+    return SensorTables(_TABLE_E0_KEV, _TABLE_STEP_KEV, mu, k_fluor, line_kev, line_cdf, line_mu)
+
+
+def gaussian_tail_probability(threshold_sigma):
+    """P(N(0, 1) > threshold_sigma), elementwise."""
+    return ndtr(-np.asarray(threshold_sigma, dtype=np.float64))
+
+
+# ----------------------------------------------------------------------------- kernels
+
+@njit(cache=True, nogil=True)
+def _interp(table, e0, step, energy):
+    t = (energy - e0) / step
+    if t <= 0.0:
+        return table[0]
+    k = int(t)
+    if k >= table.shape[0] - 1:
+        return table[table.shape[0] - 1]
+    f = t - k
+    return table[k] + f * (table[k + 1] - table[k])
+
+
+@njit(cache=True, nogil=True)
+def _cloud(x, y, energy, sigma_sqrt2, rows, cols, pix, kev, n, fx, fy):
+    """Append the 3x3 erf split of ``energy`` at (x, y) to (pix, kev)[n:]; returns the new n.
+
+    3x3 suffices: the cloud sigma (about 14 um) is far below the 250 um pitch, and the
+    kernel rejects clouds wider than a quarter pixel upstream.
+    """
+    c0 = int(math.floor(x))
+    r0 = int(math.floor(y))
+    prev_x = math.erf((c0 - 1 - x) / sigma_sqrt2)
+    prev_y = math.erf((r0 - 1 - y) / sigma_sqrt2)
+    for k in range(3):
+        ex = math.erf((c0 + k - x) / sigma_sqrt2)
+        ey = math.erf((r0 + k - y) / sigma_sqrt2)
+        fx[k] = 0.5 * (ex - prev_x)
+        fy[k] = 0.5 * (ey - prev_y)
+        prev_x = ex
+        prev_y = ey
+    for a in range(3):
+        r = r0 - 1 + a
+        if r < 0 or r >= rows or fy[a] < 1e-9:
+            continue
+        for b in range(3):
+            c = c0 - 1 + b
+            if c < 0 or c >= cols:
+                continue
+            e = energy * fy[a] * fx[b]
+            if e > 1e-6:
+                pix[n] = r * cols + c
+                kev[n] = e
+                n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _tail_normal(a, rng):
+    """A standard normal draw conditioned on exceeding ``a`` (Robert 1995 for a > 0.5)."""
+    if a < 0.5:
+        while True:
+            z = rng.standard_normal()
+            if z > a:
+                return z
+    lam = 0.5 * (a + math.sqrt(a * a + 4.0))
+    while True:
+        z = a + rng.exponential() / lam
+        if rng.random() <= math.exp(-0.5 * (z - lam) ** 2):
+            return z
+
+
+@njit(cache=True, nogil=True)
+def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
+                 sigma_px, thickness_mm, pitch_mm, escape,
+                 e0, step, mu_per_mm, k_fluorescence, line_kev, line_cdf, line_mu_per_mm,
+                 spill_probability, share_min_kev,
+                 inv_gradient, intercept_kev, noise_sigma_kev, live,
+                 noise_rate, noise_cdf, noise_threshold_sigma,
+                 hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
+                 carry_pix, carry_kev, n_carry,
+                 rng, frames, depth_mm, detected, shared, escaped, spilled, stats):
+    """Turn photons into ADU frames.
+
+    Photons must be sorted by ``photon_frame`` (0 .. n_frames - 1). ``frames`` (n_frames,
+    rows * cols) uint16 must be zero on entry. ``carry_pix/carry_kev[:n_carry]`` hold charge
+    spilled from the previous batch's last frame into this batch's first frame; on return
+    they hold the spill into the next batch and the function returns its length.
+    stats: [noise_only_hits, hot_hits, clipped, transmitted].
+    """
+    npix = rows * cols
+    acc = np.zeros(npix)
+    mark = np.zeros(npix, np.uint8)
+    touched = np.empty(npix, np.int64)
+    nphot = photon_frame.shape[0]
+    cap = carry_pix.shape[0]
+    next_pix = np.empty(cap, np.int64)
+    next_kev = np.empty(cap)
+    pix = np.empty(18, np.int64)
+    kev = np.empty(18)
+    fx = np.empty(3)
+    fy = np.empty(3)
+    s2 = sigma_px * math.sqrt(2.0)
+    i = 0
+    for f in range(n_frames):
+        nt = 0
+        for k in range(n_carry):
+            p = carry_pix[k]
+            if mark[p] == 0:
+                mark[p] = 1
+                touched[nt] = p
+                nt += 1
+            acc[p] += carry_kev[k]
+        n_next = 0
+        while i < nphot and photon_frame[i] == f:
+            energy = energy_kev[i]
+            z = rng.exponential() / _interp(mu_per_mm, e0, step, energy)
+            depth_mm[i] = z
+            if z >= thickness_mm:
+                stats[3] += 1
+                i += 1
+                continue
+            detected[i] = 1
+            x = x_px[i]
+            y = y_px[i]
+            main_kev = energy
+            fl_kev = 0.0
+            fl_x = x
+            fl_y = y
+            if escape:
+                u = rng.random()
+                p_cd = _interp(k_fluorescence[0], e0, step, energy)
+                p_te = _interp(k_fluorescence[1], e0, step, energy)
+                if u < p_cd + p_te:
+                    el = 0 if u < p_cd else 1
+                    v = rng.random()
+                    line = 0
+                    while line < 4 and v > line_cdf[el, line]:
+                        line += 1
+                    fl_kev = line_kev[el, line]
+                    main_kev = energy - fl_kev
+                    # Isotropic emission; the photon travels an exponential path before absorption.
+                    path = rng.exponential() / line_mu_per_mm[el, line]
+                    cos_t = 2.0 * rng.random() - 1.0
+                    phi = 2.0 * math.pi * rng.random()
+                    sin_t = math.sqrt(max(0.0, 1.0 - cos_t * cos_t))
+                    z_fl = z + path * cos_t
+                    fl_x = x + path * sin_t * math.cos(phi) / pitch_mm
+                    fl_y = y + path * sin_t * math.sin(phi) / pitch_mm
+                    if z_fl < 0.0 or z_fl > thickness_mm:
+                        fl_kev = -1.0   # left the sensor
+                        escaped[i] = 1
+                    elif int(math.floor(fl_x)) != int(math.floor(x)) or int(math.floor(fl_y)) != int(math.floor(y)):
+                        escaped[i] = 1
+            n = _cloud(x, y, main_kev, s2, rows, cols, pix, kev, 0, fx, fy)
+            if fl_kev > 0.0 and fl_x >= 0.0 and fl_y >= 0.0 and fl_x < cols and fl_y < rows:
+                n = _cloud(fl_x, fl_y, fl_kev, s2, rows, cols, pix, kev, n, fx, fy)
+            # Shared: more than one distinct pixel got at least share_min_kev of this photon.
+            n_big = 0
+            for a in range(n):
+                total = 0.0
+                first = True
+                for b in range(n):
+                    if pix[b] == pix[a]:
+                        if b < a:
+                            first = False
+                            break
+                        total += kev[b]
+                if first and total >= share_min_kev:
+                    n_big += 1
+            if n_big > 1:
+                shared[i] = 1
+            keep = 1.0
+            if spill_probability > 0.0 and rng.random() < spill_probability:
+                # Charge arriving at the end of the integration window is read partly in the
+                # next frame (the "next-frame" artefact).
+                keep = rng.random()
+                spilled[i] = 1
+            for a in range(n):
+                p = pix[a]
+                if mark[p] == 0:
+                    mark[p] = 1
+                    touched[nt] = p
+                    nt += 1
+                acc[p] += keep * kev[a]
+                if keep < 1.0 and n_next < cap:
+                    next_pix[n_next] = p
+                    next_kev[n_next] = (1.0 - keep) * kev[a]
+                    n_next += 1
+            i += 1
+        for k in range(nt):
+            p = touched[k]
+            e = acc[p]
+            acc[p] = 0.0
+            mark[p] = 0
+            if live[p] == 0:
+                continue
+            e += noise_sigma_kev[p] * rng.standard_normal()
+            adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
+            if adu > ADC_MAX:
+                adu = ADC_MAX
+                stats[2] += 1
+            if adu > 0:
+                frames[f, p] = np.uint16(adu)
+        if noise_rate > 0.0:
+            for k in range(rng.poisson(noise_rate)):
+                p = min(np.searchsorted(noise_cdf, rng.random() * noise_cdf[-1], side="right"), npix - 1)
+                if frames[f, p] != 0 or live[p] == 0:
+                    continue
+                e = noise_sigma_kev[p] * _tail_normal(noise_threshold_sigma[p], rng)
+                adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
+                if adu > 0:
+                    frames[f, p] = np.uint16(min(adu, ADC_MAX))
+                    stats[0] += 1
+        for k in range(hot_pixels.shape[0]):
+            if rng.random() < hot_probability:
+                adu = math.floor(hot_mean_adu + hot_sigma_adu * rng.standard_normal() + 0.5)
+                if adu > 0:
+                    frames[f, hot_pixels[k]] = np.uint16(min(adu, ADC_MAX))
+                    stats[1] += 1
+        for k in range(n_next):
+            carry_pix[k] = next_pix[k]
+            carry_kev[k] = next_kev[k]
+        n_carry = n_next
+    return n_carry

@@ -1,0 +1,327 @@
+"""Photon sources: energy distributions of the photons reaching the detector.
+
+Each source is a small class with ``sample(n, rng)`` (energies in keV of ``n`` photons)
+and ``sample_pixels(pixel_index, rng)`` (energies of photons landing on the given
+flat pixel indices, pixel = row * cols + col). Spatial sources carry a per-pixel
+``flux`` map (relative photon flux) that the simulator uses to place photons.
+
+References: Am-241 emission data from the DDEP/LNHB evaluation; Compton kinematics and
+the cross-section factor from PHYSICS.md section 2, eqs. (1)-(3); cathode composition
+and free-atom Hartree-Fock profiles (Biggs et al. 1975, through xraylib) from
+PHYSICS.md section 2, eq. (5).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import xraylib
+from numba import njit
+
+from ..compton import MC2_KEV, PinholeGeometry, energy_from_pz
+from ..errors import ConfigError
+
+# ----------------------------------------------------------------------------- Am-241
+
+#: Am-241 photon emissions (energy keV, photons per 100 decays). Np L X-ray multiplets
+#: are collapsed onto the reference energies of PHYSICS.md section 5 (13.9, 17.75, 20.8),
+#: the centroids an energy calibration uses; intensities are the multiplet totals.
+AM241_LINES_KEV = np.array([59.5409, 26.3446, 33.196, 11.87, 13.9, 17.75, 20.8])
+AM241_INTENSITY = np.array([35.92, 2.31, 0.126, 0.85, 13.2, 19.4, 4.9])
+
+
+def _check_fraction(name, value):
+    if not (0.0 <= float(value) <= 1.0):
+        raise ConfigError(f"{name}: expected a fraction in [0, 1], found {value}")
+    return float(value)
+
+
+def _pixel_map(name, value, shape, allow_none=True):
+    """A scalar broadcast to ``shape`` or a (rows, cols) array checked against it."""
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(f"{name}: expected a number or a {shape} array, found None")
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full(shape, float(arr))
+    if arr.shape != tuple(shape):
+        raise ConfigError(f"{name}: expected a number or an array of shape {tuple(shape)}, found shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError(f"{name}: map holds non-finite values")
+    return arr.copy()
+
+
+class Am241Source:
+    """Sealed Am-241 calibration source flooding the detector uniformly.
+
+    Parameters
+    ----------
+    continuum_fraction : float
+        Fraction of emitted photons in a flat low-energy continuum (scatter in the source
+        capsule and surroundings) between ``continuum_kev[0]`` and ``continuum_kev[1]``.
+    continuum_kev : (float, float)
+        Continuum range in keV.
+    flux : ndarray (rows, cols), optional
+        Relative illumination per pixel; uniform when None.
+
+    Notes
+    -----
+    Line energies and intensities (photons per 100 decays): 59.5409 (35.92), 26.3446
+    (2.31), 33.196 (0.126), Np L-l 11.87 (0.85), L-alpha 13.9 (13.2), L-beta 17.75 (19.4),
+    L-gamma 20.8 (4.9).
+    """
+
+    def __init__(self, continuum_fraction=0.05, continuum_kev=(3.0, 59.5), flux=None):
+        self.continuum_fraction = _check_fraction("Am241Source.continuum_fraction", continuum_fraction)
+        lo, hi = map(float, continuum_kev)
+        if not 0 <= lo < hi:
+            raise ConfigError(f"Am241Source.continuum_kev: expected 0 <= low < high, found {continuum_kev}")
+        self.continuum_kev = (lo, hi)
+        self.lines_kev = AM241_LINES_KEV.copy()
+        self.line_probability = AM241_INTENSITY / AM241_INTENSITY.sum()
+        self.flux = None if flux is None else np.asarray(flux, dtype=np.float64)
+
+    def sample(self, n, rng):
+        """Energies in keV of ``n`` photons (float64 array)."""
+        n = int(n)
+        energy_kev = self.lines_kev[rng.choice(self.lines_kev.size, size=n, p=self.line_probability)]
+        in_continuum = rng.random(n) < self.continuum_fraction
+        energy_kev[in_continuum] = rng.uniform(*self.continuum_kev, size=int(in_continuum.sum()))
+        return energy_kev
+
+    def sample_pixels(self, pixel_index, rng):
+        """Energies in keV of photons landing on ``pixel_index`` (the spectrum is the same everywhere)."""
+        return self.sample(np.shape(pixel_index)[0], rng)
+
+    def __repr__(self):
+        return f"Am241Source(continuum_fraction={self.continuum_fraction})"
+
+
+# ----------------------------------------------------------------------------- Compton
+
+#: Cathode composition besides Li: Li(1-x) Ni0.8 Mn0.1 Co0.1 O2 (PHYSICS.md section 2, (5)).
+NMC811 = {"Ni": 0.8, "Mn": 0.1, "Co": 0.1, "O": 2.0}
+#: Largest |p_z| sampled (a.u.): beyond it less than 0.3 % of the Ni electrons remain.
+PZ_MAX_AU = 60.0
+_PZ_STEP_AU = 0.005
+_ICDF_SIZE = 1 << 14
+
+
+@lru_cache(maxsize=None)
+def _element_profile(symbol):
+    """Free-atom Hartree-Fock J(p_z) of one element on the p_z >= 0 grid (xraylib, Biggs et al. 1975)."""
+    z = xraylib.SymbolToAtomicNumber(symbol)
+    pz_au = np.arange(0.0, PZ_MAX_AU + _PZ_STEP_AU / 2, _PZ_STEP_AU)
+    j = np.array([xraylib.ComptonProfile(z, float(p)) for p in pz_au])
+    return pz_au, j
+
+
+def _inverse_cdf(pz_au, j):
+    """Equal-probability table of |p_z| for a density j on pz_au: icdf[k] = p_z at cumulative k / (size - 1)."""
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (j[1:] + j[:-1]) * np.diff(pz_au))])
+    total = cdf[-1]
+    cdf /= total
+    keep = np.concatenate([[True], np.diff(cdf) > 0])   # np.interp needs increasing abscissae
+    u = np.linspace(0.0, 1.0, _ICDF_SIZE + 1)
+    return np.interp(u, cdf[keep], pz_au[keep]), total
+
+
+def cross_section_weight(e2_kev, e1_kev, theta_rad):
+    """Counts per unit E2 per unit J of the sampled p_z: the factor turning p_z draws into eq. (3).
+
+    Drawing p_z from J and mapping through eq. (2) gives counts per unit E2 proportional to
+    J(p_z) dp_z/dE2. Eq. (3) asks for J(p_z) (E2/E1)(mc^2/(q c)), so each draw is kept with
+    probability proportional to (E2/E1)(mc^2/(q c)) / (dp_z/dE2). The ratio stays close to
+    constant (mc^2/(q c) is itself nearly the Jacobian), so the rejection rarely fires.
+    """
+    e2 = np.asarray(e2_kev, dtype=np.float64)
+    c = np.cos(theta_rad)
+    return _weight_formula(e2, float(e1_kev), c)
+
+
+def _weight_formula(e2, e1, cos_t):
+    # Shared by numpy (arrays) and the numba kernel (scalars) so the two cannot drift apart.
+    a = 1.0 + e1 * (1.0 - cos_t) / MC2_KEV
+    qc = np.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
+    num = e2 - e1 + e1 * e2 * (1.0 - cos_t) / MC2_KEV
+    dpz_de2 = (a * qc - num * (e2 - e1 * cos_t) / qc) / (qc * qc)   # in units of m c per keV
+    return (e2 / e1) * (MC2_KEV / qc) / (dpz_de2 * MC2_KEV)
+
+
+_weight = njit(cache=True, nogil=True)(_weight_formula)
+
+
+@njit(cache=True, nogil=True)
+def _energy_from_pz(pz_au, e1, cos_t):
+    # Scalar copy of hexspec.compton.energy_from_pz (closed-form inverse of eq. 2) for the kernel.
+    p = pz_au / 137.035999
+    a = 1.0 + (e1 / MC2_KEV) * (1.0 - cos_t)
+    p2 = p * p
+    disc = (a - p2 * cos_t) ** 2 - (a * a - p2) * (1.0 - p2)
+    if disc < 0.0:
+        disc = 0.0
+    s = 1.0 if p > 0 else (-1.0 if p < 0 else 0.0)
+    return e1 * (a - p2 * cos_t + s * math.sqrt(disc)) / (a * a - p2)
+
+
+@njit(cache=True, nogil=True)
+def _sample_compton(pixel, cos_theta, p_li, weight_max, e1, li_icdf, rest_icdf, rng, out_kev):
+    """E2 (keV) of Compton photons: p_z from the Li / rest mixture, eq. (2), eq. (3) by rejection."""
+    n_tab = li_icdf.shape[0] - 1
+    for i in range(pixel.shape[0]):
+        p = pixel[i]
+        c = cos_theta[p]
+        while True:
+            table = li_icdf if rng.random() < p_li[p] else rest_icdf
+            t = rng.random() * n_tab
+            k = int(t)
+            if k >= n_tab:
+                k = n_tab - 1
+            frac = t - k
+            pz = table[k] + frac * (table[k + 1] - table[k])
+            if rng.random() < 0.5:
+                pz = -pz
+            e2 = _energy_from_pz(pz, e1, c)
+            if rng.random() * weight_max[p] <= _weight(e2, e1, c):
+                break
+        out_kev[i] = e2
+
+
+def k_lines(symbol):
+    """K fluorescence lines of an element: (energies keV, relative probabilities) from xraylib."""
+    z = xraylib.SymbolToAtomicNumber(symbol)
+    codes = (xraylib.KL3_LINE, xraylib.KL2_LINE, xraylib.KM3_LINE, xraylib.KM2_LINE, xraylib.KN3_LINE)
+    energy_kev = np.array([xraylib.LineEnergy(z, c) for c in codes])
+    rate = np.array([xraylib.RadRate(z, c) for c in codes])
+    return energy_kev, rate / rate.sum()
+
+
+class ComptonSource:
+    """Photons scattered from an NMC811 cathode through a pinhole (PHYSICS.md sections 1-3).
+
+    Parameters
+    ----------
+    e1_kev : float
+        Incident beam energy in keV.
+    li_content : float or ndarray (rows, cols)
+        Li content 1 - x of Li(1-x)Ni0.8Mn0.1Co0.1O2 per pixel (a scalar applies everywhere).
+    geometry : hexspec.compton.PinholeGeometry
+        Gives the per-pixel scattering angle and the detector shape.
+    flux : float or ndarray (rows, cols), optional
+        Relative photon flux per pixel (the Compton image); uniform when None.
+    composition : dict
+        Atoms per formula unit besides Li (default NMC811: Ni 0.8, Mn 0.1, Co 0.1, O 2).
+    elastic_fraction, tungsten_fraction, lead_fraction, detector_fluorescence_fraction, background_fraction : float
+        Fractions of photons in the Rayleigh line at E1, W K lines (pinhole), Pb K lines
+        (shielding), Cd and Te K lines arriving from outside the pixel volume (the detector
+        body and housing; K escape within the sensor is simulated by the detector response),
+        and a flat background from ``background_kev[0]`` to E1. The rest is Compton.
+    background_kev : float
+        Lower edge of the flat background in keV.
+
+    Notes
+    -----
+    The Compton energy E2 is drawn as follows: p_z from J_cathode = (1-x) J_Li + 0.8 J_Ni
+    + 0.1 J_Mn + 0.1 J_Co + 2 J_O (free-atom profiles, normalised to their electron counts),
+    as a two-component mixture (Li vs the rest, with the Li probability set per pixel by
+    its Li content) using precomputed inverse-CDF tables; p_z -> E2 through eq. (2) with the
+    pixel's theta; the cross-section factor of eq. (3) by rejection. Counts per unit E2 are
+    then proportional to (E2/E1)(mc^2/(q c)) J(p_z), which ``hexspec.compton.profile`` with
+    ``factor="impulse"`` inverts exactly.
+    """
+
+    def __init__(self, e1_kev=115.0, li_content=0.5, geometry=None, flux=None, composition=None,
+                 elastic_fraction=0.02, tungsten_fraction=0.04, lead_fraction=0.03,
+                 detector_fluorescence_fraction=0.03, background_fraction=0.08, background_kev=5.0):
+        self.geometry = geometry if geometry is not None else PinholeGeometry()
+        shape = self.geometry.detector.shape
+        self.e1_kev = float(e1_kev)
+        if not self.e1_kev > 0:
+            raise ConfigError(f"ComptonSource.e1_kev: expected a positive energy in keV, found {e1_kev}")
+        self.li_content = _pixel_map("ComptonSource.li_content", li_content, shape, allow_none=False)
+        if np.any(self.li_content < 0) or np.any(self.li_content > 1):
+            raise ConfigError("ComptonSource.li_content: expected 1 - x in [0, 1], found "
+                              f"range [{self.li_content.min()}, {self.li_content.max()}]")
+        self.flux = _pixel_map("ComptonSource.flux", flux, shape)
+        if self.flux is not None and (np.any(self.flux < 0) or self.flux.sum() <= 0):
+            raise ConfigError("ComptonSource.flux: expected non-negative values with a positive sum")
+        self.composition = dict(NMC811 if composition is None else composition)
+        self.theta_rad = self.geometry.theta_map()
+
+        fractions = {
+            "elastic": elastic_fraction, "tungsten": tungsten_fraction, "lead": lead_fraction,
+            "detector_fluorescence": detector_fluorescence_fraction, "background": background_fraction}
+        for name, v in fractions.items():
+            _check_fraction(f"ComptonSource.{name}_fraction", v)
+        if sum(fractions.values()) > 1.0:
+            raise ConfigError(f"ComptonSource: non-Compton fractions add up to {sum(fractions.values())}, more than 1")
+        self.fractions = {k: float(v) for k, v in fractions.items()}
+        self.background_kev = float(background_kev)
+
+        # Discrete lines other than Compton: (energy, probability within the "line" category).
+        line_e, line_w = [np.array([self.e1_kev])], [np.array([elastic_fraction])]
+        for symbols, frac in ((("W",), tungsten_fraction), (("Pb",), lead_fraction),
+                              (("Cd", "Te"), detector_fluorescence_fraction)):
+            for s in symbols:
+                e, w = k_lines(s)
+                line_e.append(e)
+                line_w.append(w * frac / len(symbols))
+        self.lines_kev = np.concatenate(line_e)
+        line_w = np.concatenate(line_w)
+        self.line_fraction = float(line_w.sum())
+        self.line_probability = line_w / self.line_fraction if self.line_fraction > 0 else line_w
+
+        # p_z tables: Li alone, and the rest of the formula unit combined.
+        pz_au, j_li = _element_profile("Li")
+        j_rest = sum(n * _element_profile(s)[1] for s, n in self.composition.items())
+        self._li_icdf, li_electrons = _inverse_cdf(pz_au, j_li)
+        self._rest_icdf, rest_electrons = _inverse_cdf(pz_au, j_rest)
+        li = self.li_content.ravel()
+        self._p_li = li * li_electrons / (li * li_electrons + rest_electrons)
+        self._cos_theta = np.cos(self.theta_rad).ravel()
+        # Largest eq. (3) weight per pixel over the sampled p_z range (5 % margin for the grid).
+        grid = np.linspace(-PZ_MAX_AU, PZ_MAX_AU, 241)
+        e2 = energy_from_pz(grid[None, :], self.e1_kev, self.theta_rad.ravel()[:, None])
+        self._weight_max = 1.05 * cross_section_weight(e2, self.e1_kev, self.theta_rad.ravel()[:, None]).max(axis=1)
+
+    @property
+    def shape(self):
+        return self.geometry.detector.shape
+
+    def sample_pixels(self, pixel_index, rng):
+        """Energies in keV of photons landing on flat pixel indices ``pixel_index`` (row * cols + col)."""
+        pixel_index = np.ascontiguousarray(pixel_index, dtype=np.int64)
+        n = pixel_index.shape[0]
+        u = rng.random(n)
+        f_bg = self.fractions["background"]
+        is_line = u < self.line_fraction
+        is_bg = (~is_line) & (u < self.line_fraction + f_bg)
+        is_compton = ~(is_line | is_bg)
+        energy_kev = np.empty(n)
+        n_line = int(is_line.sum())
+        if n_line:
+            energy_kev[is_line] = self.lines_kev[rng.choice(self.lines_kev.size, size=n_line, p=self.line_probability)]
+        energy_kev[is_bg] = rng.uniform(self.background_kev, self.e1_kev, size=int(is_bg.sum()))
+        compton_pixels = pixel_index[is_compton]
+        out = np.empty(compton_pixels.shape[0])
+        _sample_compton(compton_pixels, self._cos_theta, self._p_li, self._weight_max, self.e1_kev,
+                        self._li_icdf, self._rest_icdf, rng, out)
+        energy_kev[is_compton] = out
+        return energy_kev
+
+    def sample(self, n, rng):
+        """Energies in keV of ``n`` photons at pixels drawn from the flux map."""
+        npix = self.li_content.size
+        if self.flux is None:
+            pixel_index = rng.integers(0, npix, size=int(n))
+        else:
+            cdf = np.cumsum(self.flux.ravel())
+            pixel_index = np.minimum(np.searchsorted(cdf, rng.random(int(n)) * cdf[-1], side="right"), npix - 1)
+        return self.sample_pixels(pixel_index, rng)
+
+    def __repr__(self):
+        return (f"ComptonSource(e1_kev={self.e1_kev}, li_content in [{self.li_content.min():.3g}, "
+                f"{self.li_content.max():.3g}], shape={self.shape})")
