@@ -82,7 +82,11 @@ class SimSource(BaseSource):
         from ..detector import HEXITEC, DetectorSpec
         detector = HEXITEC if shape is None else DetectorSpec(int(shape[0]), int(shape[1]), HEXITEC.pitch_mm,
                                                               HEXITEC.frame_rate_hz)
-        photons = sim.Am241Source() if source == "am241" else sim.ComptonSource()
+        if source == "am241":
+            photons = sim.Am241Source()
+        else:
+            from ..compton import PinholeGeometry
+            photons = sim.ComptonSource(geometry=PinholeGeometry(detector=detector))
         kw = {} if photon_rate_hz is None else {"photon_rate_hz": photon_rate_hz}
         self.simulator = sim.HexitecSimulator(photons, detector=detector, seed=seed, **kw)
         self.pacer = Pacer(rate_hz)

@@ -142,3 +142,676 @@ class PinholeGeometry:
     def magnification(self) -> float:
         """Detector-to-sample scale d2/d1 (the image is inverted)."""
         return self.d2_mm / self.d1_mm
+
+
+# =========================================================================== profiles, eq. (3)
+
+FACTORS = ("impulse", "jacobian")
+
+#: Sample-attenuation correction factors of the reference work for depth regions 1, 2, 3
+#: (PHYSICS.md section 1); pass one as ``attenuation_factor`` to scale S.
+ATTENUATION_CORRECTION = {1: 1.015, 2: 1.010, 3: 1.005}
+
+
+def momentum_transfer_kev(e2_kev, e1_kev, theta_rad):
+    """q c = sqrt(E1^2 + E2^2 - 2 E1 E2 cos theta) in keV, eq. (3)."""
+    e2 = np.asarray(e2_kev, dtype=np.float64)
+    e1 = np.asarray(e1_kev, dtype=np.float64)
+    return np.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * np.cos(theta_rad))
+
+
+def bin_weights(energy_edges, e1_kev, theta_rad, factor="impulse"):
+    """p_z edges of energy bins and the factor turning counts into integrals of J, eq. (3).
+
+    Each energy bin [a, b] maps to the p_z interval [p(a), p(b)] (eq. 2). The integral of
+    J over that interval is proportional to ``counts * kappa`` with
+
+    - "impulse": kappa = (dp / dE) (E1 / E2) (q c / mc^2) at the bin centre, since
+      J is proportional to N(E2) (E1 / E2) (q c / mc^2) with N(E2) = counts / (b - a) and
+      dp / dE = (p(b) - p(a)) / (b - a);
+    - "jacobian": kappa = 1 (J is simply counts per unit p_z).
+
+    Returns
+    -------
+    pz_edges : ndarray (nbins + 1,)
+    kappa : ndarray (nbins,)
+    """
+    if factor not in FACTORS:
+        raise ConfigError(f"compton profile: factor must be one of {FACTORS}, found {factor!r}")
+    edges = np.asarray(energy_edges, dtype=np.float64)
+    pz = pz_from_energy(edges, e1_kev, theta_rad)
+    if factor == "jacobian":
+        return pz, np.ones(edges.size - 1)
+    e2 = 0.5 * (edges[1:] + edges[:-1])
+    dp_de = np.diff(pz) / np.diff(edges)
+    kappa = dp_de * (e1_kev / e2) * momentum_transfer_kev(e2, e1_kev, theta_rad) / MC2_KEV
+    return pz, kappa
+
+
+def overlap_fraction(edges, lo, hi):
+    """Fraction of each bin [edges[i], edges[i+1]] lying inside [lo, hi] (0 to 1)."""
+    edges = np.asarray(edges, dtype=np.float64)
+    a, b = edges[:-1], edges[1:]
+    width = b - a
+    inside = np.clip(np.minimum(b, hi) - np.maximum(a, lo), 0.0, None)
+    return np.where(width > 0, inside / np.where(width > 0, width, 1.0), 0.0)
+
+
+def overlap_matrix(old_edges, new_edges):
+    """M (n_new, n_old): the fraction of old bin j lying in new bin i (integral-conserving rebinning)."""
+    old_edges = np.asarray(old_edges, dtype=np.float64)
+    new_edges = np.asarray(new_edges, dtype=np.float64)
+    m = np.empty((new_edges.size - 1, old_edges.size - 1))
+    for i in range(new_edges.size - 1):
+        m[i] = overlap_fraction(old_edges, new_edges[i], new_edges[i + 1])
+    return m
+
+
+@dataclass
+class ComptonProfile:
+    """A Compton profile J(p_z) on p_z bins (PHYSICS.md eq. 3).
+
+    Attributes
+    ----------
+    pz_edges : ndarray (n + 1,)
+        Bin edges in atomic units of momentum, increasing.
+    J : ndarray (n,)
+        Profile density per a.u., constant within each bin; normalised so that its integral
+        over the bins equals ``normalization`` (None for a difference profile).
+    J_err : ndarray (n,)
+        One-standard-error uncertainty of J (Poisson counts, and the subtracted background).
+    factor : str
+        "impulse" or "jacobian" (see :func:`bin_weights`).
+    e1_kev, theta_rad : float
+        Incident energy and scattering angle (NaN for a profile summed over pixels of
+        different angles).
+    resolution_fwhm_au : float
+        Detector energy resolution expressed in p_z at the Compton peak (NaN if not given);
+        J is the true profile convolved with about this width.
+    counts : float
+        Net counts that went into the profile.
+    """
+
+    pz_edges: np.ndarray
+    J: np.ndarray
+    J_err: np.ndarray
+    factor: str = "impulse"
+    e1_kev: float = float("nan")
+    theta_rad: float = float("nan")
+    resolution_fwhm_au: float = float("nan")
+    normalization: float | None = 1.0
+    counts: float = float("nan")
+    # Independent per-bin variances, and the correlated part of the background: the
+    # subtracted background is bg_basis @ beta with cov(beta) = bg_cov (J units).
+    var: np.ndarray = field(default=None, repr=False)
+    bg_basis: np.ndarray = field(default=None, repr=False)
+    bg_cov: np.ndarray = field(default=None, repr=False)
+
+    def __post_init__(self):
+        n = self.J.size
+        if self.var is None:
+            self.var = np.asarray(self.J_err, dtype=np.float64) ** 2
+        if self.bg_basis is None:
+            self.bg_basis = np.zeros((n, 0))
+            self.bg_cov = np.zeros((0, 0))
+
+    @property
+    def pz(self) -> np.ndarray:
+        """Bin centres in a.u."""
+        return 0.5 * (self.pz_edges[1:] + self.pz_edges[:-1])
+
+    @property
+    def widths(self) -> np.ndarray:
+        return np.diff(self.pz_edges)
+
+    def integrate(self, lo, hi) -> float:
+        """Integral of J over [lo, hi] a.u. with fractional bin overlap."""
+        return float(np.sum(self.J * self.widths * overlap_fraction(self.pz_edges, lo, hi)))
+
+    def rebin(self, pz_edges) -> "ComptonProfile":
+        """The profile on new p_z bins, conserving integrals (fractional overlap).
+
+        Uncertainties of new bins that share an old bin are correlated; the variances
+        returned ignore that correlation.
+        """
+        new = np.asarray(pz_edges, dtype=np.float64)
+        m = overlap_matrix(self.pz_edges, new)
+        t = m * self.widths[None, :] / np.diff(new)[:, None]     # J_new = t @ J_old
+        return self._transformed(new, t)
+
+    def _transformed(self, new_edges, t):
+        var = (t * t) @ self.var
+        basis = t @ self.bg_basis
+        J = t @ self.J
+        bg_var = np.einsum("ij,jk,ik->i", basis, self.bg_cov, basis) if basis.shape[1] else 0.0
+        return ComptonProfile(new_edges, J, np.sqrt(var + bg_var), self.factor, self.e1_kev, self.theta_rad,
+                              self.resolution_fwhm_au, self.normalization, self.counts, var, basis, self.bg_cov)
+
+    def normalized(self, normalization=1.0) -> "ComptonProfile":
+        """The profile scaled so that its integral over its bins equals ``normalization``."""
+        total = float(np.sum(self.J * self.widths))
+        if not total > 0:
+            raise ConfigError(f"ComptonProfile: cannot normalise a profile whose integral is {total}")
+        k = normalization / total
+        return ComptonProfile(self.pz_edges, self.J * k, self.J_err * abs(k), self.factor, self.e1_kev, self.theta_rad,
+                              self.resolution_fwhm_au, normalization, self.counts, self.var * k * k,
+                              self.bg_basis * k, self.bg_cov)
+
+
+def profile(energy_edges, counts, e1_kev, theta_rad, factor="impulse", background=None, background_var=None,
+            normalization=1.0, pz_range=None, resolution_fwhm_kev=None) -> ComptonProfile:
+    """Compton profile J(p_z) of one spectrum, PHYSICS.md eq. (3).
+
+    Parameters
+    ----------
+    energy_edges : ndarray (nbins + 1,)
+        Energy bin edges, keV.
+    counts : ndarray (nbins,)
+        Counts per bin.
+    e1_kev : float
+        Incident energy, keV.
+    theta_rad : float
+        Scattering angle, radians.
+    factor : {"impulse", "jacobian"}
+        "impulse": J proportional to N(E2) (E1/E2) (q c / mc^2) (default); "jacobian": counts per unit p_z.
+    background : PeakFit or ndarray (nbins,), optional
+        Background to subtract: the linear background of a peak fit (its b0, b1 errors
+        propagate, fully correlated over bins), or counts per bin.
+    background_var : ndarray (nbins,), optional
+        Variance of an array background (independent per bin); 0 when not given.
+    normalization : float or None
+        Integral of J over the bins kept (1, or an electron count); None leaves J unnormalised.
+    pz_range : (lo, hi), optional
+        Keep only bins lying entirely inside this p_z range (a.u.); all bins when None.
+    resolution_fwhm_kev : float, optional
+        Detector energy resolution (FWHM, keV), recorded as ``resolution_fwhm_au``.
+
+    Returns
+    -------
+    ComptonProfile
+    """
+    edges = np.asarray(energy_edges, dtype=np.float64)
+    n = np.asarray(counts, dtype=np.float64)
+    if edges.ndim != 1 or n.shape != (edges.size - 1,):
+        raise ConfigError(f"profile: expected counts of shape ({edges.size - 1},) for {edges.size} edges, found {n.shape}")
+    pz_edges, kappa = bin_weights(edges, e1_kev, theta_rad, factor)
+    var_counts = np.maximum(n, 0.0)
+    net = n.copy()
+    basis = np.zeros((n.size, 0))
+    cov = np.zeros((0, 0))
+    if background is not None:
+        if hasattr(background, "b0"):
+            centers = 0.5 * (edges[1:] + edges[:-1])
+            widths = np.diff(edges)
+            net -= widths * (background.b0 + background.b1 * (centers - background.center))
+            # b0 and b1 errors are taken as independent (the window centred on the peak
+            # makes their correlation small).
+            basis = np.stack([widths, widths * (centers - background.center)], axis=1)
+            cov = np.diag([np.nan_to_num(background.b0_err) ** 2, np.nan_to_num(background.b1_err) ** 2])
+        else:
+            bg = np.asarray(background, dtype=np.float64)
+            if bg.shape != n.shape:
+                raise ConfigError(f"profile: expected a background of shape {n.shape}, found {bg.shape}")
+            net -= bg
+            if background_var is not None:
+                var_counts = var_counts + np.asarray(background_var, dtype=np.float64)
+    keep = np.ones(n.size, bool) if pz_range is None else (pz_edges[:-1] >= pz_range[0]) & (pz_edges[1:] <= pz_range[1])
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        raise ConfigError(f"profile: no energy bin lies inside the p_z range {pz_range}")
+    sl = slice(idx[0], idx[-1] + 1)
+    dp = np.diff(pz_edges)[sl]
+    k = kappa[sl] / dp                          # counts -> density per a.u.
+    J = net[sl] * k
+    var = var_counts[sl] * k * k
+    basis = basis[sl] * k[:, None]
+    res_au = float("nan")
+    if resolution_fwhm_kev is not None:
+        ec = compton_energy(e1_kev, theta_rad)
+        h = 1e-3
+        dp_de = (pz_from_energy(ec + h, e1_kev, theta_rad) - pz_from_energy(ec - h, e1_kev, theta_rad)) / (2 * h)
+        res_au = float(resolution_fwhm_kev * dp_de)
+    bg_var = np.einsum("ij,jk,ik->i", basis, cov, basis) if basis.shape[1] else 0.0
+    prof = ComptonProfile(pz_edges[idx[0]: idx[-1] + 2].copy(), J, np.sqrt(var + bg_var), factor, float(e1_kev),
+                          float(np.mean(theta_rad)), res_au, None, float(np.sum(net[sl])), var, basis, cov)
+    return prof.normalized(normalization) if normalization is not None else prof
+
+
+def s_parameter(prof: ComptonProfile, low=1.0, high=5.0):
+    """S-parameter S = S_L / S_H of a profile with its standard error, PHYSICS.md eq. (4).
+
+    S_L integrates J over -low < p_z < low, S_H over -high < p_z < -low plus low < p_z < high
+    (fractional bin overlap). The uncertainty propagates the independent per-bin variances
+    (Poisson counts, array backgrounds) and the correlated fitted-background errors.
+
+    Returns
+    -------
+    (float, float)
+        S and sigma_S.
+    """
+    if not 0 < low < high:
+        raise ConfigError(f"s_parameter: expected 0 < low < high, found low={low}, high={high}")
+    w = prof.widths
+    a_low = w * overlap_fraction(prof.pz_edges, -low, low)
+    a_high = w * (overlap_fraction(prof.pz_edges, -high, -low) + overlap_fraction(prof.pz_edges, low, high))
+    s_low = float(a_low @ prof.J)
+    s_high = float(a_high @ prof.J)
+    if not s_high > 0:
+        raise ConfigError(f"s_parameter: the high-momentum window holds no positive signal (S_H = {s_high})")
+    s = s_low / s_high
+    grad = (a_low - s * a_high) / s_high
+    var = float(np.sum(grad * grad * prof.var))
+    if prof.bg_basis.shape[1]:
+        gb = grad @ prof.bg_basis
+        var += float(gb @ prof.bg_cov @ gb)
+    return s, math.sqrt(max(var, 0.0))
+
+
+def symmetrise(prof: ComptonProfile, pz_edges=None) -> ComptonProfile:
+    """(J(p_z) + J(-p_z)) / 2 on a grid symmetric about 0.
+
+    The default grid spans the largest |p_z| covered on both sides, with the median bin width.
+    """
+    if pz_edges is None:
+        pmax = min(-prof.pz_edges[0], prof.pz_edges[-1])
+        if not pmax > 0:
+            raise ConfigError(f"symmetrise: the profile does not cover both signs of p_z ({prof.pz_edges[0]:.3g} to {prof.pz_edges[-1]:.3g})")
+        n = max(1, int(round(2 * pmax / np.median(prof.widths))))
+        pz_edges = np.linspace(-pmax, pmax, n + 1)
+    pz_edges = np.asarray(pz_edges, dtype=np.float64)
+    if not np.allclose(pz_edges, -pz_edges[::-1], atol=1e-9):
+        raise ConfigError("symmetrise: pz_edges must be symmetric about 0")
+    on_grid = prof.rebin(pz_edges)
+    n = pz_edges.size - 1
+    t = 0.5 * (np.eye(n) + np.eye(n)[::-1])
+    return on_grid._transformed(pz_edges, t)
+
+
+def difference(a: ComptonProfile, b: ComptonProfile, pz_edges=None) -> ComptonProfile:
+    """Difference profile a - b (e.g. charged minus discharged) on a common p_z grid.
+
+    Both are rebinned to ``pz_edges`` (default: a's bins inside the range both cover) and
+    normalised to unit integral there before subtracting; uncertainties add in quadrature.
+    """
+    if pz_edges is None:
+        lo = max(a.pz_edges[0], b.pz_edges[0])
+        hi = min(a.pz_edges[-1], b.pz_edges[-1])
+        pz_edges = a.pz_edges[(a.pz_edges >= lo) & (a.pz_edges <= hi)]
+    pz_edges = np.asarray(pz_edges, dtype=np.float64)
+    if pz_edges.size < 2:
+        raise ConfigError("difference: the two profiles share no p_z range")
+    ra = a.rebin(pz_edges).normalized(1.0)
+    rb = b.rebin(pz_edges).normalized(1.0)
+    var = ra.var + rb.var
+    basis = np.concatenate([ra.bg_basis, -rb.bg_basis], axis=1)
+    nk = ra.bg_cov.shape[0] + rb.bg_cov.shape[0]
+    cov = np.zeros((nk, nk))
+    cov[:ra.bg_cov.shape[0], :ra.bg_cov.shape[0]] = ra.bg_cov
+    cov[ra.bg_cov.shape[0]:, ra.bg_cov.shape[0]:] = rb.bg_cov
+    bg_var = np.einsum("ij,jk,ik->i", basis, cov, basis) if nk else 0.0
+    return ComptonProfile(pz_edges, ra.J - rb.J, np.sqrt(var + bg_var), a.factor, a.e1_kev,
+                          a.theta_rad if a.theta_rad == b.theta_rad else float("nan"),
+                          max(a.resolution_fwhm_au, b.resolution_fwhm_au), None, float("nan"), var, basis, cov)
+
+
+# =========================================================================== S maps, eq. (4)
+
+@dataclass
+class SMap:
+    """S-parameter per pixel (PHYSICS.md eq. 4), each array (rows, cols).
+
+    ``s_low`` and ``s_high`` are the unnormalised window integrals; ``ok`` is False where
+    a window holds fewer than the minimum counts or no positive signal (s is NaN there).
+    """
+
+    s: np.ndarray
+    s_err: np.ndarray
+    ok: np.ndarray
+    s_low: np.ndarray
+    s_high: np.ndarray
+    counts_low: np.ndarray
+    counts_high: np.ndarray
+    low: float = 1.0
+    high: float = 5.0
+    factor: str = "impulse"
+    attenuation_factor: float = 1.0
+
+    FIELDS = ("s", "s_err", "ok", "s_low", "s_high", "counts_low", "counts_high")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+
+@njit(cache=True, nogil=True)
+def _pz(e2, e1, cos_t):
+    qc = math.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
+    return MC_AU * (e2 - e1 + e1 * e2 * (1.0 - cos_t) / MC2_KEV) / qc
+
+
+@njit(cache=True, nogil=True)
+def _overlap(a, b, lo, hi):
+    w = b - a
+    if w <= 0.0:
+        return 0.0
+    inside = min(b, hi) - max(a, lo)
+    return inside / w if inside > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _window_sums(edges, counts, theta, e1, low, high, impulse, e_lo, e_hi,
+                 bg_lin, bg_lin_err, bg_arr, bg_arr_var, out):
+    """Per pixel: [S_L, S_H, var S_L, var S_H, cov(S_L, S_H), counts_L, counts_H] (eq. 4).
+
+    ``bg_lin`` (npix, 3) = (b0, b1, centre) of a linear background per keV, ``bg_lin_err``
+    (npix, 2) its errors (independent); ``bg_arr`` (npix, nbins) counts per bin with
+    variances ``bg_arr_var`` (or empty arrays).
+    """
+    npix = counts.shape[0]
+    nb = counts.shape[1]
+    use_lin = bg_lin.shape[0] > 0
+    use_arr = bg_arr.shape[0] > 0
+    for k in prange(npix):
+        cos_t = math.cos(theta[k])
+        i0 = max(np.searchsorted(edges, e_lo[k]) - 1, 0)
+        i1 = min(np.searchsorted(edges, e_hi[k]), nb)
+        sl = 0.0
+        sh = 0.0
+        vll = 0.0
+        vhh = 0.0
+        vlh = 0.0
+        nl = 0.0
+        nh = 0.0
+        d0l = 0.0
+        d1l = 0.0
+        d0h = 0.0
+        d1h = 0.0
+        for i in range(i0, i1):
+            ea = edges[i]
+            eb = edges[i + 1]
+            pa = _pz(ea, e1, cos_t)
+            pb = _pz(eb, e1, cos_t)
+            fl = _overlap(pa, pb, -low, low)
+            fh = _overlap(pa, pb, -high, -low) + _overlap(pa, pb, low, high)
+            if fl == 0.0 and fh == 0.0:
+                continue
+            if impulse:
+                e2 = 0.5 * (ea + eb)
+                qc = math.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
+                kappa = (pb - pa) / (eb - ea) * (e1 / e2) * qc / MC2_KEV
+            else:
+                kappa = 1.0
+            n = np.float64(counts[k, i])
+            net = n
+            var = n
+            if use_lin:
+                e2c = 0.5 * (ea + eb) - bg_lin[k, 2]
+                net -= (eb - ea) * (bg_lin[k, 0] + bg_lin[k, 1] * e2c)
+                # derivatives of the window sums with respect to b0 and b1
+                d0l += fl * kappa * (eb - ea)
+                d1l += fl * kappa * (eb - ea) * e2c
+                d0h += fh * kappa * (eb - ea)
+                d1h += fh * kappa * (eb - ea) * e2c
+            if use_arr:
+                net -= bg_arr[k, i]
+                var += bg_arr_var[k, i]
+            sl += fl * kappa * net
+            sh += fh * kappa * net
+            vll += fl * fl * kappa * kappa * var
+            vhh += fh * fh * kappa * kappa * var
+            vlh += fl * fh * kappa * kappa * var
+            nl += fl * n
+            nh += fh * n
+        if use_lin:
+            s0 = bg_lin_err[k, 0] * bg_lin_err[k, 0]
+            s1 = bg_lin_err[k, 1] * bg_lin_err[k, 1]
+            vll += d0l * d0l * s0 + d1l * d1l * s1
+            vhh += d0h * d0h * s0 + d1h * d1h * s1
+            vlh += d0l * d0h * s0 + d1l * d1h * s1
+        out[k, 0] = sl
+        out[k, 1] = sh
+        out[k, 2] = vll
+        out[k, 3] = vhh
+        out[k, 4] = vlh
+        out[k, 5] = nl
+        out[k, 6] = nh
+
+
+def _ratio(sl, sh, vll, vhh, vlh):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = sl / sh
+        var = (vll - 2.0 * s * vlh + s * s * vhh) / (sh * sh)
+    return s, np.sqrt(np.maximum(var, 0.0))
+
+
+def _window_table(cube, e1_kev, theta, low, high, factor, background, background_var):
+    if factor not in FACTORS:
+        raise ConfigError(f"s_parameter_map: factor must be one of {FACTORS}, found {factor!r}")
+    if not 0 < low < high:
+        raise ConfigError(f"s_parameter_map: expected 0 < low < high, found low={low}, high={high}")
+    rows, cols = cube.shape
+    npix = rows * cols
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.ndim == 0:
+        theta = np.full(npix, float(theta))
+    elif theta.shape == (rows, cols):
+        theta = np.ascontiguousarray(theta.reshape(-1))
+    else:
+        raise ConfigError(f"s_parameter_map: expected theta as a scalar or a ({rows}, {cols}) map, found shape {theta.shape}")
+    counts = cube.counts.reshape(npix, -1)
+    bad_theta = ~np.isfinite(theta)
+    theta_safe = np.where(bad_theta, np.pi / 2, theta)
+    e_lo = energy_from_pz(-high, e1_kev, theta_safe)
+    e_hi = energy_from_pz(high, e1_kev, theta_safe)
+    empty2 = np.zeros((0, 0))
+    bg_lin, bg_lin_err, bg_arr, bg_arr_var = np.zeros((0, 3)), np.zeros((0, 2)), empty2, empty2
+    if background is not None:
+        if hasattr(background, "b0"):
+            ok = np.asarray(background.ok).reshape(-1)
+            bg_lin = np.stack([np.where(ok, background.b0.reshape(-1), 0.0), np.where(ok, background.b1.reshape(-1), 0.0),
+                               np.where(ok, background.center.reshape(-1), 0.0)], axis=1)
+            bg_lin_err = np.stack([np.where(ok, background.b0_err.reshape(-1), 0.0),
+                                   np.where(ok, background.b1_err.reshape(-1), 0.0)], axis=1)
+            bg_lin_err = np.nan_to_num(bg_lin_err)
+        else:
+            bg = np.asarray(background, dtype=np.float64)
+            if bg.shape != cube.counts.shape:
+                raise ConfigError(f"s_parameter_map: expected a background of shape {cube.counts.shape}, found {bg.shape}")
+            bg_arr = np.ascontiguousarray(bg.reshape(npix, -1))
+            bg_arr_var = (np.zeros_like(bg_arr) if background_var is None
+                          else np.ascontiguousarray(np.asarray(background_var, dtype=np.float64).reshape(npix, -1)))
+    out = np.empty((npix, 7))
+    _window_sums(np.ascontiguousarray(cube.edges), counts, theta_safe, float(e1_kev), float(low), float(high),
+                 factor == "impulse", e_lo, e_hi, bg_lin, bg_lin_err, bg_arr, bg_arr_var, out)
+    out[bad_theta] = np.nan
+    return out
+
+
+def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", background=None, background_var=None,
+                    min_counts=100, attenuation_factor=1.0) -> SMap:
+    """S-parameter of every pixel of a cube, PHYSICS.md eqs. (2)-(4), with theta per pixel.
+
+    Parameters
+    ----------
+    cube : SpectralCube
+        Counts (rows, cols, nbins), energies in keV.
+    e1_kev : float
+        Incident energy, keV.
+    theta : float or ndarray (rows, cols)
+        Scattering angle in radians, one for all pixels or one per pixel (NaN marks a
+        pixel without an angle; its S is NaN).
+    low, high : float
+        Window limits in a.u.: S_L over |p_z| < low, S_H over low < |p_z| < high.
+    factor : {"impulse", "jacobian"}
+        Profile factor of eq. (3).
+    background : PeakMaps or ndarray (rows, cols, nbins), optional
+        Background to subtract: the fitted linear background of :func:`hexspec.fit.fit_cube`
+        (used where the fit is ok; its b0, b1 errors propagate) or counts per bin.
+    background_var : ndarray (rows, cols, nbins), optional
+        Variance of an array background.
+    min_counts : float
+        Minimum raw counts in each window for a pixel to be ok.
+    attenuation_factor : float
+        Multiplies S and its error (PHYSICS.md section 1: 1.015, 1.010, 1.005 for depth
+        regions 1-3; see ATTENUATION_CORRECTION).
+
+    Returns
+    -------
+    SMap
+    """
+    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var)
+    s, s_err = _ratio(t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4])
+    ok = (t[:, 5] >= min_counts) & (t[:, 6] >= min_counts) & (t[:, 0] > 0) & (t[:, 1] > 0) & np.isfinite(s)
+    s = np.where(ok, s * attenuation_factor, np.nan)
+    s_err = np.where(ok, s_err * attenuation_factor, np.nan)
+    shape = cube.shape
+    return SMap(s.reshape(shape), s_err.reshape(shape), ok.reshape(shape), t[:, 0].reshape(shape),
+                t[:, 1].reshape(shape), t[:, 5].reshape(shape), t[:, 6].reshape(shape), float(low), float(high),
+                factor, float(attenuation_factor))
+
+
+def s_parameter_region(cube, e1_kev, theta, mask=None, low=1.0, high=5.0, factor="impulse", background=None,
+                       background_var=None, attenuation_factor=1.0):
+    """S-parameter of a region: the pixels' spectra summed (in p_z, each with its own theta), then eq. (4).
+
+    With a single theta this is exactly S of the summed spectrum; with theta per pixel each
+    pixel's counts enter at its own p_z, so pixels at different angles do not blur the
+    profile. Pixels without a finite theta are left out.
+
+    Returns
+    -------
+    (float, float)
+        S and sigma_S.
+    """
+    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != cube.shape:
+            raise ConfigError(f"s_parameter_region: expected a mask of shape {cube.shape}, found {mask.shape}")
+        t = t[mask.reshape(-1)]
+    t = t[np.all(np.isfinite(t), axis=1)]
+    sums = t.sum(axis=0)
+    if not (sums[0] > 0 and sums[1] > 0):
+        raise ConfigError(f"s_parameter_region: the region has no positive signal in both windows "
+                          f"(S_L={sums[0]:.3g}, S_H={sums[1]:.3g}) over {len(t)} pixels")
+    s, s_err = _ratio(*sums[:5])
+    return float(s * attenuation_factor), float(s_err * attenuation_factor)
+
+
+def region_profile(cube, e1_kev, theta, mask=None, pz_edges=None, factor="impulse", background=None,
+                   normalization=1.0, resolution_fwhm_kev=None) -> ComptonProfile:
+    """Compton profile of one pixel set: each pixel's profile (own theta) summed on common p_z bins.
+
+    Parameters
+    ----------
+    cube : SpectralCube
+    e1_kev : float
+    theta : float or ndarray (rows, cols)
+        Scattering angle(s) in radians.
+    mask : ndarray (rows, cols) of bool, optional
+        Pixels to include (all when None); a single pixel is a mask with one True.
+    pz_edges : ndarray, optional
+        Common p_z bins (default -10 to 10 a.u. in 0.2 a.u. steps).
+    background : PeakMaps, optional
+        Fitted linear background subtracted per pixel (where the fit is ok).
+    normalization, resolution_fwhm_kev :
+        As for :func:`profile`.
+    """
+    mask = np.ones(cube.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != cube.shape:
+        raise ConfigError(f"region_profile: expected a mask of shape {cube.shape}, found {mask.shape}")
+    if factor not in FACTORS:
+        raise ConfigError(f"region_profile: factor must be one of {FACTORS}, found {factor!r}")
+    theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
+    pz_edges = np.arange(-10.0, 10.0001, 0.2) if pz_edges is None else np.asarray(pz_edges, dtype=np.float64)
+    if pz_edges.ndim != 1 or pz_edges.size < 2 or np.any(np.diff(pz_edges) <= 0):
+        raise ConfigError("region_profile: pz_edges must be an increasing 1-d array of at least 2 edges")
+    pick = mask & np.isfinite(theta_map)
+    pixels = np.flatnonzero(pick.reshape(-1))
+    counts = cube.counts.reshape(cube.shape[0] * cube.shape[1], -1)
+    if background is not None:
+        ok = np.asarray(background.ok).reshape(-1)
+        bg_lin = np.stack([np.where(ok, background.b0.reshape(-1), 0.0), np.where(ok, background.b1.reshape(-1), 0.0),
+                           np.where(ok, background.center.reshape(-1), 0.0)], axis=1)
+        bg_err = np.nan_to_num(np.stack([np.where(ok, background.b0_err.reshape(-1), 0.0),
+                                         np.where(ok, background.b1_err.reshape(-1), 0.0)], axis=1))
+    else:
+        bg_lin, bg_err = np.zeros((0, 3)), np.zeros((0, 2))
+    integral = np.zeros(pz_edges.size - 1)
+    var = np.zeros(pz_edges.size - 1)
+    net_total = _region_integrals(np.ascontiguousarray(cube.edges), counts, pixels,
+                                  np.ascontiguousarray(theta_map.reshape(-1)), float(e1_kev), factor == "impulse",
+                                  pz_edges, bg_lin, bg_err, integral, var)
+    dp = np.diff(pz_edges)
+    res_au = float("nan")
+    thetas = theta_map[pick]
+    if resolution_fwhm_kev is not None and thetas.size:
+        t0 = float(np.mean(thetas))
+        ec = compton_energy(e1_kev, t0)
+        res_au = float(resolution_fwhm_kev * (pz_from_energy(ec + 1e-3, e1_kev, t0) - pz_from_energy(ec - 1e-3, e1_kev, t0)) / 2e-3)
+    theta_one = float(thetas[0]) if thetas.size and np.all(thetas == thetas[0]) else float("nan")
+    prof = ComptonProfile(pz_edges, integral / dp, np.sqrt(var) / dp, factor, float(e1_kev), theta_one, res_au, None,
+                          float(net_total))
+    return prof.normalized(normalization) if normalization is not None else prof
+
+
+@njit(cache=True, nogil=True)
+def _region_integrals(edges, counts, pixels, theta, e1, impulse, pz_edges, bg_lin, bg_err, integral, var):
+    """Add every listed pixel's integrals of J (eq. 3) over the bins ``pz_edges`` into ``integral``.
+
+    ``var`` receives the per-bin variance: Poisson counts plus the pixel's background
+    (b0, b1) errors, coherent over the old bins feeding one new bin. Returns the net counts.
+    """
+    nb = counts.shape[1]
+    nnew = pz_edges.shape[0] - 1
+    use_lin = bg_lin.shape[0] > 0
+    d0 = np.zeros(nnew)
+    d1 = np.zeros(nnew)
+    total = 0.0
+    for k in pixels:
+        cos_t = math.cos(theta[k])
+        d0[:] = 0.0
+        d1[:] = 0.0
+        pa = _pz(edges[0], e1, cos_t)
+        for i in range(nb):
+            ea = edges[i]
+            eb = edges[i + 1]
+            pb = _pz(eb, e1, cos_t)
+            if pb <= pz_edges[0] or pa >= pz_edges[nnew]:
+                pa = pb
+                continue
+            if impulse:
+                e2 = 0.5 * (ea + eb)
+                qc = math.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
+                kappa = (pb - pa) / (eb - ea) * (e1 / e2) * qc / MC2_KEV
+            else:
+                kappa = 1.0
+            n = np.float64(counts[k, i])
+            net = n
+            e2c = 0.0
+            if use_lin:
+                e2c = 0.5 * (ea + eb) - bg_lin[k, 2]
+                net -= (eb - ea) * (bg_lin[k, 0] + bg_lin[k, 1] * e2c)
+            j0 = max(np.searchsorted(pz_edges, pa) - 1, 0)
+            for j in range(j0, nnew):
+                if pz_edges[j] >= pb:
+                    break
+                f = _overlap(pa, pb, pz_edges[j], pz_edges[j + 1])
+                if f == 0.0:
+                    continue
+                integral[j] += f * kappa * net
+                var[j] += f * f * kappa * kappa * n
+                total += f * net
+                if use_lin:
+                    d0[j] += f * kappa * (eb - ea)
+                    d1[j] += f * kappa * (eb - ea) * e2c
+            pa = pb
+        if use_lin:
+            for j in range(nnew):
+                var[j] += d0[j] * d0[j] * bg_err[k, 0] ** 2 + d1[j] * d1[j] * bg_err[k, 1] ** 2
+    return total
+
+
+def theta_map_from_peaks(peaks, e1_kev) -> np.ndarray:
+    """Scattering angle per pixel (rad) from fitted Compton peak centres (PHYSICS.md section 3); NaN where not ok."""
+    theta = theta_from_peak_energy(np.where(peaks.ok, peaks.center, np.nan), e1_kev)
+    return np.where(peaks.ok, theta, np.nan)

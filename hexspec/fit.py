@@ -186,6 +186,18 @@ class PeakMaps:
         """Arrays by name (for HDF5 results)."""
         return {k: getattr(self, k) for k in self.FIELDS}
 
+    @classmethod
+    def from_dict(cls, arrays: dict, attrs: dict | None = None) -> "PeakMaps":
+        """PeakMaps from the arrays of :meth:`to_dict` (e.g. read back from /entry/results/peak_fit)."""
+        missing = [k for k in cls.FIELDS if k not in arrays]
+        if missing:
+            raise ConfigError(f"PeakMaps: the fit results lack {', '.join(missing)}")
+        attrs = attrs or {}
+        fields = {k: np.asarray(arrays[k]) for k in cls.FIELDS}
+        fields["ok"] = fields["ok"].astype(bool)
+        window = tuple(attrs.get("window_kev", (None, None)))
+        return cls(**fields, window=window, method=str(attrs.get("method", "ls")))
+
     def background_counts(self, edges_kev) -> np.ndarray:
         """Fitted linear background in counts per bin, shape (rows, cols, nbins); 0 where the fit is not ok."""
         edges = np.asarray(edges_kev, dtype=np.float64)

@@ -107,7 +107,9 @@ NMC811 = {"Ni": 0.8, "Mn": 0.1, "Co": 0.1, "O": 2.0}
 #: Largest |p_z| sampled (a.u.): beyond it less than 0.3 % of the Ni electrons remain.
 PZ_MAX_AU = 60.0
 _PZ_STEP_AU = 0.005
-_ICDF_SIZE = 1 << 14
+_ICDF_SIZE = 1 << 12
+#: Scattering-angle bins of the proposal tables (about 0.1 degree wide on a HEXITEC at 150 mm).
+_THETA_BINS = 16
 
 
 @lru_cache(maxsize=None)
@@ -120,7 +122,7 @@ def _element_profile(symbol):
 
 
 def _inverse_cdf(pz_au, j):
-    """Equal-probability table of |p_z| for a density j on pz_au: icdf[k] = p_z at cumulative k / (size - 1)."""
+    """Equal-probability table for a density j on pz_au: icdf[k] = p_z at cumulative k / (size - 1); also the integral."""
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (j[1:] + j[:-1]) * np.diff(pz_au))])
     total = cdf[-1]
     cdf /= total
@@ -168,12 +170,33 @@ def _energy_from_pz(pz_au, e1, cos_t):
 
 
 @njit(cache=True, nogil=True)
-def _sample_compton(pixel, cos_theta, p_li, weight_max, e1, li_icdf, rest_icdf, rng, out_kev):
-    """E2 (keV) of Compton photons: p_z from the Li / rest mixture, eq. (2), eq. (3) by rejection."""
-    n_tab = li_icdf.shape[0] - 1
+def _sample_cathode(pixel, line_fraction, background_fraction, background_kev, lines_kev, line_cdf,
+                    cos_theta, theta_bin, bin_cos_theta, p_li, ratio_max, e1, li_icdf, rest_icdf, rng, out_kev):
+    """Energies of photons from the cathode set-up: discrete lines, flat background, or Compton.
+
+    Compton: p_z from the theta bin's table of J w (Li or the rest, chosen with the pixel's
+    Li probability), E2 from eq. (2) with the pixel's own theta, then kept with probability
+    w(pixel theta) / (w(bin theta) ratio_max): counts per E2 end up exactly proportional to
+    J(p_z) (E2/E1)(mc^2/(q c)) for every pixel, eq. (3).
+    """
+    n_tab = li_icdf.shape[1] - 1
+    n_lines = lines_kev.shape[0]
     for i in range(pixel.shape[0]):
+        u = rng.random()
+        if u < line_fraction:
+            v = rng.random()
+            k = 0
+            while k < n_lines - 1 and v > line_cdf[k]:
+                k += 1
+            out_kev[i] = lines_kev[k]
+            continue
+        if u < line_fraction + background_fraction:
+            out_kev[i] = background_kev + (e1 - background_kev) * rng.random()
+            continue
         p = pixel[i]
         c = cos_theta[p]
+        b = theta_bin[p]
+        cb = bin_cos_theta[b]
         while True:
             table = li_icdf if rng.random() < p_li[p] else rest_icdf
             t = rng.random() * n_tab
@@ -181,11 +204,12 @@ def _sample_compton(pixel, cos_theta, p_li, weight_max, e1, li_icdf, rest_icdf, 
             if k >= n_tab:
                 k = n_tab - 1
             frac = t - k
-            pz = table[k] + frac * (table[k + 1] - table[k])
-            if rng.random() < 0.5:
-                pz = -pz
+            pz = table[b, k] + frac * (table[b, k + 1] - table[b, k])
             e2 = _energy_from_pz(pz, e1, c)
-            if rng.random() * weight_max[p] <= _weight(e2, e1, c):
+            if c == cb:
+                break
+            ratio = _weight(e2, e1, c) / _weight(_energy_from_pz(pz, e1, cb), e1, cb)
+            if rng.random() * ratio_max[p] <= ratio:
                 break
         out_kev[i] = e2
 
@@ -224,13 +248,15 @@ class ComptonSource:
 
     Notes
     -----
-    The Compton energy E2 is drawn as follows: p_z from J_cathode = (1-x) J_Li + 0.8 J_Ni
-    + 0.1 J_Mn + 0.1 J_Co + 2 J_O (free-atom profiles, normalised to their electron counts),
-    as a two-component mixture (Li vs the rest, with the Li probability set per pixel by
-    its Li content) using precomputed inverse-CDF tables; p_z -> E2 through eq. (2) with the
-    pixel's theta; the cross-section factor of eq. (3) by rejection. Counts per unit E2 are
-    then proportional to (E2/E1)(mc^2/(q c)) J(p_z), which ``hexspec.compton.profile`` with
-    ``factor="impulse"`` inverts exactly.
+    The Compton energy E2 follows eq. (3): counts per unit E2 proportional to
+    (E2/E1)(mc^2/(q c)) J(p_z), with J_cathode = (1-x) J_Li + 0.8 J_Ni + 0.1 J_Mn + 0.1 J_Co
+    + 2 J_O (free-atom profiles, each integrating to its electron count) and p_z from eq. (2)
+    with the pixel's own theta; ``hexspec.compton.profile(..., factor="impulse")`` inverts it
+    exactly. Sampling: since J is linear in (1-x), p_z is drawn from a two-component mixture
+    (Li, rest) using inverse-CDF tables of J w precomputed per theta bin (w the eq. (3)
+    factor divided by the Jacobian dp_z/dE2, see :func:`cross_section_weight`); a rejection
+    step with acceptance close to 1 replaces the bin's theta by the pixel's. Tables are
+    built once, never per pixel. |p_z| is limited to 60 a.u.
     """
 
     def __init__(self, e1_kev=115.0, li_content=0.5, geometry=None, flux=None, composition=None,
@@ -273,19 +299,40 @@ class ComptonSource:
         line_w = np.concatenate(line_w)
         self.line_fraction = float(line_w.sum())
         self.line_probability = line_w / self.line_fraction if self.line_fraction > 0 else line_w
+        self._line_cdf = np.cumsum(self.line_probability)
+        self._line_cdf[-1] = 1.0
 
-        # p_z tables: Li alone, and the rest of the formula unit combined.
-        pz_au, j_li = _element_profile("Li")
+        # Proposal tables: per theta bin, inverse CDFs of J_Li(p_z) w and J_rest(p_z) w with w the
+        # eq. (3) weight at the bin's theta; a last rejection step swaps in each pixel's own theta.
+        pz_abs, j_li = _element_profile("Li")
         j_rest = sum(n * _element_profile(s)[1] for s, n in self.composition.items())
-        self._li_icdf, li_electrons = _inverse_cdf(pz_au, j_li)
-        self._rest_icdf, rest_electrons = _inverse_cdf(pz_au, j_rest)
+        pz_au = np.concatenate([-pz_abs[:0:-1], pz_abs])
+        j_li = np.concatenate([j_li[:0:-1], j_li])
+        j_rest = np.concatenate([j_rest[:0:-1], j_rest])
+        theta = self.theta_rad.ravel()
+        lo, hi = theta.min(), theta.max()
+        n_bins = _THETA_BINS if hi > lo else 1
+        centers = lo + (np.arange(n_bins) + 0.5) * (hi - lo) / n_bins
+        self._theta_bin = np.minimum(((theta - lo) / max(hi - lo, 1e-12) * n_bins).astype(np.int64), n_bins - 1)
+        self._bin_cos_theta = np.cos(centers)
+        self._li_icdf = np.empty((n_bins, _ICDF_SIZE + 1))
+        self._rest_icdf = np.empty((n_bins, _ICDF_SIZE + 1))
+        li_total = np.empty(n_bins)
+        rest_total = np.empty(n_bins)
+        for b, th in enumerate(centers):
+            w = cross_section_weight(energy_from_pz(pz_au, self.e1_kev, th), self.e1_kev, th)
+            self._li_icdf[b], li_total[b] = _inverse_cdf(pz_au, j_li * w)
+            self._rest_icdf[b], rest_total[b] = _inverse_cdf(pz_au, j_rest * w)
         li = self.li_content.ravel()
-        self._p_li = li * li_electrons / (li * li_electrons + rest_electrons)
-        self._cos_theta = np.cos(self.theta_rad).ravel()
-        # Largest eq. (3) weight per pixel over the sampled p_z range (5 % margin for the grid).
-        grid = np.linspace(-PZ_MAX_AU, PZ_MAX_AU, 241)
-        e2 = energy_from_pz(grid[None, :], self.e1_kev, self.theta_rad.ravel()[:, None])
-        self._weight_max = 1.05 * cross_section_weight(e2, self.e1_kev, self.theta_rad.ravel()[:, None]).max(axis=1)
+        tb = self._theta_bin
+        self._p_li = li * li_total[tb] / (li * li_total[tb] + rest_total[tb])
+        self._cos_theta = np.cos(theta)
+        # Envelope of the weight ratio (pixel theta / bin theta) over the sampled p_z range.
+        grid = np.linspace(-PZ_MAX_AU, PZ_MAX_AU, 241)[None, :]
+        w_pix = cross_section_weight(energy_from_pz(grid, self.e1_kev, theta[:, None]), self.e1_kev, theta[:, None])
+        th_b = centers[tb][:, None]
+        w_bin = cross_section_weight(energy_from_pz(grid, self.e1_kev, th_b), self.e1_kev, th_b)
+        self._ratio_max = 1.001 * (w_pix / w_bin).max(axis=1)
 
     @property
     def shape(self):
@@ -294,23 +341,11 @@ class ComptonSource:
     def sample_pixels(self, pixel_index, rng):
         """Energies in keV of photons landing on flat pixel indices ``pixel_index`` (row * cols + col)."""
         pixel_index = np.ascontiguousarray(pixel_index, dtype=np.int64)
-        n = pixel_index.shape[0]
-        u = rng.random(n)
-        f_bg = self.fractions["background"]
-        is_line = u < self.line_fraction
-        is_bg = (~is_line) & (u < self.line_fraction + f_bg)
-        is_compton = ~(is_line | is_bg)
-        energy_kev = np.empty(n)
-        n_line = int(is_line.sum())
-        if n_line:
-            energy_kev[is_line] = self.lines_kev[rng.choice(self.lines_kev.size, size=n_line, p=self.line_probability)]
-        energy_kev[is_bg] = rng.uniform(self.background_kev, self.e1_kev, size=int(is_bg.sum()))
-        compton_pixels = pixel_index[is_compton]
-        out = np.empty(compton_pixels.shape[0])
-        _sample_compton(compton_pixels, self._cos_theta, self._p_li, self._weight_max, self.e1_kev,
-                        self._li_icdf, self._rest_icdf, rng, out)
-        energy_kev[is_compton] = out
-        return energy_kev
+        out = np.empty(pixel_index.shape[0])
+        _sample_cathode(pixel_index, self.line_fraction, self.fractions["background"], self.background_kev,
+                        self.lines_kev, self._line_cdf, self._cos_theta, self._theta_bin, self._bin_cos_theta,
+                        self._p_li, self._ratio_max, self.e1_kev, self._li_icdf, self._rest_icdf, rng, out)
+        return out
 
     def sample(self, n, rng):
         """Energies in keV of ``n`` photons at pixels drawn from the flux map."""

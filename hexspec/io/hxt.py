@@ -19,7 +19,7 @@ bin width (of the last bin) beyond it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,6 @@ class HxtInfo:
     motor_positions: tuple = (0,) * 9
     prefix: str = ""
     timestamp: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def read_hxt_header(path) -> tuple:

@@ -85,12 +85,10 @@ def fit_compton_peak(centers_kev, counts, window_kev, unit: str = "keV") -> Peak
     if counts[sel].sum() <= 0:
         raise AnalysisUnavailable(f"no counts between {lo:.1f} and {hi:.1f} keV in the selected spectrum")
     fit = fit_peak(centers_kev, counts, window=(lo, hi))
-    result = getattr(fit, "result", None)
-    x = centers_kev[sel]
-    try:
-        model = np.asarray(result.eval(**{result.model.independent_vars[0]: x}), dtype=np.float64)
-    except Exception:   # a fit without an lmfit result still reports its numbers, just no curve
-        x, model = np.empty(0), np.empty(0)
+    # The model is a density (counts per keV); times the bin width it overlays counts per bin.
+    width_kev = float(np.median(np.diff(centers_kev)))
+    x = np.linspace(lo, hi, 400)
+    model = np.asarray(fit.curve(x), dtype=np.float64) * width_kev
     return PeakOverlay(fit=fit, energy=x, model=model)
 
 

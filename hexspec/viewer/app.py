@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ..errors import HexspecError
@@ -12,12 +13,21 @@ def _application(headless: bool):
     if headless:
         # Must be decided before the QApplication exists; an explicit choice by the user wins.
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from pyqtgraph.Qt import QtGui, QtWidgets
+    from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
     app = QtWidgets.QApplication.instance()
     if app is None:
+        if headless:
+            QtCore.qInstallMessageHandler(_quiet_offscreen_messages)
         app = QtWidgets.QApplication(["hexspec view"])
         _dark_theme(app, QtGui)
     return app
+
+
+def _quiet_offscreen_messages(mode, context, message):
+    # The offscreen platform warns on every window it cannot resize like a real screen;
+    # that says nothing to the user of a headless run.
+    if "propagateSizeHints" not in message:
+        sys.stderr.write(f"{message}\n")
 
 
 def _dark_theme(app, QtGui):

@@ -1,0 +1,143 @@
+"""Frames -> events -> spectra throughput against a memory-scan floor and a numpy baseline.
+
+Prints, from one run on the same data:
+  (a) the fused numba chain threshold + next-frame + calibration + csd (and csa) + histogram
+      (1000 bins), single-threaded, in frames/s;
+  (b) the memory-scan floor: numpy summing the same uint16 frames;
+  (c) a straightforward vectorised numpy/scipy implementation of the same chain
+      (hexspec.events.extract_reference + histogram_reference);
+  the threaded variant on all cores; and the peak resident memory of `hexspec process`
+  over a large raw frame file (default 4 GB; --big-file-gb 0 skips it).
+
+Targets (issue): (a) >= 250,000 frames/s, (a)/(b) time ratio <= 1.6, (a) >= 10x (c),
+threaded >= 1.7x (a) on 2 cores, peak RSS < 1 GB for a 4 GB file.
+
+    python benchmarks/bench_events.py [--frames 20000] [--repeat 5] [--big-file-gb 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import hexspec as hx
+from hexspec.events import extract_reference
+from hexspec.spectra import histogram_reference
+
+
+def make_frames(n, shape=(80, 80), occupancy=0.01, seed=0):
+    """About 1% occupancy, half of the hits in horizontally shared pairs."""
+    rng = np.random.default_rng(seed)
+    npix = shape[0] * shape[1]
+    hits = int(round(occupancy * npix))
+    singles, pairs = hits // 2, hits // 4
+    fr = np.zeros((n, npix), np.uint16)
+    f = np.arange(n)[:, None]
+    idx = rng.integers(0, npix, (n, singles + pairs))
+    fr[f, idx] = rng.integers(2000, 4000, idx.shape)
+    partner = idx[:, singles:] + 1
+    partner[partner % shape[1] == 0] -= 2          # stay on the same row
+    fr[f, partner] = rng.integers(200, 2000, partner.shape)
+    return fr.reshape(n, *shape)
+
+
+def timed(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def chain(frames, cfg, threads=1, batch=1000):
+    ex = hx.EventExtractor(cfg, frames.shape[1:], threads=threads)
+    acc = hx.SpectrumAccumulator(cfg, frames.shape[1:])
+    fn = np.arange(len(frames))
+    for s in range(0, len(frames), batch):
+        acc.add(ex(hx.FrameBatch(frames[s:s + batch], fn[s:s + batch])))
+    ex.close()
+    return acc
+
+
+def numpy_chain(frames, cfg):
+    ev = extract_reference(frames, cfg)
+    return histogram_reference(ev.row, ev.col, ev.energy, frames.shape[1:], cfg.bins)
+
+
+def big_file_rss(gb):
+    """Peak RSS (MB) of `hexspec process` over a raw file of ``gb`` gigabytes."""
+    block = make_frames(2000, seed=1)
+    nblocks = int(gb * 1e9 // block.nbytes)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("HEXSPEC_BENCH_TMP")) as d:
+        path = os.path.join(d, "big.bin")
+        with open(path, "wb") as fh:
+            for _ in range(nblocks):
+                fh.write(block.tobytes())
+        size_gb = os.path.getsize(path) / 1e9
+        t = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "hexspec.cli", "process", path, "-o", os.path.join(d, "out.h5"),
+                        "--threshold", "100", "--gradients", "0.05", "--spectra", "--quiet"], check=True,
+                       stdout=subprocess.DEVNULL)
+        dt = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return size_gb, nblocks * len(block), dt, max(peak, before) / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--big-file-gb", type=float, default=4.0)
+    args = ap.parse_args()
+
+    frames = make_frames(args.frames)
+    flat = frames.reshape(len(frames), -1)
+    bins = hx.EnergyBins(0, 200, 0.2)   # 1000 bins
+    cfgs = {m: hx.ProcessingConfig(threshold=100, gradients=0.05, intercepts=0.5, charge_sharing=m, bins=bins)
+            for m in ("csd", "csa")}
+    hits = np.count_nonzero(flat[:1000] > 100) / 1000
+    print(f"data: {len(frames)} frames of 80x80 uint16, {hits:.1f} hits/frame ({hits / 6400:.2%} occupancy), "
+          f"{frames.nbytes / 1e6:.0f} MB; median of {args.repeat} runs; {os.cpu_count()} cores")
+    for cfg in cfgs.values():
+        chain(frames[:2000], cfg)
+        chain(frames[:2000], cfg, threads=os.cpu_count() or 2)
+
+    t_floor = timed(lambda: flat.sum(), args.repeat)
+    print(f"(b) numpy sum of the frames (memory-scan floor): {len(frames) / t_floor:12,.0f} frames/s")
+    results = {}
+    for mode, cfg in cfgs.items():
+        t_a = timed(lambda: chain(frames, cfg), args.repeat)
+        t_p = timed(lambda: chain(frames, cfg, threads=os.cpu_count() or 2, batch=4000), args.repeat)
+        nsub = min(len(frames), 2000)
+        t_c = timed(lambda: numpy_chain(frames[:nsub], cfg), max(1, args.repeat // 2)) * len(frames) / nsub
+        t_floor = timed(lambda: flat.sum(), args.repeat)
+        results[mode] = (t_a, t_p, t_c, t_floor)
+        print(f"(a) numba chain, {mode}, 1 thread:              {len(frames) / t_a:12,.0f} frames/s "
+              f"(target >= 250,000)")
+        print(f"    (a)/(b) time ratio:                        {t_a / t_floor:12.2f}   (target <= 1.6)")
+        print(f"(c) numpy/scipy chain, {mode}:                  {len(frames) / t_c:12,.0f} frames/s; "
+              f"(a) is {t_c / t_a:.1f}x faster (target >= 10)")
+        print(f"    threaded, {os.cpu_count()} threads, {mode}:              {len(frames) / t_p:12,.0f} frames/s; "
+              f"{t_a / t_p:.2f}x one thread (target >= 1.7)")
+    # the numba and numpy chains agree on these data (a cheap guard that the timing compares like with like)
+    acc = chain(frames[:500], cfgs["csd"])
+    ref, _, _ = numpy_chain(frames[:500], cfgs["csd"])
+    assert np.array_equal(acc.cube.counts, ref), "numba and numpy chains disagree"
+    if args.big_file_gb > 0:
+        size_gb, n, dt, rss_mb = big_file_rss(args.big_file_gb)
+        print(f"hexspec process over a {size_gb:.2f} GB raw file ({n:,} frames): {dt:.1f} s "
+              f"({n / dt:,.0f} frames/s incl. reading), peak RSS {rss_mb:.0f} MB (target < 1024 MB)")
+
+
+if __name__ == "__main__":
+    main()

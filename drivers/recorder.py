@@ -1,0 +1,400 @@
+"""The recorder: frame source -> optional event extraction -> hexspec HDF5, losing nothing.
+
+Guarantees (DESIGN.md, "Errors and data safety"):
+
+- the file is written in SWMR mode and flushed at least every ``flush_interval_s``
+  (1 s): a process killed at any moment leaves a file that opens and holds every
+  frame and event up to the last flush;
+- :func:`record` turns SIGINT and SIGTERM into a clean stop: the batch in hand is
+  written, spectra and counters are stored and the file is closed;
+- /entry/acquisition holds frames received, dropped (gaps in frame numbers) and
+  corrupt messages, updated at every flush.
+
+Raw frames are the heavy part (a HEXITEC at 9.1 kHz gives 117 MB/s of uint16). One
+core deflates ~7,000 frames/s, so :class:`FrameChunkWriter` compresses whole HDF5
+chunks in worker threads (zlib releases the GIL) and stores them with direct chunk
+writes, byte-identical to what HDF5's shuffle + deflate filters would have written.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import ProcessingConfig
+from ..errors import ProtocolError
+from ..events import EventExtractor, EventList
+from ..frames import FrameBatch
+from ..spectra import SpectrumAccumulator
+
+log = logging.getLogger("hexspec.recorder")
+
+
+def shuffle_deflate(block: np.ndarray, level: int) -> bytes:
+    """Bytes HDF5's shuffle then deflate filters make of one chunk.
+
+    The shuffle filter stores byte 0 of every element, then byte 1 of every element,
+    and so on; deflate is zlib's format (HDF5 calls compress2).
+    """
+    raw = np.ascontiguousarray(block).view(np.uint8).reshape(-1, block.dtype.itemsize)
+    return zlib.compress(np.ascontiguousarray(raw.T), level)
+
+
+class FrameChunkWriter:
+    """Append frames to a chunked (n, R, C) dataset, compressing chunks in parallel.
+
+    Whole chunks go through :func:`shuffle_deflate` in a thread pool and are stored
+    with ``write_direct_chunk``; frames that do not fill a chunk yet are written
+    through HDF5 at each :meth:`flush` (and rewritten whole once the chunk fills), so
+    a flush always leaves every frame appended so far in the file. The dataset's
+    extent only grows over frames actually written, so a reader never sees frames
+    that are not there yet.
+
+    Parameters
+    ----------
+    data, numbers : h5py.Dataset
+        ``/entry/frames/data`` (n, R, C) uint16 and ``/entry/frames/frame_number`` (n,).
+    threads : int
+        Compression threads.
+    """
+
+    def __init__(self, data, numbers, threads: int = 2):
+        self.data, self.numbers = data, numbers
+        self.chunk = data.chunks[0]
+        self.frame_shape = data.shape[1:]
+        # direct writes must reproduce the dataset's filters exactly; any other filter
+        # setup is left to HDF5
+        self.direct = (data.compression == "gzip" and data.shuffle and not data.fletcher32
+                       and data.scaleoffset is None and data.chunks[1:] == data.shape[1:])
+        self.level = int(data.compression_opts or 4) if self.direct else 0
+        self.written = data.shape[0]      # frames stored (extent of the dataset)
+        self.appended = self.written      # frames handed to append()
+        self._tail = np.empty((self.chunk,) + self.frame_shape, dtype=np.uint16)
+        self._tail_numbers = np.empty(self.chunk, dtype=np.int64)
+        self._tail_n = 0
+        if self.written % self.chunk:
+            # appending to a file whose last chunk is partial: continue that chunk
+            start = self.written - self.written % self.chunk
+            self._tail_n = self.written - start
+            self._tail[:self._tail_n] = data[start:self.written]
+            self._tail_numbers[:self._tail_n] = numbers[start:self.written]
+        self._pool = ThreadPoolExecutor(max(1, int(threads)), thread_name_prefix="hexspec-deflate") \
+            if self.direct else None
+        self._pending = deque()           # (chunk start, frame numbers, future) in file order
+        self._max_pending = 2 * max(1, int(threads)) + 2
+
+    def append(self, batch: FrameBatch) -> None:
+        frames, numbers = batch.frames, batch.frame_numbers
+        if frames.shape[1:] != self.frame_shape:
+            raise ProtocolError(f"recorder: expected frames of shape {self.frame_shape}, found {frames.shape[1:]}")
+        if not self.direct:
+            n0 = self.data.shape[0]
+            self.data.resize(n0 + len(frames), axis=0)
+            self.data[n0:] = frames
+            self.numbers.resize(n0 + len(frames), axis=0)
+            self.numbers[n0:] = numbers
+            self.appended = self.written = n0 + len(frames)
+            return
+        at, n = 0, len(frames)
+        while at < n:
+            if self._tail_n == 0 and n - at >= self.chunk:
+                # a whole chunk straight from the batch: no copy
+                block, block_numbers = frames[at:at + self.chunk], numbers[at:at + self.chunk]
+                at += self.chunk
+                self.appended += self.chunk
+            else:
+                take = min(self.chunk - self._tail_n, n - at)
+                self._tail[self._tail_n:self._tail_n + take] = frames[at:at + take]
+                self._tail_numbers[self._tail_n:self._tail_n + take] = numbers[at:at + take]
+                self._tail_n += take
+                at += take
+                self.appended += take
+                if self._tail_n < self.chunk:
+                    break
+                block, block_numbers = self._tail.copy(), self._tail_numbers.copy()
+                self._tail_n = 0
+            start = self.appended - self.chunk
+            self._pending.append((start, block_numbers, self._pool.submit(shuffle_deflate, block, self.level)))
+            self.drain(block=len(self._pending) > self._max_pending)
+
+    def drain(self, block: bool = False) -> None:
+        """Store compressed chunks that are ready (all of them, waiting, if ``block``)."""
+        while self._pending and (block or self._pending[0][2].done()):
+            start, block_numbers, future = self._pending.popleft()
+            payload = future.result()
+            end = start + self.chunk
+            if self.data.shape[0] < end:
+                self.data.resize(end, axis=0)
+                self.numbers.resize(end, axis=0)
+            self.data.id.write_direct_chunk((start,) + (0,) * len(self.frame_shape), payload)
+            self.numbers[start:end] = block_numbers
+            self.written = max(self.written, end)
+            block = block and len(self._pending) > self._max_pending
+
+    def flush(self) -> None:
+        """Store every frame appended so far (whole chunks and the partial tail)."""
+        if not self.direct:
+            return
+        while self._pending:
+            self.drain(block=True)
+        if self._tail_n:
+            start = self.appended - self._tail_n
+            end = self.appended
+            if self.data.shape[0] < end:
+                self.data.resize(end, axis=0)
+                self.numbers.resize(end, axis=0)
+            self.data[start:end] = self._tail[:self._tail_n]
+            self.numbers[start:end] = self._tail_numbers[:self._tail_n]
+            self.written = end
+
+    def close(self) -> None:
+        self.flush()
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+class Recorder:
+    """Write frames, events and spectra of a live stream to a hexspec HDF5 file.
+
+    Parameters
+    ----------
+    path : str or Path
+    shape : (rows, cols)
+    config : ProcessingConfig, optional
+        Event extraction and binning (default ``ProcessingConfig()``).
+    source : str
+        Source URL stored in /entry/acquisition.
+    raw, events, spectra : bool
+        What to store: raw frames, photon events, the per-pixel spectral cube.
+    flush_interval_s : float
+        Longest time between flushes (at most 1 s is what the recorder promises).
+    spectra_interval_s : float
+        How often the cube is rewritten while recording (it is always written at
+        close; events and frames are enough to rebuild it after a crash).
+    compress_threads : int
+        Threads compressing raw frames.
+    on_flush : callable, optional
+        Called as ``on_flush(recorder)`` after every flush.
+    """
+
+    def __init__(self, path, shape, config: ProcessingConfig | None = None, source: str = "",
+                 raw: bool = False, events: bool = True, spectra: bool = True, flush_interval_s: float = 1.0,
+                 spectra_interval_s: float = 10.0, compress_threads: int = 2, on_flush=None):
+        from ..io.hdf5 import HexspecWriter
+        self.config = config or ProcessingConfig()
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.raw, self.events, self.spectra = raw, events, spectra
+        self.flush_interval_s = float(flush_interval_s)
+        self.spectra_interval_s = float(spectra_interval_s)
+        self.on_flush = on_flush
+        self.writer = HexspecWriter(path, self.shape, config=self.config, source=source, frames=raw,
+                                    events=events, spectra=spectra, swmr=True)
+        self.path = self.writer.path
+        entry = self.writer.f["entry"]
+        self._frames = FrameChunkWriter(entry["frames/data"], entry["frames/frame_number"], compress_threads) \
+            if raw else None
+        self._extractor = EventExtractor(self.config, self.shape) if (events or spectra) else None
+        self._accumulator = SpectrumAccumulator(self.config, self.shape) if spectra else None
+        self.frames_received = 0
+        self.events_received = 0
+        self.first_frame = -1
+        self.last_frame = -1
+        self.frames_flushed = 0
+        self.events_flushed = 0
+        self.flushes = 0
+        self._last_flush = time.monotonic()
+        self._last_spectra = self._last_flush
+        self._counters = {}
+        self._closed = False
+
+    def add(self, batch: FrameBatch, stats=None) -> EventList | None:
+        """Record one batch; ``stats`` (the source's SourceStats) updates the counters.
+
+        Returns the batch's events (None when neither events nor spectra are recorded).
+        """
+        if batch.shape != self.shape:
+            raise ProtocolError(f"recorder: expected frames of shape {self.shape}, found {batch.shape}")
+        if len(batch) == 0:
+            return EventList.empty() if self._extractor is not None else None
+        if self._frames is not None:
+            self._frames.append(batch)
+        events = None
+        if self._extractor is not None:
+            events = self._extractor(batch)
+            if self.events:
+                self.writer.write_events(events)
+            if self._accumulator is not None:
+                self._accumulator.add(events)
+            self.events_received += len(events)
+        if self.first_frame < 0:
+            self.first_frame = int(batch.frame_numbers[0])
+        self.last_frame = int(batch.frame_numbers[-1])
+        self.frames_received += len(batch)
+        if stats is not None:
+            self._counters = dict(frames_dropped=stats.dropped, corrupt_messages=stats.corrupt)
+        if self._frames is not None:
+            self._frames.drain()
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+        return events
+
+    def update_counters(self, stats) -> None:
+        """Take dropped and corrupt counts from a source's SourceStats."""
+        self._counters = dict(frames_dropped=stats.dropped, corrupt_messages=stats.corrupt)
+
+    def flush(self) -> None:
+        """Make everything recorded so far durable (a crash after this loses none of it)."""
+        if self._frames is not None:
+            self._frames.flush()
+        now = time.monotonic()
+        if self._accumulator is not None and now - self._last_spectra >= self.spectra_interval_s:
+            self.writer.write_spectra(self._accumulator.cube)
+            self._last_spectra = now
+        self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
+                                    last_frame=self.last_frame, **self._counters)
+        self.writer.flush()
+        self.frames_flushed = self.frames_received
+        self.events_flushed = self.events_received
+        self.flushes += 1
+        self._last_flush = time.monotonic()
+        if self.on_flush is not None:
+            self.on_flush(self)
+
+    def close(self) -> None:
+        """Write the spectra and counters and close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._frames is not None:
+                self._frames.close()
+            if self._accumulator is not None:
+                self.writer.write_spectra(self._accumulator.cube)
+            self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
+                                        last_frame=self.last_frame, **self._counters)
+            self.frames_flushed = self.frames_received
+            self.events_flushed = self.events_received
+        finally:
+            if self._extractor is not None:
+                self._extractor.close()
+            self.writer.close()
+
+    @property
+    def cube(self):
+        return None if self._accumulator is None else self._accumulator.cube
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class RecordResult:
+    """What a recording stored."""
+
+    path: str
+    frames: int
+    events: int
+    dropped: int
+    corrupt: int
+    elapsed_s: float
+    stopped_by: str       # "end of source", "signal SIGINT", ...
+
+
+class _StopOnSignals:
+    """SIGINT/SIGTERM ask the source to stop instead of killing the process.
+
+    A second signal of either kind raises KeyboardInterrupt, for a user who really
+    wants out; the recorder's ``finally`` still closes the file.
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self.signal_name = ""
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signal_name:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        stop = getattr(self.source, "stop", None) or getattr(self.source, "close")
+        stop()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def record(source, path, config: ProcessingConfig | None = None, shape=None, raw: bool = False,
+           events: bool = True, spectra: bool = True, source_name: str = "", progress=None,
+           flush_interval_s: float = 1.0, on_flush=None, compress_threads: int = 2) -> RecordResult:
+    """Record every batch of ``source`` into ``path`` until the source ends or a signal stops it.
+
+    Parameters
+    ----------
+    source : FrameSource
+        What :func:`~hexspec.drivers.open_source` returns (anything iterable over
+        FrameBatch works; ``stats`` and ``stop`` are used when present).
+    path : str or Path
+        Output hexspec HDF5 file, created when the first batch arrives (the detector
+        shape comes from the data unless ``shape`` is given).
+    config, raw, events, spectra, flush_interval_s, on_flush, compress_threads
+        See :class:`Recorder`.
+    shape : (rows, cols), optional
+    source_name : str
+        Stored as the acquisition's source (default: the source's name or URL).
+    progress : callable, optional
+        Called as ``progress(recorder, source_stats)`` after every batch.
+
+    Raises
+    ------
+    ProtocolError
+        If the source ended before delivering a single frame.
+    """
+    name = source_name or getattr(source, "name", None) or getattr(source, "endpoint", "") or ""
+    stats = getattr(source, "stats", None)
+    recorder = None
+    t0 = time.monotonic()
+    guard = _StopOnSignals(source)
+    try:
+        with guard:
+            if shape is not None:
+                recorder = Recorder(path, shape, config, str(name), raw, events, spectra, flush_interval_s,
+                                    compress_threads=compress_threads, on_flush=on_flush)
+            for batch in source:
+                if recorder is None:
+                    recorder = Recorder(path, batch.shape, config, str(name), raw, events, spectra,
+                                        flush_interval_s, compress_threads=compress_threads, on_flush=on_flush)
+                recorder.add(batch, stats)
+                if progress is not None:
+                    progress(recorder, stats)
+    finally:
+        if recorder is not None:
+            if stats is not None:
+                recorder.update_counters(stats)
+            recorder.close()
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    if recorder is None:
+        why = f" ({stats.corrupt} corrupt messages; last: {stats.last_error})" if stats is not None and stats.corrupt else ""
+        raise ProtocolError(f"{name or 'source'}: no frames received before the source ended{why}; nothing recorded")
+    return RecordResult(str(recorder.path), recorder.frames_received, recorder.events_received,
+                        stats.dropped if stats is not None else 0, stats.corrupt if stats is not None else 0,
+                        time.monotonic() - t0, f"signal {guard.signal_name}" if guard.signal_name else "end of source")

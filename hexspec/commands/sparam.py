@@ -1,0 +1,165 @@
+"""`hexspec sparam`: S-parameter map (PHYSICS.md eqs. 2-4) of a cube, optionally converted to Li content (eq. 5)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, FormatError
+from .common import add_quiet_option
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sparam", help="S-parameter (and Li content) map of a spectral cube",
+                       description="Compton profile S-parameter of every pixel, S = S_L / S_H with S_L the "
+                                   "integral of J(p_z) over |p_z| < LOW and S_H over LOW < |p_z| < HIGH "
+                                   "(PHYSICS.md eqs. 2-4), using the scattering angle of each pixel. The fitted "
+                                   "linear background of a peak fit is subtracted when one is given (--fits) or "
+                                   "made (--fit-window). With --lithium-cal, S is converted to Li content 1 - x "
+                                   "(eq. 5). Writes /entry/results/s_parameter (and lithium, profile) and a PNG.")
+    p.add_argument("cube", help="hexspec HDF5 file holding /entry/spectra (keV)")
+    p.add_argument("--e1", type=float, default=115.0, help="incident energy in keV (default 115)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--theta", type=float, metavar="DEG", help="one scattering angle for every pixel, degrees")
+    g.add_argument("--geometry", nargs=2, type=float, metavar=("D1_MM", "D2_MM"),
+                   help="pinhole geometry: sample-pinhole and pinhole-detector distances in mm; theta per pixel "
+                        "(PHYSICS.md section 3). This is the default, with 160 150")
+    g.add_argument("--theta-from-fits", action="store_true",
+                   help="theta per pixel from the fitted Compton peak centres (needs --fits or --fit-window)")
+    p.add_argument("--beam-axis", choices=("cols", "rows"), default="cols", help="detector axis along the beam (default cols)")
+    p.add_argument("--fits", metavar="FITS.h5", help="peak fits from `hexspec fit`: their linear background is subtracted")
+    p.add_argument("--fit-window", nargs=2, type=float, metavar=("EMIN", "EMAX"),
+                   help="fit the peak now in this window (keV) and subtract its background")
+    p.add_argument("--no-background", action="store_true", help="do not subtract a fitted background")
+    p.add_argument("--low", type=float, default=1.0, help="S_L window |p_z| < LOW a.u. (default 1)")
+    p.add_argument("--high", type=float, default=5.0, help="S_H window LOW < |p_z| < HIGH a.u. (default 5)")
+    p.add_argument("--factor", choices=("impulse", "jacobian"), default="impulse", help="profile factor of eq. (3)")
+    p.add_argument("--min-counts", type=float, default=100, help="minimum counts in each window per pixel (default 100)")
+    p.add_argument("--attenuation-factor", type=float, default=1.0,
+                   help="multiply S by this sample-attenuation correction (1.015, 1.010, 1.005 for depth regions 1-3)")
+    p.add_argument("--lithium-cal", metavar="CAL.json", help="Li calibration (LithiumCalibration JSON): adds a 1-x map")
+    p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (results are added if it exists)")
+    p.add_argument("--png", help="PNG of the maps (default: OUTPUT with .png; the profile goes to *_profile.png)")
+    add_quiet_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import compton, fit
+    from ..detector import DetectorSpec
+    from ..io import hdf5
+    from .fit import save_maps_png
+
+    path = Path(args.cube)
+    if not path.exists():
+        raise FormatError(f"{path}: no such file")
+    cube = hdf5.read_cube(path)
+    if cube.unit != "keV":
+        raise ConfigError(f"{path}: the cube is in {cube.unit}; the S-parameter needs an energy-calibrated cube in keV")
+    peaks = None
+    if args.fits and args.fit_window:
+        raise ConfigError("give either --fits or --fit-window, not both")
+    if args.fits:
+        arrays, attrs = hdf5.read_results(args.fits, "peak_fit")
+        peaks = fit.PeakMaps.from_dict(arrays, attrs)
+        if peaks.shape != cube.shape:
+            raise ConfigError(f"{args.fits}: fit maps of shape {peaks.shape} do not match the cube's {cube.shape}")
+    elif args.fit_window:
+        peaks = fit.fit_cube(cube, tuple(args.fit_window))
+
+    if args.theta is not None:
+        theta = math.radians(args.theta)
+        theta_note = f"{args.theta:g} deg for every pixel"
+    elif args.theta_from_fits:
+        if peaks is None:
+            raise ConfigError("--theta-from-fits needs peak fits: give --fits FITS.h5 or --fit-window EMIN EMAX")
+        theta = compton.theta_map_from_peaks(peaks, args.e1)
+        theta_note = "per pixel from fitted peak centres"
+    else:
+        d1, d2 = args.geometry if args.geometry else (160.0, 150.0)
+        rows, cols = cube.shape
+        det = DetectorSpec(rows=rows, cols=cols)
+        theta = compton.PinholeGeometry(d1_mm=d1, d2_mm=d2, detector=det, beam_axis=args.beam_axis).theta_map()
+        theta_note = f"per pixel from the pinhole geometry d1={d1:g} mm, d2={d2:g} mm"
+
+    background = None if (args.no_background or peaks is None) else peaks
+    smap = compton.s_parameter_map(cube, args.e1, theta, low=args.low, high=args.high, factor=args.factor,
+                                   background=background, min_counts=args.min_counts,
+                                   attenuation_factor=args.attenuation_factor)
+    theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
+    attrs = {"e1_kev": args.e1, "low_au": args.low, "high_au": args.high, "factor": args.factor,
+             "theta": theta_note, "background": "fitted linear background" if background is not None else "none",
+             "attenuation_factor": args.attenuation_factor, "min_counts": args.min_counts,
+             "input": str(path.resolve()), "equation": "PHYSICS.md eq. (4): S = S_L / S_H"}
+    hdf5.write_results(args.output, "s_parameter", {**smap.to_dict(), "theta_rad": theta_map}, attrs)
+    maps = {"S": smap.s, "S standard error": smap.s_err}
+    lmap = None
+    if args.lithium_cal:
+        from ..calibration.lithium import LithiumCalibration
+        cal = LithiumCalibration.load(args.lithium_cal)
+        lmap = cal.apply(smap)
+        hdf5.write_results(args.output, "lithium", lmap.to_dict(),
+                           {"calibration": cal.to_dict(), "equation": "PHYSICS.md eq. (5): 1 - x = a S + b"})
+        maps.update({"Li content 1-x": lmap.li, "1-x standard error": lmap.li_err})
+
+    ok = smap.ok
+    prof = None
+    if ok.any():
+        prof = compton.region_profile(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok, factor=args.factor,
+                                      background=background)
+        hdf5.write_results(args.output, "profile", {"pz_edges": prof.pz_edges, "J": prof.J, "J_err": prof.J_err},
+                           {"factor": args.factor, "pixels": int(ok.sum()), "normalization": 1.0, "units": "J per a.u."})
+    png = Path(args.png) if args.png else Path(args.output).with_suffix(".png")
+    save_maps_png(png, maps, mask=ok, ncols=2, title=f"{path.name}: S-parameter ({args.low:g}/{args.high:g} a.u.)")
+    if prof is not None:
+        save_profile_png(png.with_name(png.stem + "_profile.png"), {"all ok pixels": prof},
+                         title=f"{path.name}: Compton profile ({args.factor})", windows=(args.low, args.high))
+    if not args.quiet:
+        msg = f"{path.name}: S for {int(ok.sum())} of {ok.size} pixels"
+        if ok.any():
+            s_reg, s_reg_err = compton.s_parameter_region(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok,
+                                                          low=args.low, high=args.high, factor=args.factor,
+                                                          background=background,
+                                                          attenuation_factor=args.attenuation_factor)
+            msg += (f"; median S {np.median(smap.s[ok]):.4f} (median error {np.median(smap.s_err[ok]):.4f}); "
+                    f"all ok pixels together S = {s_reg:.5f} +- {s_reg_err:.5f}")
+            if lmap is not None:
+                li = cal(s_reg)
+                msg += f", 1-x = {li:.3f} +- {float(cal.uncertainty(s_reg, s_reg_err)):.3f}"
+                n_ext = int(lmap.extrapolated.sum())
+                if n_ext:
+                    msg += f" ({n_ext} pixels outside the calibrated S range)"
+        print(msg + f" -> {args.output}, {png}")
+    return 0
+
+
+def save_profile_png(path, profiles: dict, title=None, windows=(1.0, 5.0), pz_max=8.0):
+    """Plot Compton profiles J(p_z) with error bands; the S windows are shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, prof in profiles.items():
+        x = np.repeat(prof.pz_edges, 2)[1:-1]
+        y = np.repeat(prof.J, 2)
+        e = np.repeat(prof.J_err, 2)
+        ax.plot(x, y, label=name, lw=1.2)
+        ax.fill_between(x, y - e, y + e, alpha=0.25, lw=0)
+    low, high = windows
+    ax.axvspan(-low, low, color="0.85", zorder=0, label=f"S_L |p_z|<{low:g}")
+    ax.axvspan(-high, -low, color="0.93", zorder=0)
+    ax.axvspan(low, high, color="0.93", zorder=0, label=f"S_H {low:g}<|p_z|<{high:g}")
+    ax.set_xlim(-pz_max, pz_max)
+    ax.set_xlabel("p_z (a.u.)")
+    ax.set_ylabel("J(p_z) (per a.u., unit area)")
+    ax.axhline(0, color="k", lw=0.5)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

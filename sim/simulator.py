@@ -1,0 +1,332 @@
+"""HexitecSimulator: raw frames with known truth from a photon source and the detector response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..detector import HEXITEC, DetectorSpec
+from ..errors import ConfigError
+from ..frames import FrameBatch
+from . import response
+from .response import FWHM_PER_SIGMA, cloud_fwhm_um, detect_batch, gaussian_tail_probability, sensor_tables
+
+
+@dataclass
+class PhotonTruth:
+    """Every photon absorbed in the sensor, as a struct of arrays (ordered by frame).
+
+    Attributes
+    ----------
+    frame : int64            detector frame number
+    row, col : uint16        pixel where the photon interacted
+    x, y : float32           position inside that pixel, 0..1 along columns (x) and rows (y)
+    depth_mm : float32       interaction depth below the entrance (cathode) face
+    energy_kev : float64     photon energy
+    shared : bool            charge of at least ``share_min_kev`` reached more than one pixel
+    escaped : bool           a Cd/Te K fluorescence photon left the pixel (or the sensor)
+    spilled : bool           part of the charge was read in the next frame
+    """
+
+    frame: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    depth_mm: np.ndarray
+    energy_kev: np.ndarray
+    shared: np.ndarray
+    escaped: np.ndarray
+    spilled: np.ndarray
+
+    def __len__(self):
+        return self.frame.shape[0]
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class SimTruth:
+    """What the simulator knows about a frame batch.
+
+    Attributes
+    ----------
+    gradients, intercepts : ndarray (rows, cols)
+        True calibration: E [keV] = ADU * gradient + intercept.
+    noise_fwhm_kev : ndarray (rows, cols)
+        Per-pixel Gaussian noise FWHM in keV.
+    dead, hot : ndarray (rows, cols) bool
+        Dead pixels (always 0) and hot pixels (random large values).
+    theta_rad, li_content, flux : ndarray (rows, cols) or None
+        Scattering angle, Li content (1 - x) and relative flux maps of the source, when it has them.
+    photons : PhotonTruth
+        The absorbed photons.
+    frame_numbers : ndarray (n,)
+    cloud_fwhm_um : float
+        Charge-cloud FWHM used.
+    n_incident, n_transmitted, noise_only_hits, hot_hits, clipped : int
+        Photons reaching the sensor, photons passing through it unabsorbed, pixels read non-zero
+        from noise alone, hot-pixel readings and values clipped at the 14-bit limit.
+    """
+
+    gradients: np.ndarray
+    intercepts: np.ndarray
+    noise_fwhm_kev: np.ndarray
+    dead: np.ndarray
+    hot: np.ndarray
+    theta_rad: object
+    li_content: object
+    flux: object
+    photons: PhotonTruth
+    frame_numbers: np.ndarray
+    cloud_fwhm_um: float
+    n_incident: int = 0
+    n_transmitted: int = 0
+    noise_only_hits: int = 0
+    hot_hits: int = 0
+    clipped: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shared_fraction(self) -> float:
+        """Fraction of absorbed photons whose charge reached more than one pixel."""
+        return float(np.mean(self.photons.shared)) if len(self.photons) else 0.0
+
+
+#: Charge shares below this are not written (0.4 ADU at 0.027 keV/ADU, 3 % of the noise sigma).
+MIN_DEPOSIT_KEV = 0.01
+
+
+class HexitecSimulator:
+    """Simulated HEXITEC: photons from a source, detector response, offset-corrected raw frames.
+
+    Parameters
+    ----------
+    source : Am241Source, ComptonSource or any object with ``sample_pixels(pixel_index, rng)``
+        Photon energies; an optional ``flux`` (rows, cols) map places the photons.
+    detector : DetectorSpec
+        Pixel grid, pitch and frame rate.
+    photon_rate_hz : float
+        Photons per second reaching the sensor (all pixels). The count per frame is Poisson
+        with mean ``photon_rate_hz / detector.frame_rate_hz``.
+    noise_fwhm_kev : float
+        Mean per-pixel electronic noise FWHM in keV.
+    seed : int
+        Seeds everything: the same seed gives bit-identical frames and truth.
+    photons_per_frame : float, optional
+        Overrides ``photon_rate_hz``: mean photons per frame.
+    flux : ndarray (rows, cols), optional
+        Relative illumination; default the source's ``flux``, else uniform.
+    gradient_kev_per_adu, gradient_spread : float
+        Mean gain and its relative per-pixel spread.
+    intercept_kev, intercept_spread_kev : float
+        Mean offset and its per-pixel spread.
+    noise_spread : float
+        Relative per-pixel spread of the noise FWHM.
+    thickness_mm, bias_v, temperature_c : float
+        Sensor thickness, bias magnitude and temperature (charge cloud size, absorption).
+    escape : bool
+        Simulate Cd/Te K fluorescence escape and reabsorption.
+    next_frame_probability : float
+        Probability that a photon's charge is split between its frame and the next.
+    dead_pixels, hot_pixels : int
+        Number of dead and hot pixels at random positions.
+    hot_probability, hot_mean_adu, hot_sigma_adu : float
+        How often a hot pixel fires per frame and the distribution of its values.
+    share_min_kev : float
+        A photon counts as shared in the truth when more than one pixel got at least this charge.
+    first_frame : int
+        Number of the first simulated frame.
+    """
+
+    def __init__(self, source, detector: DetectorSpec = HEXITEC, photon_rate_hz=3.0e5, noise_fwhm_kev=0.8, seed=0, *,
+                 photons_per_frame=None, flux=None,
+                 gradient_kev_per_adu=0.027, gradient_spread=0.03, intercept_kev=4.5, intercept_spread_kev=0.8,
+                 noise_spread=0.15, thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0, escape=True,
+                 next_frame_probability=0.01, dead_pixels=3, hot_pixels=2, hot_probability=0.2,
+                 hot_mean_adu=400.0, hot_sigma_adu=80.0, share_min_kev=5.0, first_frame=0):
+        self.source = source
+        self.detector = detector
+        shape = detector.shape
+        src_shape = getattr(source, "shape", None)
+        if src_shape is not None and tuple(src_shape) != shape:
+            raise ConfigError(f"HexitecSimulator: source is for a {tuple(src_shape)} detector, detector is {shape}")
+        if photons_per_frame is None:
+            if photon_rate_hz is None or photon_rate_hz < 0:
+                raise ConfigError(f"HexitecSimulator.photon_rate_hz: expected a rate >= 0 photons/s, found {photon_rate_hz}")
+            photons_per_frame = float(photon_rate_hz) / detector.frame_rate_hz
+        if photons_per_frame < 0:
+            raise ConfigError(f"HexitecSimulator.photons_per_frame: expected >= 0, found {photons_per_frame}")
+        self.photons_per_frame = float(photons_per_frame)
+        if noise_fwhm_kev < 0:
+            raise ConfigError(f"HexitecSimulator.noise_fwhm_kev: expected >= 0 keV, found {noise_fwhm_kev}")
+        if not 0 <= next_frame_probability <= 1:
+            raise ConfigError(f"HexitecSimulator.next_frame_probability: expected a probability, found {next_frame_probability}")
+        if gradient_kev_per_adu <= 0:
+            raise ConfigError(f"HexitecSimulator.gradient_kev_per_adu: expected > 0, found {gradient_kev_per_adu}")
+        npix = detector.n_pixels
+        if dead_pixels + hot_pixels > npix:
+            raise ConfigError(f"HexitecSimulator: {dead_pixels} dead + {hot_pixels} hot pixels exceed {npix} pixels")
+
+        self.seed = seed
+        map_seq, stream_seq = np.random.SeedSequence(seed).spawn(2)
+        map_rng = np.random.default_rng(map_seq)
+        self._rng = np.random.default_rng(stream_seq)
+
+        self.gradients = gradient_kev_per_adu * (1.0 + gradient_spread * map_rng.standard_normal(shape))
+        if np.any(self.gradients <= 0):
+            raise ConfigError("HexitecSimulator.gradient_spread: too large, some gradients came out <= 0")
+        self.intercepts = intercept_kev + intercept_spread_kev * map_rng.standard_normal(shape)
+        self.noise_fwhm_kev = np.maximum(noise_fwhm_kev * (1.0 + noise_spread * map_rng.standard_normal(shape)),
+                                         0.3 * noise_fwhm_kev)
+        defect = map_rng.permutation(npix)[:dead_pixels + hot_pixels]
+        self.dead = np.zeros(shape, bool)
+        self.dead.flat[defect[:dead_pixels]] = True
+        self.hot = np.zeros(shape, bool)
+        self.hot.flat[defect[dead_pixels:]] = True
+
+        flux = flux if flux is not None else getattr(source, "flux", None)
+        if flux is not None:
+            flux = np.asarray(flux, dtype=np.float64)
+            if flux.shape != shape or np.any(flux < 0) or flux.sum() <= 0:
+                raise ConfigError(f"HexitecSimulator.flux: expected non-negative {shape} map with a positive sum, "
+                                  f"found shape {flux.shape}")
+            self._flux_cdf = np.cumsum(flux.ravel())
+        else:
+            self._flux_cdf = None
+        self.flux = flux
+
+        self.cloud_fwhm_um = cloud_fwhm_um(thickness_mm, bias_v, temperature_c)
+        self._sigma_px = self.cloud_fwhm_um / FWHM_PER_SIGMA / (detector.pitch_mm * 1e3)
+        if self._sigma_px > 0.25:
+            raise ConfigError(f"HexitecSimulator: charge cloud sigma {self._sigma_px:.2f} pixels is too wide for the "
+                              "3x3 split (at most 0.25 pixel)")
+        self.thickness_mm = float(thickness_mm)
+        self.escape = bool(escape)
+        self.next_frame_probability = float(next_frame_probability)
+        self.share_min_kev = float(share_min_kev)
+        self.hot_probability = float(hot_probability)
+        self.hot_mean_adu = float(hot_mean_adu)
+        self.hot_sigma_adu = float(hot_sigma_adu)
+        self._tables = sensor_tables()
+
+        # Sparse noise-only readings: a pixel with no charge reads > 0 ADU when its noise
+        # exceeds intercept + half an ADU step.
+        sigma_kev = (self.noise_fwhm_kev / FWHM_PER_SIGMA).ravel()
+        self._noise_sigma = np.ascontiguousarray(sigma_kev)
+        with np.errstate(divide="ignore"):
+            a = (self.intercepts.ravel() + 0.5 * self.gradients.ravel()) / np.where(sigma_kev > 0, sigma_kev, np.inf)
+        p = np.where(sigma_kev > 0, gaussian_tail_probability(a), 0.0) * (~self.dead.ravel())
+        self._noise_rate = float(p.sum())
+        if self._noise_rate > 0.05 * npix:
+            raise ConfigError(f"HexitecSimulator: {self._noise_rate:.0f} noise-only pixels per frame expected; the sparse "
+                              "readout model needs intercepts well above the noise (raise intercept_kev)")
+        self._noise_cdf = np.cumsum(p)
+        self._noise_threshold_sigma = np.ascontiguousarray(a)
+        self._inv_gradient = np.ascontiguousarray(1.0 / self.gradients.ravel())
+        self._intercept = np.ascontiguousarray(self.intercepts.ravel())
+        self._live = np.ascontiguousarray((~self.dead).ravel().astype(np.uint8))
+        self._hot_index = np.flatnonzero(self.hot.ravel()).astype(np.int64)
+        self._carry_pix = np.empty(0, np.int64)
+        self._carry_kev = np.empty(0)
+        self._next_frame = int(first_frame)
+
+    @property
+    def shape(self):
+        return self.detector.shape
+
+    @property
+    def next_frame_number(self) -> int:
+        """Number the next simulated frame will get."""
+        return self._next_frame
+
+    def frames(self, n):
+        """Simulate the next ``n`` frames.
+
+        Returns
+        -------
+        batch : FrameBatch
+            (n, rows, cols) uint16 frames; numbering continues from the previous call.
+        truth : SimTruth
+        """
+        n = int(n)
+        if n < 0:
+            raise ConfigError(f"HexitecSimulator.frames: expected n >= 0, found {n}")
+        rng = self._rng
+        rows, cols = self.shape
+        npix = rows * cols
+        counts = rng.poisson(self.photons_per_frame, n)
+        n_photons = int(counts.sum())
+        photon_frame = np.repeat(np.arange(n, dtype=np.int64), counts)
+        if self._flux_cdf is None:
+            pixel = rng.integers(0, npix, size=n_photons)
+        else:
+            pixel = np.searchsorted(self._flux_cdf, rng.random(n_photons) * self._flux_cdf[-1], side="right")
+            np.minimum(pixel, npix - 1, out=pixel)
+        row, col = np.divmod(pixel, cols)
+        fx = rng.random(n_photons)
+        fy = rng.random(n_photons)
+        energy_kev = np.ascontiguousarray(self.source.sample_pixels(pixel, rng), dtype=np.float64)
+
+        frames = np.zeros((n, npix), np.uint16)
+        depth = np.zeros(n_photons)
+        detected = np.zeros(n_photons, np.uint8)
+        shared = np.zeros(n_photons, np.uint8)
+        escaped = np.zeros(n_photons, np.uint8)
+        spilled = np.zeros(n_photons, np.uint8)
+        stats = np.zeros(4, np.int64)
+        cap = 18 * int(counts.max() if n else 0) + 64
+        carry_pix = np.empty(max(cap, self._carry_pix.size), np.int64)
+        carry_kev = np.empty(carry_pix.size)
+        n_carry = self._carry_pix.size
+        carry_pix[:n_carry] = self._carry_pix
+        carry_kev[:n_carry] = self._carry_kev
+        t = self._tables
+        if n:
+            n_carry = detect_batch(
+                photon_frame, col + fx, row + fy, energy_kev, n, rows, cols,
+                self._sigma_px, self.thickness_mm, self.detector.pitch_mm, self.escape,
+                t.e0_kev, t.step_kev, t.mu_per_mm, t.k_fluorescence, t.line_kev, t.line_cdf, t.line_mu_per_mm,
+                self.next_frame_probability, self.share_min_kev, MIN_DEPOSIT_KEV,
+                self._inv_gradient, self._intercept, self._noise_sigma, self._live,
+                self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
+                self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
+                carry_pix, carry_kev, n_carry,
+                rng, frames, depth, detected, shared, escaped, spilled, stats)
+        self._carry_pix = carry_pix[:n_carry].copy()
+        self._carry_kev = carry_kev[:n_carry].copy()
+
+        frame_numbers = np.arange(self._next_frame, self._next_frame + n, dtype=np.int64)
+        self._next_frame += n
+        keep = detected.astype(bool)
+        photons = PhotonTruth(
+            frame=frame_numbers[photon_frame[keep]] if n else np.empty(0, np.int64),
+            row=row[keep].astype(np.uint16), col=col[keep].astype(np.uint16),
+            x=fx[keep].astype(np.float32), y=fy[keep].astype(np.float32),
+            depth_mm=depth[keep].astype(np.float32), energy_kev=energy_kev[keep],
+            shared=shared[keep].astype(bool), escaped=escaped[keep].astype(bool), spilled=spilled[keep].astype(bool))
+        truth = SimTruth(
+            gradients=self.gradients, intercepts=self.intercepts, noise_fwhm_kev=self.noise_fwhm_kev,
+            dead=self.dead, hot=self.hot,
+            theta_rad=getattr(self.source, "theta_rad", None), li_content=getattr(self.source, "li_content", None),
+            flux=self.flux, photons=photons, frame_numbers=frame_numbers, cloud_fwhm_um=self.cloud_fwhm_um,
+            n_incident=n_photons, n_transmitted=int(stats[3]), noise_only_hits=int(stats[0]),
+            hot_hits=int(stats[1]), clipped=int(stats[2]))
+        batch = FrameBatch(frames.reshape(n, rows, cols), frame_numbers,
+                           timestamps=frame_numbers / self.detector.frame_rate_hz)
+        return batch, truth
+
+    def batches(self, batch_size=1000, n_frames=None):
+        """Yield FrameBatch of ``batch_size`` frames (truth dropped), forever or until ``n_frames``."""
+        done = 0
+        while n_frames is None or done < n_frames:
+            k = batch_size if n_frames is None else min(batch_size, n_frames - done)
+            batch, _ = self.frames(k)
+            done += k
+            yield batch
+
+    def __repr__(self):
+        return (f"HexitecSimulator({self.source!r}, shape={self.shape}, photons_per_frame={self.photons_per_frame:.3g}, "
+                f"seed={self.seed})")
