@@ -63,7 +63,8 @@ def run(args) -> int:
     prog.close(frames=st.frames, events=st.events, dropped=st.frames_dropped)
     ex = result.extractor_stats
     unit = cfg.energy_unit
-    print(f"{path.name}: {st.frames} frames ({st.frames_dropped} dropped), {st.events} events "
+    what = f"{st.frames} frames ({st.frames_dropped} dropped)" if not events_only else "events re-histogrammed"
+    print(f"{path.name}: {what}, {st.events} events "
           f"in {st.elapsed_s:.2f} s; hits {ex.get('hits', 0)}, next-frame removed {ex.get('next_frame_removed', 0)}, "
           f"shared removed {ex.get('shared_removed', 0)}; spectra in {unit}, "
           f"{result.cube.underflow} below and {result.cube.overflow} above the bins -> {args.output}")
