@@ -134,7 +134,7 @@ _NEVER = np.iinfo(np.int64).min // 2   # "no hit yet" in the last-hit-frame stat
 
 @njit(cache=True, nogil=True)
 def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
-                    last_hit, state, use_next, mode, half, max_size, stats):
+                    last_hit, state, use_next, mode, half, max_size, stats, capacity):
     """Process a batch of flat frames (n, rows*cols) into event arrays.
 
     Next-frame state: ``last_hit`` (rows*cols int64) holds the frame number of each
@@ -145,7 +145,7 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
     """
     nframes = frames.shape[0]
     npix = frames.shape[1]
-    cap = max(1024, nframes * 16)
+    cap = max(1024, capacity)
     out_frame = np.empty(cap, np.int64)
     out_row = np.empty(cap, np.uint16)
     out_col = np.empty(cap, np.uint16)
@@ -367,7 +367,15 @@ class EventExtractor:
     def _run(self, flat, fnums, last_hit, state, stats):
         return _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self.gain, self.offset,
                                last_hit, state, self.config.next_frame, self._mode,
-                               self._half, self._max_size, stats)
+                               self._half, self._max_size, stats, self._capacity(flat.shape[0]))
+
+    def _capacity(self, nframes):
+        # Size the output for the event rate seen so far (plus a margin) so the kernel
+        # rarely has to grow its arrays.
+        if self.frames_seen > 0 and self._stats[STAT_EVENTS] > 0:
+            per_frame = self._stats[STAT_EVENTS] / max(self.frames_seen, 1)
+            return int(nframes * per_frame * 1.25) + 64
+        return nframes * 16
 
     def __call__(self, batch) -> EventList:
         batch, flat = self._as_flat(batch)
