@@ -11,6 +11,14 @@ to a positive ADU value. Noise is therefore drawn only for pixels that received 
 plus a sparse set of noise-only pixels whose number per frame is Poisson with the summed
 Gaussian tail probability of all pixels; their values come from the Gaussian tail.
 Electronic and Fano noise are lumped into one energy-independent Gaussian per pixel.
+
+Physics kept simple on purpose: every interaction is treated as a photoabsorption at a
+depth drawn from the total attenuation (xraylib, Cd0.9Zn0.1Te at 5.78 g/cm3); photons
+that pass the sensor are lost. Cd and Te K fluorescence (K-shell share of the attenuation
+times the fluorescence yield) travels an exponential path in a random direction and is
+reabsorbed where it stops (a neighbour pixel: a shared event) or leaves the sensor (an
+escape peak). The cloud size is the same at every depth: PHYSICS.md section 5 uses the
+full thickness as drift length. Compton scattering inside the sensor is not followed.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from numba import njit
 from scipy.special import ndtr
 
 from ..errors import ConfigError
+from .fastrandom import uniform
 from .sources import k_lines
 
 #: Boltzmann constant over the elementary charge, V/K.
@@ -33,6 +42,8 @@ K_OVER_E_V_PER_K = 8.617333262e-5
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Largest ADU value of the 14-bit ADC.
 ADC_MAX = 16383
+#: Bits of the per-photon truth flags written by :func:`detect_batch`.
+FLAG_SHARED, FLAG_ESCAPED, FLAG_SPILLED = 1, 2, 4
 
 SENSOR_MATERIAL = "Cd0.9Zn0.1Te"
 SENSOR_DENSITY_G_CM3 = 5.78
@@ -75,6 +86,55 @@ def pixel_fractions(x_px, y_px, sigma_px, shape):
     fx = 0.5 * np.diff(erf((np.arange(cols + 1) - x_px) / s))
     fy = 0.5 * np.diff(erf((np.arange(rows + 1) - y_px) / s))
     return fy[:, None] * fx[None, :]
+
+
+def deposit_reference(frame, x_px, y_px, energy_kev, n_frames, shape, sigma_px, gradients, intercepts,
+                      noise_sigma_kev=None, rng=None):
+    """Plain-numpy reference of the readout of point-like absorptions (no K escape, no spill).
+
+    Splits each photon's charge over its 3x3 neighbourhood with erf products (scipy),
+    sums per pixel and frame (pile-up), optionally adds Gaussian noise to pixels with
+    charge, and converts to ADU = round((E - intercept) / gradient), clipped to 0..16383.
+    It matches :func:`detect_batch` with escape and spill off and no noise, to within
+    1 ADU (the kernel drops shares below 0.01 keV and tabulates erfc).
+
+    Parameters
+    ----------
+    frame : int array (n,)
+        Frame of each photon, 0 .. n_frames - 1.
+    x_px, y_px : float arrays (n,)
+        Absorption point in pixel units (column, row); pixel (r, c) spans [c, c+1) x [r, r+1).
+    energy_kev : float array (n,)
+    shape : (rows, cols)
+    sigma_px : float
+        Charge-cloud standard deviation in pixels.
+    gradients, intercepts : (rows, cols) arrays
+    noise_sigma_kev : (rows, cols) array, optional
+    rng : numpy Generator, needed with noise.
+
+    Returns
+    -------
+    ndarray (n_frames, rows, cols) uint16
+    """
+    from scipy.special import erf
+    rows, cols = shape
+    s2 = max(sigma_px * math.sqrt(2.0), 1e-12)
+    c0 = np.floor(x_px).astype(np.int64)
+    r0 = np.floor(y_px).astype(np.int64)
+    k = np.arange(-1, 3)
+    fx = 0.5 * np.diff(erf((c0[:, None] + k - x_px[:, None]) / s2), axis=1)   # (n, 3)
+    fy = 0.5 * np.diff(erf((r0[:, None] + k - y_px[:, None]) / s2), axis=1)
+    charge = np.zeros((n_frames, rows + 2, cols + 2))   # one pixel of margin catches charge off the edge
+    for a in range(3):
+        for b in range(3):
+            np.add.at(charge, (frame, r0 + a, c0 + b), energy_kev * fy[:, a] * fx[:, b])
+    charge = charge[:, 1:-1, 1:-1]
+    if noise_sigma_kev is not None:
+        hit = charge > 0
+        charge[hit] += (np.broadcast_to(noise_sigma_kev, charge.shape)[hit] * rng.standard_normal(int(hit.sum())))
+    adu = np.floor((charge - intercepts) / gradients + 0.5)
+    adu[charge <= 0] = 0
+    return np.clip(adu, 0, ADC_MAX).astype(np.uint16)
 
 
 @dataclass(frozen=True)
@@ -138,8 +198,8 @@ def gaussian_tail_probability(threshold_sigma):
 # ----------------------------------------------------------------------------- kernels
 
 @njit(cache=True, nogil=True)
-def _interp(table, e0, step, energy):
-    t = (energy - e0) / step
+def _interp(table, e0, inv_step, energy):
+    t = (energy - e0) * inv_step
     if t <= 0.0:
         return table[0]
     k = int(t)
@@ -149,35 +209,56 @@ def _interp(table, e0, step, energy):
     return table[k] + f * (table[k + 1] - table[k])
 
 
+#: Half erfc tabulated on [0, ERFC_MAX] (libm erfc costs more than the rest of a photon's
+#: charge split); linear interpolation in steps of 1e-3 is exact to about 1e-7.
+ERFC_MAX = 3.6
+ERFC_STEP = 1e-3
+_INV_ERFC_STEP = 1.0 / ERFC_STEP
+
+
+def half_erfc_table():
+    """0.5 erfc(t) for t = 0, ERFC_STEP, ..., ERFC_MAX (scipy)."""
+    from scipy.special import erfc
+    return 0.5 * erfc(np.arange(0.0, ERFC_MAX + ERFC_STEP / 2, ERFC_STEP))
+
+
 @njit(cache=True, nogil=True)
-def _edge_fractions(x, s2, f):
+def _half_erfc(t, table):
+    if t >= ERFC_MAX:
+        return 0.0
+    u = t * _INV_ERFC_STEP
+    k = int(u)
+    return table[k] + (u - k) * (table[k + 1] - table[k])
+
+
+@njit(cache=True, nogil=True)
+def _edge_fractions(x, inv_s2, erfc_table, f):
     """Fractions of a 1-D Gaussian at ``x`` (pixel units) in its pixel's left neighbour, itself, right neighbour.
 
-    Erf integrals over the pixel edges (PHYSICS.md section 5); an edge farther than
-    3.6 sigma*sqrt(2) (5 sigma, tail 6e-7) is skipped, which spares most erfc calls.
+    Erf integrals over the pixel edges (PHYSICS.md section 5): the share beyond an edge
+    at distance d is erfc(d / (sigma sqrt 2)) / 2; beyond 5 sigma (t = 3.6) it is below
+    6e-7 and taken as 0.
     """
-    c0 = math.floor(x)
-    dl = (x - c0) / s2
-    dr = (c0 + 1.0 - x) / s2
-    left = 0.5 * math.erfc(dl) if dl < 3.6 else 0.0
-    right = 0.5 * math.erfc(dr) if dr < 3.6 else 0.0
+    c0 = float(int(x))   # x >= 0: truncation is floor
+    left = _half_erfc((x - c0) * inv_s2, erfc_table)
+    right = _half_erfc((c0 + 1.0 - x) * inv_s2, erfc_table)
     f[0] = left
     f[1] = 1.0 - left - right
     f[2] = right
 
 
 @njit(cache=True, nogil=True)
-def _cloud(x, y, energy, s2, rows, cols, min_kev, pix, kev, n, fx, fy):
+def _cloud(x, y, energy, inv_s2, rows, cols, min_kev, erfc_table, pix, kev, n, fx, fy):
     """Append the 3x3 split of ``energy`` deposited at (x, y) to (pix, kev)[n:]; returns the new n.
 
     3x3 suffices: the cloud sigma (about 14 um) is far below the 250 um pitch (wider
     clouds are refused upstream). Shares below ``min_kev`` are dropped: they shift a
     reading by far less than the noise and would otherwise cost a noise draw each.
     """
-    c0 = int(math.floor(x))
-    r0 = int(math.floor(y))
-    _edge_fractions(x, s2, fx)
-    _edge_fractions(y, s2, fy)
+    c0 = int(x)   # x, y >= 0
+    r0 = int(y)
+    _edge_fractions(x, inv_s2, erfc_table, fx)
+    _edge_fractions(y, inv_s2, erfc_table, fy)
     for a in range(3):
         r = r0 - 1 + a
         if r < 0 or r >= rows or fy[a] == 0.0:
@@ -195,7 +276,7 @@ def _cloud(x, y, energy, s2, rows, cols, min_kev, pix, kev, n, fx, fy):
 
 
 @njit(cache=True, nogil=True)
-def _tail_normal(a, rng):
+def _tail_normal(a, rng, state):
     """A standard normal draw conditioned on exceeding ``a`` (Robert 1995 for a > 0.5)."""
     if a < 0.5:
         while True:
@@ -205,27 +286,34 @@ def _tail_normal(a, rng):
     lam = 0.5 * (a + math.sqrt(a * a + 4.0))
     while True:
         z = a + rng.exponential() / lam
-        if rng.random() <= math.exp(-0.5 * (z - lam) ** 2):
+        if uniform(state) <= math.exp(-0.5 * (z - lam) ** 2):
             return z
 
 
 @njit(cache=True, nogil=True)
-def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
+def detect_batch(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                  sigma_px, thickness_mm, pitch_mm, escape,
-                 e0, step, mu_per_mm, k_fluorescence, line_kev, line_cdf, line_mu_per_mm,
+                 e0, step, attenuation_mm, k_fluorescence_cd, k_fluorescence_te, line_kev, line_cdf, line_attenuation_mm,
                  spill_probability, share_min_kev, min_deposit_kev,
-                 inv_gradient, intercept_kev, noise_sigma_kev, live,
+                 inv_gradient, intercept_kev, noise_sigma_kev, zero_below_kev, live,
                  noise_rate, noise_cdf, noise_threshold_sigma,
                  hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
                  carry_pix, carry_kev, n_carry,
-                 rng, frames, depth_mm, detected, shared, escaped, spilled, stats):
+                 erfc_table, rng, state, frames, index, x_out, y_out, depth_mm, flags, stats):
     """Turn photons into ADU frames.
 
-    Photons must be sorted by ``photon_frame`` (0 .. n_frames - 1). ``frames`` (n_frames,
-    rows * cols) uint16 must be zero on entry. ``carry_pix/carry_kev[:n_carry]`` hold charge
-    spilled from the previous batch's last frame into this batch's first frame; on return
-    they hold the spill into the next batch and the function returns its length.
-    stats: [noise_only_hits, hot_hits, clipped, transmitted].
+    Photons (frame in the batch, flat pixel index, energy) must be sorted by
+    ``photon_frame`` (0 .. n_frames - 1); their position inside the pixel is drawn here.
+    ``frames`` (n_frames, rows * cols) uint16 is overwritten (it need not be zeroed).
+    ``carry_pix/carry_kev[:n_carry]`` hold charge spilled from the previous batch's last
+    frame into this batch's first frame; on return they hold the spill into the next batch.
+    Absorbed photons are listed compactly: ``index`` (input position), ``x_out, y_out``
+    (position in the pixel, 0..1), ``depth_mm`` and ``flags`` (FLAG_SHARED | FLAG_ESCAPED |
+    FLAG_SPILLED). stats: [noise_only_hits, hot_hits, clipped, transmitted].
+
+    Returns
+    -------
+    (n_carry, n_absorbed)
     """
     npix = rows * cols
     acc = np.zeros(npix)
@@ -239,9 +327,16 @@ def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
     kev = np.empty(18)
     fx = np.empty(3)
     fy = np.empty(3)
-    s2 = sigma_px * math.sqrt(2.0)
+    # Reciprocals up front: the loop below multiplies instead of dividing.
+    inv_s2 = 1.0 / max(sigma_px * math.sqrt(2.0), 1e-12)   # sigma 0 means point charges
+    inv_step = 1.0 / step
+    inv_pitch = 1.0 / pitch_mm
     i = 0
+    n_abs = 0
     for f in range(n_frames):
+        # Zeroing each frame just before filling it keeps it in cache for the scattered
+        # writes below (the caller allocates with np.empty).
+        frames[f, :] = 0
         nt = 0
         for k in range(n_carry):
             p = carry_pix[k]
@@ -253,50 +348,52 @@ def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
         n_next = 0
         while i < nphot and photon_frame[i] == f:
             energy = energy_kev[i]
-            z = rng.exponential() / _interp(mu_per_mm, e0, step, energy)
-            depth_mm[i] = z
+            z = rng.exponential() * _interp(attenuation_mm, e0, inv_step, energy)
             if z >= thickness_mm:
                 stats[3] += 1
                 i += 1
                 continue
-            detected[i] = 1
-            x = x_px[i]
-            y = y_px[i]
+            fx_in = uniform(state)
+            fy_in = uniform(state)
+            r_in = pixel[i] // cols
+            x = (pixel[i] - r_in * cols) + fx_in
+            y = r_in + fy_in
+            flag = 0
             main_kev = energy
             fl_kev = 0.0
             fl_x = x
             fl_y = y
             if escape:
-                u = rng.random()
-                p_cd = _interp(k_fluorescence[0], e0, step, energy)
-                p_te = _interp(k_fluorescence[1], e0, step, energy)
+                u = uniform(state)
+                p_cd = _interp(k_fluorescence_cd, e0, inv_step, energy)
+                p_te = _interp(k_fluorescence_te, e0, inv_step, energy)
                 if u < p_cd + p_te:
                     el = 0 if u < p_cd else 1
-                    v = rng.random()
+                    v = uniform(state)
                     line = 0
                     while line < 4 and v > line_cdf[el, line]:
                         line += 1
                     fl_kev = line_kev[el, line]
                     main_kev = energy - fl_kev
                     # Isotropic emission; the photon travels an exponential path before absorption.
-                    path = rng.exponential() / line_mu_per_mm[el, line]
-                    cos_t = 2.0 * rng.random() - 1.0
-                    phi = 2.0 * math.pi * rng.random()
+                    path = rng.exponential() * line_attenuation_mm[el, line]
+                    cos_t = 2.0 * uniform(state) - 1.0
+                    phi = 2.0 * math.pi * uniform(state)
                     sin_t = math.sqrt(max(0.0, 1.0 - cos_t * cos_t))
                     z_fl = z + path * cos_t
-                    fl_x = x + path * sin_t * math.cos(phi) / pitch_mm
-                    fl_y = y + path * sin_t * math.sin(phi) / pitch_mm
+                    fl_x = x + path * sin_t * math.cos(phi) * inv_pitch
+                    fl_y = y + path * sin_t * math.sin(phi) * inv_pitch
                     if z_fl < 0.0 or z_fl > thickness_mm:
                         fl_kev = -1.0   # left the sensor
-                        escaped[i] = 1
-                    elif int(math.floor(fl_x)) != int(math.floor(x)) or int(math.floor(fl_y)) != int(math.floor(y)):
-                        escaped[i] = 1
-            n = _cloud(x, y, main_kev, s2, rows, cols, min_deposit_kev, pix, kev, 0, fx, fy)
+                        flag |= FLAG_ESCAPED
+                    elif math.floor(fl_x) != math.floor(x) or math.floor(fl_y) != math.floor(y):
+                        flag |= FLAG_ESCAPED
+            n = _cloud(x, y, main_kev, inv_s2, rows, cols, min_deposit_kev, erfc_table, pix, kev, 0, fx, fy)
             if fl_kev > 0.0 and fl_x >= 0.0 and fl_y >= 0.0 and fl_x < cols and fl_y < rows:
-                n = _cloud(fl_x, fl_y, fl_kev, s2, rows, cols, min_deposit_kev, pix, kev, n, fx, fy)
+                n = _cloud(fl_x, fl_y, fl_kev, inv_s2, rows, cols, min_deposit_kev, erfc_table, pix, kev, n, fx, fy)
             # Shared: more than one distinct pixel got at least share_min_kev of this photon.
             n_big = 0
-            for a in range(n):
+            for a in range(n if n > 1 else 0):
                 total = 0.0
                 first = True
                 for b in range(n):
@@ -308,13 +405,13 @@ def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
                 if first and total >= share_min_kev:
                     n_big += 1
             if n_big > 1:
-                shared[i] = 1
+                flag |= FLAG_SHARED
             keep = 1.0
-            if spill_probability > 0.0 and rng.random() < spill_probability:
+            if spill_probability > 0.0 and uniform(state) < spill_probability:
                 # Charge arriving at the end of the integration window is read partly in the
                 # next frame (the "next-frame" artefact).
-                keep = rng.random()
-                spilled[i] = 1
+                keep = uniform(state)
+                flag |= FLAG_SPILLED
             for a in range(n):
                 p = pix[a]
                 if mark[p] == 0:
@@ -326,13 +423,21 @@ def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
                     next_pix[n_next] = p
                     next_kev[n_next] = (1.0 - keep) * kev[a]
                     n_next += 1
+            index[n_abs] = i
+            x_out[n_abs] = fx_in
+            y_out[n_abs] = fy_in
+            depth_mm[n_abs] = z
+            flags[n_abs] = flag
+            n_abs += 1
             i += 1
         for k in range(nt):
             p = touched[k]
             e = acc[p]
             acc[p] = 0.0
             mark[p] = 0
-            if live[p] == 0:
+            if live[p] == 0 or e < zero_below_kev[p]:
+                # Below intercept - 8 sigma the reading is 0 ADU with probability 1 - 6e-16:
+                # skip the noise draw (most such pixels hold a neighbour's small share).
                 continue
             e += noise_sigma_kev[p] * rng.standard_normal()
             adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
@@ -343,16 +448,16 @@ def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
                 frames[f, p] = np.uint16(adu)
         if noise_rate > 0.0:
             for k in range(rng.poisson(noise_rate)):
-                p = min(np.searchsorted(noise_cdf, rng.random() * noise_cdf[-1], side="right"), npix - 1)
+                p = min(np.searchsorted(noise_cdf, uniform(state) * noise_cdf[-1], side="right"), npix - 1)
                 if frames[f, p] != 0 or live[p] == 0:
                     continue
-                e = noise_sigma_kev[p] * _tail_normal(noise_threshold_sigma[p], rng)
+                e = noise_sigma_kev[p] * _tail_normal(noise_threshold_sigma[p], rng, state)
                 adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
                 if adu > 0:
                     frames[f, p] = np.uint16(min(adu, ADC_MAX))
                     stats[0] += 1
         for k in range(hot_pixels.shape[0]):
-            if rng.random() < hot_probability:
+            if uniform(state) < hot_probability:
                 adu = math.floor(hot_mean_adu + hot_sigma_adu * rng.standard_normal() + 0.5)
                 if adu > 0:
                     frames[f, hot_pixels[k]] = np.uint16(min(adu, ADC_MAX))
@@ -361,4 +466,4 @@ def detect_batch(photon_frame, x_px, y_px, energy_kev, n_frames, rows, cols,
             carry_pix[k] = next_pix[k]
             carry_kev[k] = next_kev[k]
         n_carry = n_next
-    return n_carry
+    return n_carry, n_abs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,7 +10,9 @@ from ..detector import HEXITEC, DetectorSpec
 from ..errors import ConfigError
 from ..frames import FrameBatch
 from . import response
-from .response import FWHM_PER_SIGMA, cloud_fwhm_um, detect_batch, gaussian_tail_probability, sensor_tables
+from .fastrandom import new_state
+from .response import (FLAG_ESCAPED, FLAG_SHARED, FLAG_SPILLED, FWHM_PER_SIGMA, detect_batch, gaussian_tail_probability,
+                       half_erfc_table, sensor_tables)
 
 
 @dataclass
@@ -21,7 +23,7 @@ class PhotonTruth:
     ----------
     frame : int64            detector frame number
     row, col : uint16        pixel where the photon interacted
-    x, y : float32           position inside that pixel, 0..1 along columns (x) and rows (y)
+    x, y : float64           position inside that pixel, 0..1 along columns (x) and rows (y)
     depth_mm : float32       interaction depth below the entrance (cathode) face
     energy_kev : float64     photon energy
     shared : bool            charge of at least ``share_min_kev`` reached more than one pixel
@@ -87,12 +89,30 @@ class SimTruth:
     noise_only_hits: int = 0
     hot_hits: int = 0
     clipped: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def shared_fraction(self) -> float:
         """Fraction of absorbed photons whose charge reached more than one pixel."""
         return float(np.mean(self.photons.shared)) if len(self.photons) else 0.0
+
+
+#: Frames per block of random streams (see HexitecSimulator._new_block).
+BLOCK_FRAMES = 1024
+
+
+@dataclass
+class _Block:
+    """Photons drawn for one block of frames and the response's random state within it."""
+
+    counts: np.ndarray
+    offsets: np.ndarray
+    photon_frame: np.ndarray
+    pixel: np.ndarray
+    energy_kev: np.ndarray
+    rng: np.random.Generator
+    state: np.ndarray
+    position: int
+    carry_capacity: int
 
 
 #: Charge shares below this are not written (0.4 ADU at 0.027 keV/ADU, 3 % of the noise sigma).
@@ -114,7 +134,9 @@ class HexitecSimulator:
     noise_fwhm_kev : float
         Mean per-pixel electronic noise FWHM in keV.
     seed : int
-        Seeds everything: the same seed gives bit-identical frames and truth.
+        Seeds everything: the same seed gives bit-identical frames and truth, however the
+        run is split into ``frames(n)`` calls (random streams belong to fixed blocks of
+        frames, not to calls).
     photons_per_frame : float, optional
         Overrides ``photon_rate_hz``: mean photons per frame.
     flux : ndarray (rows, cols), optional
@@ -136,7 +158,11 @@ class HexitecSimulator:
     hot_probability, hot_mean_adu, hot_sigma_adu : float
         How often a hot pixel fires per frame and the distribution of its values.
     share_min_kev : float
-        A photon counts as shared in the truth when more than one pixel got at least this charge.
+        A photon counts as shared in the truth when more than one pixel got at least this
+        charge (default 5 keV, about the low-energy threshold of the reference experiment).
+    cloud_fwhm_um : float, optional
+        Charge-cloud FWHM at the anode in um; default from thickness, bias and temperature
+        (:func:`hexspec.sim.cloud_fwhm_um`). 0 gives point charges (no sharing but at edges).
     first_frame : int
         Number of the first simulated frame.
     """
@@ -146,13 +172,14 @@ class HexitecSimulator:
                  gradient_kev_per_adu=0.027, gradient_spread=0.03, intercept_kev=4.5, intercept_spread_kev=0.8,
                  noise_spread=0.15, thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0, escape=True,
                  next_frame_probability=0.01, dead_pixels=3, hot_pixels=2, hot_probability=0.2,
-                 hot_mean_adu=400.0, hot_sigma_adu=80.0, share_min_kev=5.0, first_frame=0):
+                 hot_mean_adu=400.0, hot_sigma_adu=80.0, share_min_kev=5.0, cloud_fwhm_um=None, first_frame=0):
         self.source = source
         self.detector = detector
         shape = detector.shape
         src_shape = getattr(source, "shape", None)
         if src_shape is not None and tuple(src_shape) != shape:
-            raise ConfigError(f"HexitecSimulator: source is for a {tuple(src_shape)} detector, detector is {shape}")
+            raise ConfigError(f"HexitecSimulator: source is for a {tuple(src_shape)} detector, detector is {shape}; "
+                              "build the source for the same detector (ComptonSource(geometry=PinholeGeometry(detector=...)))")
         if photons_per_frame is None:
             if photon_rate_hz is None or photon_rate_hz < 0:
                 raise ConfigError(f"HexitecSimulator.photon_rate_hz: expected a rate >= 0 photons/s, found {photon_rate_hz}")
@@ -170,10 +197,10 @@ class HexitecSimulator:
         if dead_pixels + hot_pixels > npix:
             raise ConfigError(f"HexitecSimulator: {dead_pixels} dead + {hot_pixels} hot pixels exceed {npix} pixels")
 
-        self.seed = seed
-        map_seq, stream_seq = np.random.SeedSequence(seed).spawn(2)
-        map_rng = np.random.default_rng(map_seq)
-        self._rng = np.random.default_rng(stream_seq)
+        self.seed = int(seed)
+        map_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
+        self._block = None
+        self._block_index = 0
 
         self.gradients = gradient_kev_per_adu * (1.0 + gradient_spread * map_rng.standard_normal(shape))
         if np.any(self.gradients <= 0):
@@ -198,7 +225,11 @@ class HexitecSimulator:
             self._flux_cdf = None
         self.flux = flux
 
-        self.cloud_fwhm_um = cloud_fwhm_um(thickness_mm, bias_v, temperature_c)
+        if cloud_fwhm_um is None:
+            cloud_fwhm_um = response.cloud_fwhm_um(thickness_mm, bias_v, temperature_c)
+        if cloud_fwhm_um < 0:
+            raise ConfigError(f"HexitecSimulator.cloud_fwhm_um: expected >= 0 um, found {cloud_fwhm_um}")
+        self.cloud_fwhm_um = float(cloud_fwhm_um)
         self._sigma_px = self.cloud_fwhm_um / FWHM_PER_SIGMA / (detector.pitch_mm * 1e3)
         if self._sigma_px > 0.25:
             raise ConfigError(f"HexitecSimulator: charge cloud sigma {self._sigma_px:.2f} pixels is too wide for the "
@@ -211,6 +242,9 @@ class HexitecSimulator:
         self.hot_mean_adu = float(hot_mean_adu)
         self.hot_sigma_adu = float(hot_sigma_adu)
         self._tables = sensor_tables()
+        self._erfc_table = half_erfc_table()
+        self._attenuation_mm = 1.0 / self._tables.mu_per_mm
+        self._line_attenuation_mm = 1.0 / self._tables.line_mu_per_mm
 
         # Sparse noise-only readings: a pixel with no charge reads > 0 ADU when its noise
         # exceeds intercept + half an ADU step.
@@ -224,6 +258,8 @@ class HexitecSimulator:
             raise ConfigError(f"HexitecSimulator: {self._noise_rate:.0f} noise-only pixels per frame expected; the sparse "
                               "readout model needs intercepts well above the noise (raise intercept_kev)")
         self._noise_cdf = np.cumsum(p)
+        # Charge below which a pixel reads 0 ADU whatever its noise (8 sigma margin).
+        self._zero_below = np.ascontiguousarray(self.intercepts.ravel() + 0.5 * self.gradients.ravel() - 8.0 * sigma_kev)
         self._noise_threshold_sigma = np.ascontiguousarray(a)
         self._inv_gradient = np.ascontiguousarray(1.0 / self.gradients.ravel())
         self._intercept = np.ascontiguousarray(self.intercepts.ravel())
@@ -242,6 +278,32 @@ class HexitecSimulator:
         """Number the next simulated frame will get."""
         return self._next_frame
 
+    def _new_block(self):
+        """Draw the photons (frame, pixel, energy) of the next block of BLOCK_FRAMES frames.
+
+        Each block has its own random streams, derived from the seed and the block index,
+        so frames depend only on the seed and their position in the run, never on how a
+        caller splits the run into ``frames(n)`` calls.
+        """
+        k = self._block_index
+        self._block_index += 1
+        photon_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, k, 0)))
+        response_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, k, 1)))
+        npix = self.detector.n_pixels
+        counts = photon_rng.poisson(self.photons_per_frame, BLOCK_FRAMES)
+        n_photons = int(counts.sum())
+        if self._flux_cdf is None:
+            pixel = photon_rng.integers(0, npix, size=n_photons)
+        else:
+            pixel = np.searchsorted(self._flux_cdf, photon_rng.random(n_photons) * self._flux_cdf[-1], side="right")
+            pixel = np.minimum(pixel, npix - 1).astype(np.int64)
+        energy_kev = np.ascontiguousarray(self.source.sample_pixels(pixel, photon_rng), dtype=np.float64)
+        self._block = _Block(
+            counts=counts, offsets=np.concatenate([[0], np.cumsum(counts)]),
+            photon_frame=np.repeat(np.arange(BLOCK_FRAMES, dtype=np.int64), counts), pixel=pixel,
+            energy_kev=energy_kev, rng=response_rng, state=new_state(response_rng), position=0,
+            carry_capacity=18 * int(counts.max()) + 64)
+
     def frames(self, n):
         """Simulate the next ``n`` frames.
 
@@ -254,65 +316,74 @@ class HexitecSimulator:
         n = int(n)
         if n < 0:
             raise ConfigError(f"HexitecSimulator.frames: expected n >= 0, found {n}")
-        rng = self._rng
         rows, cols = self.shape
         npix = rows * cols
-        counts = rng.poisson(self.photons_per_frame, n)
-        n_photons = int(counts.sum())
-        photon_frame = np.repeat(np.arange(n, dtype=np.int64), counts)
-        if self._flux_cdf is None:
-            pixel = rng.integers(0, npix, size=n_photons)
-        else:
-            pixel = np.searchsorted(self._flux_cdf, rng.random(n_photons) * self._flux_cdf[-1], side="right")
-            np.minimum(pixel, npix - 1, out=pixel)
-        row, col = np.divmod(pixel, cols)
-        fx = rng.random(n_photons)
-        fy = rng.random(n_photons)
-        energy_kev = np.ascontiguousarray(self.source.sample_pixels(pixel, rng), dtype=np.float64)
-
-        frames = np.zeros((n, npix), np.uint16)
-        depth = np.zeros(n_photons)
-        detected = np.zeros(n_photons, np.uint8)
-        shared = np.zeros(n_photons, np.uint8)
-        escaped = np.zeros(n_photons, np.uint8)
-        spilled = np.zeros(n_photons, np.uint8)
+        frames = np.empty((n, npix), np.uint16)   # detect_batch zeroes each frame as it fills it
         stats = np.zeros(4, np.int64)
-        cap = 18 * int(counts.max() if n else 0) + 64
-        carry_pix = np.empty(max(cap, self._carry_pix.size), np.int64)
-        carry_kev = np.empty(carry_pix.size)
-        n_carry = self._carry_pix.size
-        carry_pix[:n_carry] = self._carry_pix
-        carry_kev[:n_carry] = self._carry_kev
+        parts = []
+        n_incident = 0
+        done = 0
         t = self._tables
-        if n:
-            n_carry = detect_batch(
-                photon_frame, col + fx, row + fy, energy_kev, n, rows, cols,
+        while done < n:
+            if self._block is None or self._block.position == BLOCK_FRAMES:
+                self._new_block()
+            blk = self._block
+            m = min(n - done, BLOCK_FRAMES - blk.position)
+            lo, hi = blk.offsets[blk.position], blk.offsets[blk.position + m]
+            photon_frame = blk.photon_frame[lo:hi] - blk.position
+            pixel = blk.pixel[lo:hi]
+            energy_kev = blk.energy_kev[lo:hi]
+            n_photons = hi - lo
+            index = np.empty(n_photons, np.int64)
+            x_in = np.empty(n_photons)
+            y_in = np.empty(n_photons)
+            depth = np.empty(n_photons, np.float32)
+            flags = np.empty(n_photons, np.uint8)
+            carry_pix = np.empty(max(blk.carry_capacity, self._carry_pix.size), np.int64)
+            carry_kev = np.empty(carry_pix.size)
+            n_carry = self._carry_pix.size
+            carry_pix[:n_carry] = self._carry_pix
+            carry_kev[:n_carry] = self._carry_kev
+            n_carry, n_abs = detect_batch(
+                photon_frame, pixel, energy_kev, m, rows, cols,
                 self._sigma_px, self.thickness_mm, self.detector.pitch_mm, self.escape,
-                t.e0_kev, t.step_kev, t.mu_per_mm, t.k_fluorescence, t.line_kev, t.line_cdf, t.line_mu_per_mm,
+                t.e0_kev, t.step_kev, self._attenuation_mm, t.k_fluorescence[0], t.k_fluorescence[1], t.line_kev,
+                t.line_cdf, self._line_attenuation_mm,
                 self.next_frame_probability, self.share_min_kev, MIN_DEPOSIT_KEV,
-                self._inv_gradient, self._intercept, self._noise_sigma, self._live,
+                self._inv_gradient, self._intercept, self._noise_sigma, self._zero_below, self._live,
                 self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
                 self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
                 carry_pix, carry_kev, n_carry,
-                rng, frames, depth, detected, shared, escaped, spilled, stats)
-        self._carry_pix = carry_pix[:n_carry].copy()
-        self._carry_kev = carry_kev[:n_carry].copy()
+                self._erfc_table, blk.rng, blk.state, frames[done:done + m], index, x_in, y_in, depth, flags, stats)
+            self._carry_pix = carry_pix[:n_carry].copy()
+            self._carry_kev = carry_kev[:n_carry].copy()
+            index = index[:n_abs]
+            parts.append((photon_frame[index] + done, pixel[index], x_in[:n_abs], y_in[:n_abs], depth[:n_abs],
+                          energy_kev[index], flags[:n_abs]))
+            n_incident += int(n_photons)
+            blk.position += m
+            done += m
 
         frame_numbers = np.arange(self._next_frame, self._next_frame + n, dtype=np.int64)
         self._next_frame += n
-        keep = detected.astype(bool)
+        if parts:
+            local_frame, pixel, x_in, y_in, depth, energy_kev, flags = (
+                np.concatenate(p) if len(parts) > 1 else p[0] for p in zip(*parts))
+        else:
+            local_frame, pixel, energy_kev = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+            x_in, y_in, depth = np.empty(0), np.empty(0), np.empty(0, np.float32)
+            flags = np.empty(0, np.uint8)
+        row, col = np.divmod(pixel, cols)
         photons = PhotonTruth(
-            frame=frame_numbers[photon_frame[keep]] if n else np.empty(0, np.int64),
-            row=row[keep].astype(np.uint16), col=col[keep].astype(np.uint16),
-            x=fx[keep].astype(np.float32), y=fy[keep].astype(np.float32),
-            depth_mm=depth[keep].astype(np.float32), energy_kev=energy_kev[keep],
-            shared=shared[keep].astype(bool), escaped=escaped[keep].astype(bool), spilled=spilled[keep].astype(bool))
+            frame=local_frame + self._next_frame - n, row=row.astype(np.uint16), col=col.astype(np.uint16),
+            x=x_in, y=y_in, depth_mm=depth, energy_kev=energy_kev,
+            shared=(flags & FLAG_SHARED) != 0, escaped=(flags & FLAG_ESCAPED) != 0, spilled=(flags & FLAG_SPILLED) != 0)
         truth = SimTruth(
             gradients=self.gradients, intercepts=self.intercepts, noise_fwhm_kev=self.noise_fwhm_kev,
             dead=self.dead, hot=self.hot,
             theta_rad=getattr(self.source, "theta_rad", None), li_content=getattr(self.source, "li_content", None),
             flux=self.flux, photons=photons, frame_numbers=frame_numbers, cloud_fwhm_um=self.cloud_fwhm_um,
-            n_incident=n_photons, n_transmitted=int(stats[3]), noise_only_hits=int(stats[0]),
+            n_incident=n_incident, n_transmitted=int(stats[3]), noise_only_hits=int(stats[0]),
             hot_hits=int(stats[1]), clipped=int(stats[2]))
         batch = FrameBatch(frames.reshape(n, rows, cols), frame_numbers,
                            timestamps=frame_numbers / self.detector.frame_rate_hz)

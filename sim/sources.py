@@ -22,6 +22,7 @@ from numba import njit
 
 from ..compton import MC2_KEV, PinholeGeometry, energy_from_pz
 from ..errors import ConfigError
+from .fastrandom import new_state, uniform
 
 # ----------------------------------------------------------------------------- Am-241
 
@@ -108,7 +109,7 @@ NMC811 = {"Ni": 0.8, "Mn": 0.1, "Co": 0.1, "O": 2.0}
 PZ_MAX_AU = 60.0
 _PZ_STEP_AU = 0.005
 _ICDF_SIZE = 1 << 12
-#: Scattering-angle bins of the proposal tables (about 0.1 degree wide on a HEXITEC at 150 mm).
+#: Scattering-angle bins of the proposal tables (about 0.5 degree wide on a HEXITEC at 150 mm).
 _THETA_BINS = 16
 
 
@@ -132,12 +133,11 @@ def _inverse_cdf(pz_au, j):
 
 
 def cross_section_weight(e2_kev, e1_kev, theta_rad):
-    """Counts per unit E2 per unit J of the sampled p_z: the factor turning p_z draws into eq. (3).
+    """Weight w with counts per unit p_z proportional to J(p_z) w: eq. (3) moved from E2 to p_z.
 
-    Drawing p_z from J and mapping through eq. (2) gives counts per unit E2 proportional to
-    J(p_z) dp_z/dE2. Eq. (3) asks for J(p_z) (E2/E1)(mc^2/(q c)), so each draw is kept with
-    probability proportional to (E2/E1)(mc^2/(q c)) / (dp_z/dE2). The ratio stays close to
-    constant (mc^2/(q c) is itself nearly the Jacobian), so the rejection rarely fires.
+    Eq. (3) gives counts per unit E2 proportional to J(p_z) (E2/E1)(mc^2/(q c)); per unit
+    p_z that is J(p_z) w with w = (E2/E1)(mc^2/(q c)) / (dp_z/dE2) (p_z in m c, E in mc^2),
+    E2 = E2(p_z) by eq. (2). w is smooth and varies by a factor of about 5 over |p_z| < 60 a.u.
     """
     e2 = np.asarray(e2_kev, dtype=np.float64)
     c = np.cos(theta_rad)
@@ -171,7 +171,7 @@ def _energy_from_pz(pz_au, e1, cos_t):
 
 @njit(cache=True, nogil=True)
 def _sample_cathode(pixel, line_fraction, background_fraction, background_kev, lines_kev, line_cdf,
-                    cos_theta, theta_bin, bin_cos_theta, p_li, ratio_max, e1, li_icdf, rest_icdf, rng, out_kev):
+                    cos_theta, theta_bin, bin_cos_theta, p_li, ratio_min, ratio_max, e1, icdf, state, out_kev):
     """Energies of photons from the cathode set-up: discrete lines, flat background, or Compton.
 
     Compton: p_z from the theta bin's table of J w (Li or the rest, chosen with the pixel's
@@ -179,37 +179,41 @@ def _sample_cathode(pixel, line_fraction, background_fraction, background_kev, l
     w(pixel theta) / (w(bin theta) ratio_max): counts per E2 end up exactly proportional to
     J(p_z) (E2/E1)(mc^2/(q c)) for every pixel, eq. (3).
     """
-    n_tab = li_icdf.shape[1] - 1
+    n_tab = icdf.shape[2] - 1
     n_lines = lines_kev.shape[0]
     for i in range(pixel.shape[0]):
-        u = rng.random()
+        u = uniform(state)
         if u < line_fraction:
-            v = rng.random()
+            v = uniform(state)
             k = 0
             while k < n_lines - 1 and v > line_cdf[k]:
                 k += 1
             out_kev[i] = lines_kev[k]
             continue
         if u < line_fraction + background_fraction:
-            out_kev[i] = background_kev + (e1 - background_kev) * rng.random()
+            out_kev[i] = background_kev + (e1 - background_kev) * uniform(state)
             continue
         p = pixel[i]
         c = cos_theta[p]
         b = theta_bin[p]
         cb = bin_cos_theta[b]
         while True:
-            table = li_icdf if rng.random() < p_li[p] else rest_icdf
-            t = rng.random() * n_tab
+            component = 0 if uniform(state) < p_li[p] else 1
+            t = uniform(state) * n_tab
             k = int(t)
             if k >= n_tab:
                 k = n_tab - 1
             frac = t - k
-            pz = table[b, k] + frac * (table[b, k + 1] - table[b, k])
+            lo = icdf[component, b, k]
+            pz = lo + frac * (icdf[component, b, k + 1] - lo)
             e2 = _energy_from_pz(pz, e1, c)
             if c == cb:
                 break
+            u = uniform(state) * ratio_max[p]
+            if u <= ratio_min[p]:
+                break   # squeeze: accepted whatever the ratio, without computing it
             ratio = _weight(e2, e1, c) / _weight(_energy_from_pz(pz, e1, cb), e1, cb)
-            if rng.random() * ratio_max[p] <= ratio:
+            if u <= ratio:
                 break
         out_kev[i] = e2
 
@@ -315,14 +319,14 @@ class ComptonSource:
         centers = lo + (np.arange(n_bins) + 0.5) * (hi - lo) / n_bins
         self._theta_bin = np.minimum(((theta - lo) / max(hi - lo, 1e-12) * n_bins).astype(np.int64), n_bins - 1)
         self._bin_cos_theta = np.cos(centers)
-        self._li_icdf = np.empty((n_bins, _ICDF_SIZE + 1))
-        self._rest_icdf = np.empty((n_bins, _ICDF_SIZE + 1))
+        # Axis 0: component (0 Li, 1 the rest of the formula unit); axis 1: theta bin.
+        self._icdf = np.empty((2, n_bins, _ICDF_SIZE + 1))
         li_total = np.empty(n_bins)
         rest_total = np.empty(n_bins)
         for b, th in enumerate(centers):
             w = cross_section_weight(energy_from_pz(pz_au, self.e1_kev, th), self.e1_kev, th)
-            self._li_icdf[b], li_total[b] = _inverse_cdf(pz_au, j_li * w)
-            self._rest_icdf[b], rest_total[b] = _inverse_cdf(pz_au, j_rest * w)
+            self._icdf[0, b], li_total[b] = _inverse_cdf(pz_au, j_li * w)
+            self._icdf[1, b], rest_total[b] = _inverse_cdf(pz_au, j_rest * w)
         li = self.li_content.ravel()
         tb = self._theta_bin
         self._p_li = li * li_total[tb] / (li * li_total[tb] + rest_total[tb])
@@ -332,7 +336,9 @@ class ComptonSource:
         w_pix = cross_section_weight(energy_from_pz(grid, self.e1_kev, theta[:, None]), self.e1_kev, theta[:, None])
         th_b = centers[tb][:, None]
         w_bin = cross_section_weight(energy_from_pz(grid, self.e1_kev, th_b), self.e1_kev, th_b)
-        self._ratio_max = 1.001 * (w_pix / w_bin).max(axis=1)
+        ratio = w_pix / w_bin
+        self._ratio_max = 1.001 * ratio.max(axis=1)
+        self._ratio_min = 0.999 * ratio.min(axis=1)
 
     @property
     def shape(self):
@@ -344,7 +350,7 @@ class ComptonSource:
         out = np.empty(pixel_index.shape[0])
         _sample_cathode(pixel_index, self.line_fraction, self.fractions["background"], self.background_kev,
                         self.lines_kev, self._line_cdf, self._cos_theta, self._theta_bin, self._bin_cos_theta,
-                        self._p_li, self._ratio_max, self.e1_kev, self._li_icdf, self._rest_icdf, rng, out)
+                        self._p_li, self._ratio_min, self._ratio_max, self.e1_kev, self._icdf, new_state(rng), out)
         return out
 
     def sample(self, n, rng):
