@@ -188,22 +188,42 @@ def bin_weights(energy_edges, e1_kev, theta_rad, factor="impulse"):
     return pz, kappa
 
 
-def overlap_fraction(edges, lo, hi):
-    """Fraction of each bin [edges[i], edges[i+1]] lying inside [lo, hi] (0 to 1)."""
+def window_weights(edges, lo, hi):
+    """Weights w with integral of J over [lo, hi] = w @ J, for J given as bin densities on ``edges``.
+
+    Whole bins inside the window count with their width. A bin cut by a window limit
+    counts with its overlap (fractional bin overlap) plus a first-order correction from
+    a linear reconstruction of J inside that bin (slope from the neighbouring bins'
+    densities), which keeps every bin's integral and removes the leading error of
+    treating J as constant within a bin; S then hardly depends on where bin edges fall.
+    """
     edges = np.asarray(edges, dtype=np.float64)
+    n = edges.size - 1
     a, b = edges[:-1], edges[1:]
-    width = b - a
-    inside = np.clip(np.minimum(b, hi) - np.maximum(a, lo), 0.0, None)
-    return np.where(width > 0, inside / np.where(width > 0, width, 1.0), 0.0)
+    x1 = np.maximum(a, lo)
+    x2 = np.minimum(b, hi)
+    length = np.clip(x2 - x1, 0.0, None)
+    w = length.copy()
+    mid = 0.5 * (a + b)
+    for j in np.flatnonzero((length > 0) & (length < (b - a))):
+        if 0 < j < n - 1:
+            t = 0.5 * ((x2[j] - mid[j]) ** 2 - (x1[j] - mid[j]) ** 2) / (mid[j + 1] - mid[j - 1])
+            w[j + 1] += t
+            w[j - 1] -= t
+    return w
 
 
-def overlap_matrix(old_edges, new_edges):
-    """M (n_new, n_old): the fraction of old bin j lying in new bin i (integral-conserving rebinning)."""
+def rebin_matrix(old_edges, new_edges):
+    """W (n_new, n_old) with the integral of J over new bin i = W[i] @ J_old (densities on ``old_edges``).
+
+    Row i is :func:`window_weights` of new bin i, so rebinning uses the same fractional
+    overlap and linear sub-bin reconstruction as every window integral.
+    """
     old_edges = np.asarray(old_edges, dtype=np.float64)
     new_edges = np.asarray(new_edges, dtype=np.float64)
     m = np.empty((new_edges.size - 1, old_edges.size - 1))
     for i in range(new_edges.size - 1):
-        m[i] = overlap_fraction(old_edges, new_edges[i], new_edges[i + 1])
+        m[i] = window_weights(old_edges, new_edges[i], new_edges[i + 1])
     return m
 
 
@@ -265,18 +285,17 @@ class ComptonProfile:
         return np.diff(self.pz_edges)
 
     def integrate(self, lo, hi) -> float:
-        """Integral of J over [lo, hi] a.u. with fractional bin overlap."""
-        return float(np.sum(self.J * self.widths * overlap_fraction(self.pz_edges, lo, hi)))
+        """Integral of J over [lo, hi] a.u. with fractional bin overlap (see :func:`window_weights`)."""
+        return float(window_weights(self.pz_edges, lo, hi) @ self.J)
 
     def rebin(self, pz_edges) -> "ComptonProfile":
-        """The profile on new p_z bins, conserving integrals (fractional overlap).
+        """The profile on new p_z bins, conserving integrals (fractional overlap, :func:`rebin_matrix`).
 
         Uncertainties of new bins that share an old bin are correlated; the variances
         returned ignore that correlation.
         """
         new = np.asarray(pz_edges, dtype=np.float64)
-        m = overlap_matrix(self.pz_edges, new)
-        t = m * self.widths[None, :] / np.diff(new)[:, None]     # J_new = t @ J_old
+        t = rebin_matrix(self.pz_edges, new) / np.diff(new)[:, None]     # J_new = t @ J_old
         return self._transformed(new, t)
 
     def _transformed(self, new_edges, t):
@@ -381,7 +400,7 @@ def s_parameter(prof: ComptonProfile, low=1.0, high=5.0):
     """S-parameter S = S_L / S_H of a profile with its standard error, PHYSICS.md eq. (4).
 
     S_L integrates J over -low < p_z < low, S_H over -high < p_z < -low plus low < p_z < high
-    (fractional bin overlap). The uncertainty propagates the independent per-bin variances
+    (fractional bin overlap, :func:`window_weights`). The uncertainty propagates the independent per-bin variances
     (Poisson counts, array backgrounds) and the correlated fitted-background errors.
 
     Returns
@@ -391,9 +410,8 @@ def s_parameter(prof: ComptonProfile, low=1.0, high=5.0):
     """
     if not 0 < low < high:
         raise ConfigError(f"s_parameter: expected 0 < low < high, found low={low}, high={high}")
-    w = prof.widths
-    a_low = w * overlap_fraction(prof.pz_edges, -low, low)
-    a_high = w * (overlap_fraction(prof.pz_edges, -high, -low) + overlap_fraction(prof.pz_edges, low, high))
+    a_low = window_weights(prof.pz_edges, -low, low)
+    a_high = window_weights(prof.pz_edges, -high, -low) + window_weights(prof.pz_edges, low, high)
     s_low = float(a_low @ prof.J)
     s_high = float(a_high @ prof.J)
     if not s_high > 0:
@@ -489,12 +507,23 @@ def _pz(e2, e1, cos_t):
 
 
 @njit(cache=True, nogil=True)
-def _overlap(a, b, lo, hi):
-    w = b - a
-    if w <= 0.0:
-        return 0.0
-    inside = min(b, hi) - max(a, lo)
-    return inside / w if inside > 0.0 else 0.0
+def _add_window_weights(pe, lo, hi, w):
+    """Numba twin of :func:`window_weights`: add the weights of [lo, hi] for bin edges ``pe`` into ``w``."""
+    n = pe.shape[0] - 1
+    for j in range(n):
+        a = pe[j]
+        b = pe[j + 1]
+        x1 = max(a, lo)
+        x2 = min(b, hi)
+        length = x2 - x1
+        if length <= 0.0:
+            continue
+        w[j] += length
+        if length < b - a and 0 < j < n - 1:
+            mid = 0.5 * (a + b)
+            t = 0.5 * ((x2 - mid) ** 2 - (x1 - mid) ** 2) / (0.5 * (pe[j + 1] + pe[j + 2]) - 0.5 * (pe[j - 1] + pe[j]))
+            w[j + 1] += t
+            w[j - 1] -= t
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -504,7 +533,8 @@ def _window_sums(edges, counts, theta, e1, low, high, impulse, e_lo, e_hi,
 
     ``bg_lin`` (npix, 3) = (b0, b1, centre) of a linear background per keV, ``bg_lin_err``
     (npix, 2) its errors (independent); ``bg_arr`` (npix, nbins) counts per bin with
-    variances ``bg_arr_var`` (or empty arrays).
+    variances ``bg_arr_var`` (or empty arrays). S_L and S_H are linear in the counts, so
+    their variances follow exactly from the per-bin coefficients.
     """
     npix = counts.shape[0]
     nb = counts.shape[1]
@@ -512,8 +542,22 @@ def _window_sums(edges, counts, theta, e1, low, high, impulse, e_lo, e_hi,
     use_arr = bg_arr.shape[0] > 0
     for k in prange(npix):
         cos_t = math.cos(theta[k])
-        i0 = max(np.searchsorted(edges, e_lo[k]) - 1, 0)
-        i1 = min(np.searchsorted(edges, e_hi[k]), nb)
+        # one spare bin each side for the slope of the linear reconstruction
+        i0 = max(np.searchsorted(edges, e_lo[k]) - 2, 0)
+        i1 = min(np.searchsorted(edges, e_hi[k]) + 1, nb)
+        m = i1 - i0
+        for q in range(7):
+            out[k, q] = 0.0
+        if m <= 0:
+            continue
+        pe = np.empty(m + 1)
+        for i in range(m + 1):
+            pe[i] = _pz(edges[i0 + i], e1, cos_t)
+        wl = np.zeros(m)
+        wh = np.zeros(m)
+        _add_window_weights(pe, -low, low, wl)
+        _add_window_weights(pe, -high, -low, wh)
+        _add_window_weights(pe, low, high, wh)
         sl = 0.0
         sh = 0.0
         vll = 0.0
@@ -525,42 +569,41 @@ def _window_sums(edges, counts, theta, e1, low, high, impulse, e_lo, e_hi,
         d1l = 0.0
         d0h = 0.0
         d1h = 0.0
-        for i in range(i0, i1):
-            ea = edges[i]
-            eb = edges[i + 1]
-            pa = _pz(ea, e1, cos_t)
-            pb = _pz(eb, e1, cos_t)
-            fl = _overlap(pa, pb, -low, low)
-            fh = _overlap(pa, pb, -high, -low) + _overlap(pa, pb, low, high)
-            if fl == 0.0 and fh == 0.0:
+        for i in range(m):
+            if wl[i] == 0.0 and wh[i] == 0.0:
                 continue
+            ea = edges[i0 + i]
+            eb = edges[i0 + i + 1]
+            dp = pe[i + 1] - pe[i]
+            # g turns counts into the density of J per a.u. (eq. 3)
             if impulse:
                 e2 = 0.5 * (ea + eb)
                 qc = math.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
-                kappa = (pb - pa) / (eb - ea) * (e1 / e2) * qc / MC2_KEV
+                g = (e1 / e2) * qc / MC2_KEV / (eb - ea)
             else:
-                kappa = 1.0
-            n = np.float64(counts[k, i])
+                g = 1.0 / dp
+            cl = wl[i] * g
+            ch = wh[i] * g
+            n = np.float64(counts[k, i0 + i])
             net = n
             var = n
             if use_lin:
                 e2c = 0.5 * (ea + eb) - bg_lin[k, 2]
                 net -= (eb - ea) * (bg_lin[k, 0] + bg_lin[k, 1] * e2c)
-                # derivatives of the window sums with respect to b0 and b1
-                d0l += fl * kappa * (eb - ea)
-                d1l += fl * kappa * (eb - ea) * e2c
-                d0h += fh * kappa * (eb - ea)
-                d1h += fh * kappa * (eb - ea) * e2c
+                d0l += cl * (eb - ea)
+                d1l += cl * (eb - ea) * e2c
+                d0h += ch * (eb - ea)
+                d1h += ch * (eb - ea) * e2c
             if use_arr:
-                net -= bg_arr[k, i]
-                var += bg_arr_var[k, i]
-            sl += fl * kappa * net
-            sh += fh * kappa * net
-            vll += fl * fl * kappa * kappa * var
-            vhh += fh * fh * kappa * kappa * var
-            vlh += fl * fh * kappa * kappa * var
-            nl += fl * n
-            nh += fh * n
+                net -= bg_arr[k, i0 + i]
+                var += bg_arr_var[k, i0 + i]
+            sl += cl * net
+            sh += ch * net
+            vll += cl * cl * var
+            vhh += ch * ch * var
+            vlh += cl * ch * var
+            nl += min(max(wl[i] / dp, 0.0), 1.0) * n
+            nh += min(max(wh[i] / dp, 0.0), 1.0) * n
         if use_lin:
             s0 = bg_lin_err[k, 0] * bg_lin_err[k, 0]
             s1 = bg_lin_err[k, 1] * bg_lin_err[k, 1]
@@ -669,6 +712,32 @@ def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", ba
                 factor, float(attenuation_factor))
 
 
+def s_parameter_blocks(cube, e1_kev, theta, block=(4, 4), low=1.0, high=5.0, factor="impulse", background=None,
+                       background_var=None, min_counts=100, attenuation_factor=1.0) -> SMap:
+    """S-parameter map on blocks of pixels: each block's pixels summed in p_z (own theta), then eq. (4).
+
+    For maps whose single pixels hold too few counts. Parameters as for
+    :func:`s_parameter_map`; ``block`` = (rows, cols) per block. Trailing rows and
+    columns that do not fill a block are left out. Returns an SMap of shape
+    (rows // block[0], cols // block[1]).
+    """
+    br, bc = int(block[0]), int(block[1])
+    if br < 1 or bc < 1:
+        raise ConfigError(f"s_parameter_blocks: block must be positive, found {block}")
+    rows, cols = cube.shape
+    nr, nc = rows // br, cols // bc
+    if nr == 0 or nc == 0:
+        raise ConfigError(f"s_parameter_blocks: a {br}x{bc} block does not fit a {rows}x{cols} cube")
+    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var).reshape(rows, cols, 7)
+    t = np.where(np.isfinite(t), t, 0.0)[: nr * br, : nc * bc]
+    sums = t.reshape(nr, br, nc, bc, 7).sum(axis=(1, 3))
+    s, s_err = _ratio(sums[..., 0], sums[..., 1], sums[..., 2], sums[..., 3], sums[..., 4])
+    ok = (sums[..., 5] >= min_counts) & (sums[..., 6] >= min_counts) & (sums[..., 0] > 0) & (sums[..., 1] > 0) & np.isfinite(s)
+    return SMap(np.where(ok, s * attenuation_factor, np.nan), np.where(ok, s_err * attenuation_factor, np.nan), ok,
+                sums[..., 0], sums[..., 1], sums[..., 5], sums[..., 6], float(low), float(high), factor,
+                float(attenuation_factor))
+
+
 def s_parameter_region(cube, e1_kev, theta, mask=None, low=1.0, high=5.0, factor="impulse", background=None,
                        background_var=None, attenuation_factor=1.0):
     """S-parameter of a region: the pixels' spectra summed (in p_z, each with its own theta), then eq. (4).
@@ -758,56 +827,72 @@ def region_profile(cube, e1_kev, theta, mask=None, pz_edges=None, factor="impuls
 def _region_integrals(edges, counts, pixels, theta, e1, impulse, pz_edges, bg_lin, bg_err, integral, var):
     """Add every listed pixel's integrals of J (eq. 3) over the bins ``pz_edges`` into ``integral``.
 
-    ``var`` receives the per-bin variance: Poisson counts plus the pixel's background
-    (b0, b1) errors, coherent over the old bins feeding one new bin. Returns the net counts.
+    Each pixel's energy bins are mapped to p_z with its own theta and distributed over the
+    new bins with the same fractional overlap and linear sub-bin reconstruction as
+    :func:`window_weights`. ``var`` receives the per-bin variance: Poisson counts plus the
+    pixel's background (b0, b1) errors. Returns the net counts inside the new bins.
     """
     nb = counts.shape[1]
     nnew = pz_edges.shape[0] - 1
     use_lin = bg_lin.shape[0] > 0
-    d0 = np.zeros(nnew)
-    d1 = np.zeros(nnew)
     total = 0.0
     for k in pixels:
         cos_t = math.cos(theta[k])
-        d0[:] = 0.0
-        d1[:] = 0.0
-        pa = _pz(edges[0], e1, cos_t)
+        # old bins overlapping the new range, with one spare bin each side for slopes
+        i0 = nb
+        i1 = 0
         for i in range(nb):
-            ea = edges[i]
-            eb = edges[i + 1]
-            pb = _pz(eb, e1, cos_t)
-            if pb <= pz_edges[0] or pa >= pz_edges[nnew]:
-                pa = pb
-                continue
+            pa = _pz(edges[i], e1, cos_t)
+            pb = _pz(edges[i + 1], e1, cos_t)
+            if pb > pz_edges[0] and pa < pz_edges[nnew]:
+                i0 = min(i0, i)
+                i1 = max(i1, i + 1)
+        if i1 <= i0:
+            continue
+        i0 = max(i0 - 1, 0)
+        i1 = min(i1 + 1, nb)
+        m = i1 - i0
+        pe = np.empty(m + 1)
+        for i in range(m + 1):
+            pe[i] = _pz(edges[i0 + i], e1, cos_t)
+        weights = np.zeros((nnew, m))
+        for j in range(nnew):
+            _add_window_weights(pe, pz_edges[j], pz_edges[j + 1], weights[j])
+        g = np.empty(m)
+        net = np.empty(m)
+        n = np.empty(m)
+        bw = np.empty(m)
+        e2c = np.zeros(m)
+        for i in range(m):
+            ea = edges[i0 + i]
+            eb = edges[i0 + i + 1]
+            bw[i] = eb - ea
             if impulse:
                 e2 = 0.5 * (ea + eb)
                 qc = math.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
-                kappa = (pb - pa) / (eb - ea) * (e1 / e2) * qc / MC2_KEV
+                g[i] = (e1 / e2) * qc / MC2_KEV / (eb - ea)
             else:
-                kappa = 1.0
-            n = np.float64(counts[k, i])
-            net = n
-            e2c = 0.0
+                g[i] = 1.0 / (pe[i + 1] - pe[i])
+            n[i] = np.float64(counts[k, i0 + i])
+            net[i] = n[i]
             if use_lin:
-                e2c = 0.5 * (ea + eb) - bg_lin[k, 2]
-                net -= (eb - ea) * (bg_lin[k, 0] + bg_lin[k, 1] * e2c)
-            j0 = max(np.searchsorted(pz_edges, pa) - 1, 0)
-            for j in range(j0, nnew):
-                if pz_edges[j] >= pb:
-                    break
-                f = _overlap(pa, pb, pz_edges[j], pz_edges[j + 1])
-                if f == 0.0:
+                e2c[i] = 0.5 * (ea + eb) - bg_lin[k, 2]
+                net[i] -= bw[i] * (bg_lin[k, 0] + bg_lin[k, 1] * e2c[i])
+        for j in range(nnew):
+            d0 = 0.0
+            d1 = 0.0
+            for i in range(m):
+                c = weights[j, i] * g[i]
+                if c == 0.0:
                     continue
-                integral[j] += f * kappa * net
-                var[j] += f * f * kappa * kappa * n
-                total += f * net
+                integral[j] += c * net[i]
+                var[j] += c * c * n[i]
+                total += weights[j, i] / (pe[i + 1] - pe[i]) * net[i]
                 if use_lin:
-                    d0[j] += f * kappa * (eb - ea)
-                    d1[j] += f * kappa * (eb - ea) * e2c
-            pa = pb
-        if use_lin:
-            for j in range(nnew):
-                var[j] += d0[j] * d0[j] * bg_err[k, 0] ** 2 + d1[j] * d1[j] * bg_err[k, 1] ** 2
+                    d0 += c * bw[i]
+                    d1 += c * bw[i] * e2c[i]
+            if use_lin:
+                var[j] += d0 * d0 * bg_err[k, 0] ** 2 + d1 * d1 * bg_err[k, 1] ** 2
     return total
 
 
