@@ -9,10 +9,10 @@ from importlib import import_module as _import_module
 
 from ..io.calfiles import read_map, write_map
 from . import lines
-from .am241 import (REASONS, EnergyCalibration, FrameSpectra, calibrate_am241, cube_from_events,
-                    cube_from_frames)
+from .am241 import (REASONS, EnergyCalibration, FrameSpectra, calibrate_am241, calibrated_spectrum,
+                    cube_from_events, cube_from_frames)
 
-__all__ = ["calibrate_am241", "EnergyCalibration", "FrameSpectra", "cube_from_frames", "cube_from_events",
+__all__ = ["calibrate_am241", "EnergyCalibration", "FrameSpectra", "cube_from_frames", "cube_from_events", "calibrated_spectrum",
            "REASONS", "read_map", "write_map", "lines", "LithiumCalibration"]
 
 

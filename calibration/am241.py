@@ -5,7 +5,8 @@ finds, for every pixel, the linear map E = ADU * gradient + intercept (PHYSICS.m
 the energy resolution (FWHM at 59.54 keV), a good-pixel mask with the reason for each
 rejection, and a threshold suggestion from the noise edge.
 
-Stages, all vectorised over pixels (numba kernels with ``prange`` over pixels):
+Stages, all vectorised over pixels (serial nogil numba kernels run on pixel blocks in
+threads, which compile several seconds faster than a ``parallel=True`` kernel):
 
 1. Locate the 59.54 keV photopeak in each pixel: the highest-energy peak of the
    smoothed spectrum that is at least ``strong_fraction`` of the tallest structure
@@ -16,29 +17,34 @@ Stages, all vectorised over pixels (numba kernels with ``prange`` over pixels):
    well the weaker lines (26.34 keV and the Np L lines) land on structures of the
    smoothed spectrum; the median over pixels narrows a second, per-pixel scan.
 3. Fit each line in its window by Poisson maximum likelihood (Levenberg-Marquardt
-   with Fisher scoring, hand-written in numba because scipy/lmfit per pixel is about
-   1000x too slow for 6,400 pixels). The photopeak model is a Gaussian plus a
+   with Fisher scoring, hand-written in numba because lmfit per pixel takes about a
+   minute for the photopeaks alone of 6,400 pixels; benchmarks/bench_am241.py). The
+   photopeak model is a Gaussian plus a
    low-energy exponential tail convolved with the same Gaussian (incomplete hole
    collection in CdTe/CdZnTe) on a linear background; the weaker lines are Gaussians
    on a linear background. Models are integrated exactly over each bin (CDF
-   differences), so coarse bins do not bias widths.
+   differences), so coarse bins do not bias widths. Pixels with few photopeak counts
+   are refitted with the tail share and length of the well-exposed pixels.
 4. Weighted straight line (optionally quadratic) of line energy against fitted
    centroid; residuals per line. FWHM at 59.54 keV = 2 sqrt(2 ln 2) sigma * gradient.
 5. Good-pixel criteria with reason bits, and the threshold suggestion
-   mu_noise + k sigma_noise from a Gaussian fit to the falling flank of the noise peak.
+   mu_noise + k sigma_noise from a Gaussian fit to the falling flank of the noise peak
+   (or, where the readout clips the noise away, zero energy + k photopeak sigma).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..errors import CalibrationError, ConfigError
 from ..spectra import SpectralCube, histogram_events
-from .lines import AM241_CALIBRATION_LINES, AM241_GAMMA_KEV
+from .lines import AM241_CALIBRATION_LINES
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 ADC_MAX_ADU = 16383
@@ -100,8 +106,12 @@ class EnergyCalibration:
     reasons : ndarray uint16
         OR of reason bits (see ``REASONS``); 0 for good pixels.
     threshold_adu : ndarray float64
-        Suggested threshold: noise centre + ``threshold_sigmas`` noise sigma, in ADU
-        (NaN where no noise peak could be measured).
+        Suggested threshold in ADU: noise centre + ``threshold_sigmas`` noise sigma, from a
+        Gaussian fit to the falling flank of the noise peak; where the spectra show no
+        noise peak (readouts that clip it at 0 ADU), zero energy (-intercept/gradient)
+        + ``threshold_sigmas`` photopeak sigma, at least 0 (NaN where neither exists).
+    threshold_from_noise_peak : ndarray bool
+        True where the threshold came from a measured noise peak.
     gradient_err, intercept_err, fwhm_err_kev : ndarray float64
         One-sigma uncertainties.
     quadratic : ndarray float64 or None
@@ -141,6 +151,7 @@ class EnergyCalibration:
     tail_fraction: np.ndarray
     noise_sigma_adu: np.ndarray
     signal_counts: np.ndarray
+    threshold_from_noise_peak: np.ndarray | None = None
     quadratic: np.ndarray | None = None
     parameters: dict = field(default_factory=dict)
 
@@ -198,6 +209,8 @@ class EnergyCalibration:
             "photopeak_counts": self.photopeak_counts, "tail_fraction": self.tail_fraction,
             "noise_sigma_adu": self.noise_sigma_adu, "signal_counts": self.signal_counts,
         }
+        if self.threshold_from_noise_peak is not None:
+            out["threshold_from_noise_peak"] = self.threshold_from_noise_peak.astype(np.uint8)
         if self.quadratic is not None:
             out["quadratic"] = self.quadratic
         return out
@@ -321,16 +334,22 @@ N_PAR = 7
 
 
 @njit(cache=True, nogil=True)
-def _clamp(p, lo, hi):
+def _clamp(p, lo, hi, tie_share, tie_beta_per_sigma):
     for k in range(N_PAR):
         if p[k] < lo[k]:
             p[k] = lo[k]
         elif p[k] > hi[k]:
             p[k] = hi[k]
+    # a tied tail keeps a fixed share of the Gaussian's counts and a fixed length in sigmas
+    if tie_share >= 0.0:
+        p[1] = tie_share * p[0]
+    if tie_beta_per_sigma > 0.0:
+        p[6] = tie_beta_per_sigma * p[5]
 
 
 @njit(cache=True, nogil=True)
-def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr):
+def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr, tie_share=-1.0,
+                    tie_beta_per_sigma=-1.0):
     """Poisson maximum-likelihood fit of one line in one window (Levenberg-Marquardt).
 
     Parameters
@@ -351,6 +370,10 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr)
     max_iter : int
     perr : float64 (7,)
         Out: one-sigma errors from the inverse Fisher information (NaN where singular).
+    tie_share, tie_beta_per_sigma : float
+        When >= 0 (> 0), the tail amplitude is held at ``tie_share`` x A_gauss (the tail
+        length at ``tie_beta_per_sigma`` x sigma); parameters 1 and 6 must then be
+        inactive. Low-count pixels borrow the tail shape of the well-exposed ones.
 
     Returns
     -------
@@ -388,9 +411,11 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr)
     work = np.empty((N_PAR, N_PAR))
     grad = np.empty(N_PAR)
     step = np.empty(N_PAR)
+    sub = np.empty(N_PAR)
+    free = np.empty(N_PAR, np.int64)
     trial = np.empty(N_PAR)
 
-    _clamp(p, lo, hi)
+    _clamp(p, lo, hi, tie_share, tie_beta_per_sigma)
     _components(edges, p[4], p[5], p[6], with_tail, gcol, tcol)
     _model(p, gcol, tcol, wcol, qcol, m)
     dev = _deviance(counts, m)
@@ -401,8 +426,9 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr)
         for a in range(k):
             q = idx[a]
             if q == 0:
+                share = tie_share if tie_share > 0.0 else 0.0
                 for j in range(n):
-                    jac[a, j] = gcol[j]
+                    jac[a, j] = gcol[j] + share * tcol[j]
             elif q == 1:
                 for j in range(n):
                     jac[a, j] = tcol[j]
@@ -417,6 +443,8 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr)
                 for qq in range(N_PAR):
                     trial[qq] = p[qq]
                 trial[q] += h
+                if tie_beta_per_sigma > 0.0:
+                    trial[6] = tie_beta_per_sigma * trial[5]
                 _components(edges, trial[4], trial[5], trial[6], with_tail, g2, t2)
                 _model(trial, g2, t2, wcol, qcol, m2)
                 for j in range(n):
@@ -432,21 +460,34 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr)
                     s += jac[a, j] * jac[b, j] / max(m[j], 1e-3)
                 amat[a, b] = s
                 amat[b, a] = s
+        # Active set: a parameter resting on a bound that the likelihood pushes further
+        # out is held for this iteration (projected steps along it only stall the fit).
+        nf = 0
+        for a in range(k):
+            q = idx[a]
+            if (p[q] <= lo[q] and grad[a] <= 0.0) or (p[q] >= hi[q] and grad[a] >= 0.0):
+                continue
+            free[nf] = a
+            nf += 1
         accepted = False
         for _ in range(12):
             for a in range(k):
-                for b in range(k):
-                    work[a, b] = amat[a, b]
-                work[a, a] = amat[a, a] * (1.0 + lam) + 1e-30
-                step[a] = grad[a]
-            if not _solve_inplace(work, step, k):
+                step[a] = 0.0
+            for u in range(nf):
+                for v in range(nf):
+                    work[u, v] = amat[free[u], free[v]]
+                work[u, u] = amat[free[u], free[u]] * (1.0 + lam) + 1e-30
+                sub[u] = grad[free[u]]
+            if not _solve_inplace(work, sub, nf):
                 lam *= 10.0
                 continue
+            for u in range(nf):
+                step[free[u]] = sub[u]
             for qq in range(N_PAR):
                 trial[qq] = p[qq]
             for a in range(k):
                 trial[idx[a]] += step[a]
-            _clamp(trial, lo, hi)
+            _clamp(trial, lo, hi, tie_share, tie_beta_per_sigma)
             _components(edges, trial[4], trial[5], trial[6], with_tail, g2, t2)
             _model(trial, g2, t2, wcol, qcol, m2)
             dev2 = _deviance(counts, m2)
@@ -467,27 +508,38 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr)
         change = dev - dev2
         dev = dev2
         lam = max(lam * 0.2, 1e-7)
-        if change < 1e-6 * (1.0 + dev) and small:
+        # deviance is chi-square-like: changes below 1e-3 carry no information
+        if change < 1e-3 and small:
             converged = True
             break
-    # Errors from the inverse Fisher information at the final parameters.
+    # Errors from the inverse Fisher information. Parameters resting on a bound (a
+    # background or tail amplitude at 0) count as fixed, and so does the tail length
+    # when there is no tail: they would make the information matrix singular.
     for a in range(N_PAR):
         perr[a] = np.nan
+    nf = 0
     for a in range(k):
-        for b in range(k):
+        q = idx[a]
+        if q != 4 and q != 5 and (p[q] <= lo[q] or p[q] >= hi[q]):
+            continue
+        if q == 6 and p[1] <= lo[1]:
+            continue
+        free[nf] = a
+        nf += 1
+    for u in range(nf):
+        for v in range(nf):
             s = 0.0
             for j in range(n):
-                s += jac[a, j] * jac[b, j] / max(m[j], 1e-3)
-            amat[a, b] = s
-    for a in range(k):
-        for b in range(k):
-            for c in range(k):
-                work[b, c] = amat[b, c]
-            for c in range(k):
-                step[c] = 0.0
-            step[a] = 1.0
-        if _solve_inplace(work, step, k) and step[a] > 0:
-            perr[idx[a]] = math.sqrt(step[a])
+                s += jac[free[u], j] * jac[free[v], j] / max(m[j], 1e-3)
+            amat[u, v] = s
+    for u in range(nf):
+        for v in range(nf):
+            for w in range(nf):
+                work[v, w] = amat[v, w]
+            sub[v] = 0.0
+        sub[u] = 1.0
+        if _solve_inplace(work, sub, nf) and sub[u] > 0:
+            perr[idx[free[u]]] = math.sqrt(sub[u])
     return converged, dev
 
 
@@ -541,12 +593,12 @@ def _interp(s, centers, x):
     return s[j] * (1.0 - f) + s[j + 1] * f
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _locate_kernel(counts, centers, sig, ptr, idx, w, strong_fraction, low_ratio, min_counts,
+@njit(cache=True, nogil=True)
+def _locate_kernel(first, last, counts, centers, sig, ptr, idx, w, strong_fraction, low_ratio, min_counts,
                    anchor_kev, template_kev, c_lo, c_hi, c_step, peak_adu, offset_kev, score):
     """Per pixel: photopeak position (ADU) and the intercept (keV) that best aligns the other lines."""
-    npix, nb = counts.shape
-    for p in prange(npix):
+    nb = counts.shape[1]
+    for p in range(first, last):
         row = counts[p]
         s = np.empty(nb)
         _smooth(row, ptr, idx, w, s)
@@ -619,17 +671,19 @@ def _locate_kernel(counts, centers, sig, ptr, idx, w, strong_fraction, low_ratio
 
 # ====================================================================== per-pixel line fits
 
-@njit(cache=True, nogil=True, parallel=True)
-def _fit_kernel(counts, edges, peak_adu, g0, c0, line_kev, win_lo_kev, win_hi_kev, sigma0_kev, fit_tail,
-                max_iter, out_par, out_err, out_ok):
-    """Fit every line of every pixel; the photopeak (line 0) first, the others placed from it.
+@njit(cache=True, nogil=True)
+def _fit_kernel(first, last, counts, edges, peak_adu, g0, c0, line_kev, win_lo_kev, win_hi_kev, sigma0_kev, fit_tail,
+                max_iter, todo, tie_share, tie_beta_per_sigma, out_par, out_err, out_ok):
+    """Fit every line of the pixels in ``todo``; the photopeak (line 0) first, the others placed from it.
 
-    out_par (npix, nlines, 7), out_err (npix, nlines, 7), out_ok (npix, nlines) bool.
+    With ``tie_share`` >= 0 the photopeak tail has a fixed share and length (see
+    fit_line_window). out_par (npix, nlines, 7), out_err (npix, nlines, 7), out_ok (npix, nlines).
     """
-    npix = counts.shape[0]
     nlines = line_kev.shape[0]
     nb = counts.shape[1]
-    for p in prange(npix):
+    for p in range(first, last):
+        if not todo[p]:
+            continue
         for i in range(nlines):
             out_ok[p, i] = False
             for q in range(N_PAR):
@@ -665,6 +719,7 @@ def _fit_kernel(counts, edges, peak_adu, g0, c0, line_kev, win_lo_kev, win_hi_ke
             total = cn.sum()
             if total <= 0.0:
                 continue
+            tail = fit_tail and i == 0
             # start values: background from the window's ends, area from the rest
             nedge = max(2, (j1 - j0) // 8)
             bgl = 0.0
@@ -677,7 +732,6 @@ def _fit_kernel(counts, edges, peak_adu, g0, c0, line_kev, win_lo_kev, win_hi_ke
             if tail:
                 bgl = 0.3 * bgl   # the tail fills the low end of the photopeak window
             area = max(total - 0.5 * (bgl + bgh) * (ed[-1] - ed[0]), 0.5 * total)
-            tail = fit_tail and i == 0
             par[0] = area * (0.85 if tail else 1.0)
             par[1] = area * 0.15 if tail else 0.0
             par[2] = bgl
@@ -699,9 +753,11 @@ def _fit_kernel(counts, edges, peak_adu, g0, c0, line_kev, win_lo_kev, win_hi_ke
             hi[5] = 5.0 * sigma_adu
             lo[6] = 0.3 * sigma_adu
             hi[6] = 30.0 * sigma_adu if tail else 0.3 * sigma_adu
-            act[1] = tail
-            act[6] = tail
-            ok, dev = fit_line_window(ed, cn, par, lo, hi, act, tail, max_iter, err)
+            tied = tail and tie_share >= 0.0
+            act[1] = tail and not tied
+            act[6] = tail and not tied
+            ok, dev = fit_line_window(ed, cn, par, lo, hi, act, tail, max_iter, err,
+                                      tie_share if tied else -1.0, tie_beta_per_sigma if tied else -1.0)
             # a width pinned at a bound, or a centre at the window edge, is not a measurement
             if par[5] <= lo[5] * 1.0001 or par[5] >= hi[5] * 0.9999:
                 ok = False
@@ -724,15 +780,16 @@ def _fit_kernel(counts, edges, peak_adu, g0, c0, line_kev, win_lo_kev, win_hi_ke
 
 # ====================================================================== noise edge
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _noise_kernel(counts, edges, upper_adu, out_mu, out_sigma):
     """Gaussian fit (quadratic in log counts, weights = counts) to the falling flank of the noise peak.
 
     The flank runs from the mode below ``upper_adu`` (the first bin is skipped when it
-    holds the values clipped at 0 ADU) down to 1e-3 of the mode's height.
+    holds the values clipped at 0 ADU) down to 1e-3 of the mode's height, 3 counts, or
+    the valley where the counts stop falling, whichever comes first.
     """
     npix, nb = counts.shape
-    for p in prange(npix):
+    for p in range(npix):
         out_mu[p] = np.nan
         out_sigma[p] = np.nan
         jmax = 0
@@ -761,12 +818,14 @@ def _noise_kernel(counts, edges, upper_adu, out_mu, out_sigma):
         t2 = 0.0
         used = 0
         xref = 0.5 * (edges[start] + edges[start + 1])
+        prev = 1e300
         for j in range(start, nb):
             v = float(counts[p, j])
-            if v < 1e-3 * peak or edges[j] >= upper_adu[p]:
+            if v < 1e-3 * peak or v < 3.0 or edges[j] >= upper_adu[p]:
                 break
-            if v <= 0:
-                break
+            if v >= prev and v < 0.05 * peak:
+                break   # the valley: signal counts take over from the noise
+            prev = v
             x = 0.5 * (edges[j] + edges[j + 1]) - xref
             y = math.log(v)
             s0 += v
@@ -778,7 +837,8 @@ def _noise_kernel(counts, edges, upper_adu, out_mu, out_sigma):
             t1 += v * x * y
             t2 += v * x * x * y
             used += 1
-        if used < 3:
+        # a noise peak must fall by at least 20x within the noise region
+        if used < 3 or float(counts[p, start + used - 1]) > peak / 20.0 or peak < 20:
             continue
         # normal equations of y = a0 + a1 x + a2 x^2
         mat = np.array([[s0, s1, s2], [s1, s2, s3], [s2, s3, s4]])
@@ -848,12 +908,29 @@ def _quadratic_fit(energy_kev, x_adu, xerr_adu, use, gradient, systematic_kev):
 
 # ====================================================================== public API
 
+def _in_blocks(kernel, npix, *args, threads=None):
+    """Run ``kernel(first, last, *args)`` over pixel blocks in threads (the kernels release the GIL)."""
+    threads = threads or min(os.cpu_count() or 1, 8)
+    if threads == 1 or npix < 64:
+        kernel(0, npix, *args)
+        return
+    # more blocks than threads so that slow pixels (long fits) do not leave a core idle
+    bounds = np.linspace(0, npix, 4 * threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(kernel, int(a), int(b), *args) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        for f in futures:
+            f.result()
+
+
+
 def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool = False,
                     fit_tail: bool = True, min_peak_counts: float = 100.0, min_line_counts: float = 20.0,
                     max_fwhm_kev: float = 2.0, gradient_tolerance: float = 0.3, max_residual_kev: float = 0.5,
-                    dead_fraction: float = 0.1, hot_factor: float = 5.0, noisy_factor: float = 3.0,
+                    dead_fraction: float = 0.1, hot_factor: float = 3.0, noisy_factor: float = 3.0,
                     threshold_sigmas: float = 5.0, strong_fraction: float = 0.25, smoothing: float = 0.008,
-                    systematic_kev: float = 0.02, max_iter: int = 60) -> EnergyCalibration:
+                    systematic_kev: float = 0.02, max_iter: int = 200, free_tail_min_counts: float = 1000.0,
+                    min_lines: int = 3,
+                    threads=None) -> EnergyCalibration:
     """Calibrate every pixel against the lines of an Am-241 source.
 
     Parameters
@@ -894,6 +971,15 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
         Added in quadrature to each line's centroid error in the straight-line fit (keV).
     max_iter : int
         Iteration limit of each line fit.
+    min_lines : int
+        Fewer lines on the straight line flag TOO_FEW_LINES (two lines calibrate the pixel
+        but cannot check that the right peaks were taken).
+    free_tail_min_counts : float
+        Photopeaks with fewer counts (or whose free fit failed) are refitted with the
+        tail share and length fixed at the median of the pixels above this, when there
+        are at least 10 of those.
+    threads : int, optional
+        Worker threads for the per-pixel kernels (default: the number of CPUs, at most 8).
 
     Returns
     -------
@@ -930,17 +1016,23 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
     score = np.empty(npix)
     c_lo = np.full(npix, -15.0)
     c_hi = np.full(npix, 15.0)
-    _locate_kernel(counts, centers, sig, ptr, idx, w, strong_fraction, low_ratio, 10.0, anchor_kev,
-                   template, c_lo, c_hi, 0.1, peak, offset, score)
+    _in_blocks(_locate_kernel, npix, counts, centers, sig, ptr, idx, w, strong_fraction, low_ratio, 10.0,
+               anchor_kev, template, c_lo, c_hi, 0.1, peak, offset, score, threads=threads)
     found = np.isfinite(peak) & np.isfinite(offset)
     if not np.any(found):
         raise CalibrationError(
             f"calibrate_am241: no pixel of the {rows} x {cols} cube shows an Am-241 photopeak "
             f"({int(counts.sum()) if counts.dtype.kind != 'f' else float(counts.sum()):g} counts over "
             f"{edges[0]:g}-{edges[-1]:g} ADU)")
+    # Second, finer scan: around the median offset, wide enough for the spread of the
+    # first-pass offsets (a pixel whose true offset lies outside would lock onto a wrong
+    # alignment of the lines).
     c_med = float(np.median(offset[found]))
-    _locate_kernel(counts, centers, sig, ptr, idx, w, strong_fraction, low_ratio, 10.0, anchor_kev,
-                   template, np.full(npix, c_med - 4.0), np.full(npix, c_med + 4.0), 0.02, peak, offset, score)
+    lo5, hi95 = np.percentile(offset[found], [5, 95])
+    half = max(4.0, 1.5 * float(hi95 - lo5))
+    _in_blocks(_locate_kernel, npix, counts, centers, sig, ptr, idx, w, strong_fraction, low_ratio, 10.0,
+               anchor_kev, template, np.full(npix, c_med - half), np.full(npix, c_med + half), 0.02, peak, offset,
+               score, threads=threads)
     found = np.isfinite(peak) & np.isfinite(offset)
     g0 = np.where(found, (anchor_kev - offset) / np.where(found, peak, 1.0), np.nan)
 
@@ -951,9 +1043,22 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
     par = np.empty((npix, nl, N_PAR))
     err = np.empty((npix, nl, N_PAR))
     ok = np.empty((npix, nl), np.bool_)
-    _fit_kernel(counts, edges, np.where(found, peak, np.nan), np.where(found, g0, np.nan),
-                np.where(found, offset, np.nan), line_kev, win_lo, win_hi, 0.34, bool(fit_tail),
-                int(max_iter), par, err, ok)
+    fit_args = (counts, edges, np.where(found, peak, np.nan), np.where(found, g0, np.nan),
+                np.where(found, offset, np.nan), line_kev, win_lo, win_hi, 0.34, bool(fit_tail), int(max_iter))
+    _in_blocks(_fit_kernel, npix, *fit_args, np.ones(npix, np.bool_), -1.0, -1.0, par, err, ok, threads=threads)
+    tie = None
+    if fit_tail:
+        # Pixels with few photopeak counts cannot pin a free tail (it trades off against
+        # the Gaussian width); they are refitted with the median tail share and length
+        # of the well-exposed pixels.
+        area0 = par[:, 0, 0] + par[:, 0, 1]
+        rich = ok[:, 0] & (area0 >= free_tail_min_counts) & (par[:, 0, 0] > 0)
+        weak = found & (area0 < free_tail_min_counts) | (found & ~ok[:, 0])
+        if np.count_nonzero(rich) >= 10 and np.any(weak):
+            share = float(np.median(par[rich, 0, 1] / par[rich, 0, 0]))
+            beta_per_sigma = float(np.median(par[rich, 0, 6] / par[rich, 0, 5]))
+            tie = (share, beta_per_sigma)
+            _in_blocks(_fit_kernel, npix, *fit_args, weak, share, beta_per_sigma, par, err, ok, threads=threads)
 
     mu = par[:, :, 4]
     mu_err = err[:, :, 4]
@@ -985,7 +1090,7 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
     q = _quadratic_fit(line_kev, mu, mu_err, use, g, systematic_kev) if quadratic else None
 
     fwhm = np.where(photo_ok, FWHM_PER_SIGMA * sigma_adu[:, 0] * g, np.nan)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         fwhm_err = np.where(photo_ok, fwhm * np.hypot(err[:, 0, 5] / sigma_adu[:, 0], g_err / g), np.nan)
         tail_fraction = np.where(photo_ok, par[:, 0, 1] / area[:, 0], np.nan)
 
@@ -995,12 +1100,20 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
     c_med = float(np.median(c[calibrated])) if np.any(calibrated) else c_med
     g_use = np.where(calibrated, g, g_med)
     c_use = np.where(calibrated, c, c_med)
-    noise_top_kev = 0.6 * float(line_kev.min())          # 8.3 keV for the Np L-alpha line
-    upper = (noise_top_kev - c_use) / g_use
+    # The noise peak sits near 0 ADU (offset-corrected readout) whatever the intercept;
+    # it is sought below half the ADU of the lowest line.
+    upper = 0.5 * (float(line_kev.min()) - c_use) / g_use
     noise_mu = np.empty(npix)
     noise_sigma = np.empty(npix)
     _noise_kernel(counts, edges, upper, noise_mu, noise_sigma)
     threshold = noise_mu + threshold_sigmas * noise_sigma
+    # Without a visible noise peak (offset-corrected readouts that clip the noise at
+    # 0 ADU) the noise is centred at zero energy, ADU = -intercept / gradient, with the
+    # photopeak's sigma (electronic noise dominates it): threshold there + k sigma.
+    from_noise = np.isfinite(threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fallback = np.maximum(-c / g + threshold_sigmas * sigma_adu[:, 0], 0.0)
+    threshold = np.where(from_noise, threshold, np.where(calibrated & photo_ok, fallback, np.nan))
     signal = _counts_above(counts, edges, upper)
 
     # good-pixel criteria
@@ -1015,7 +1128,8 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
     reasons[~found] |= NO_PHOTOPEAK
     reasons[found & ~photo_ok] |= FIT_FAILED
     reasons[photo_ok & (area[:, 0] < min_peak_counts)] |= LOW_COUNTS
-    reasons[photo_ok & ~calibrated] |= TOO_FEW_LINES
+    # two lines always lie on a straight line: a third is needed to check the line identification
+    reasons[photo_ok & (~calibrated | (use.sum(1) < min_lines))] |= TOO_FEW_LINES
     reasons[calibrated & ~(fwhm <= max_fwhm_kev)] |= FWHM_TOO_LARGE
     if np.any(calibrated):
         g_ref = np.median(g[calibrated & (reasons == 0)]) if np.any(calibrated & (reasons == 0)) else g_med
@@ -1032,7 +1146,8 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
                   max_fwhm_kev=max_fwhm_kev, gradient_tolerance=gradient_tolerance,
                   max_residual_kev=max_residual_kev, dead_fraction=dead_fraction, hot_factor=hot_factor,
                   noisy_factor=noisy_factor, threshold_sigmas=threshold_sigmas, strong_fraction=strong_fraction,
-                  smoothing=smoothing, systematic_kev=systematic_kev)
+                  smoothing=smoothing, systematic_kev=systematic_kev, free_tail_min_counts=free_tail_min_counts, min_lines=min_lines,
+                  tied_tail=None if tie is None else {"share": tie[0], "beta_per_sigma": tie[1]})
     return EnergyCalibration(
         gradients=np.where(calibrated, g, 0.0).reshape(shape2),
         intercepts=np.where(calibrated, c, 0.0).reshape(shape2),
@@ -1040,6 +1155,7 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
         good=good.reshape(shape2),
         reasons=reasons.reshape(shape2),
         threshold_adu=threshold.reshape(shape2),
+        threshold_from_noise_peak=from_noise.reshape(shape2),
         gradient_err=g_err.reshape(shape2),
         intercept_err=c_err.reshape(shape2),
         fwhm_err_kev=np.where(calibrated, fwhm_err, np.nan).reshape(shape2),
@@ -1066,9 +1182,9 @@ def _as_kernel_counts(flat):
     return np.ascontiguousarray(flat, dtype=np.float64)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _counts_above_kernel(counts, edges, upper, out):
-    for p in prange(counts.shape[0]):
+    for p in range(counts.shape[0]):
         s = 0
         for j in range(counts.shape[1]):
             if edges[j] >= upper[p]:
@@ -1228,3 +1344,42 @@ def cube_from_events(events, shape, bin_width_adu: float = DEFAULT_BIN_WIDTH_ADU
     nb = counts.shape[1]
     return SpectralCube(counts.reshape(rows, cols, nb), bin_width_adu * np.arange(nb + 1, dtype=np.float64),
                         unit="ADU", underflow=int(flow[0]), overflow=int(flow[1]))
+
+
+def calibrated_spectrum(cube_adu, calibration: EnergyCalibration, bins=None, mask=None):
+    """Sum of the pixel spectra of ``cube_adu`` after each is put on the keV scale.
+
+    Each ADU bin's counts go to the keV bin holding its calibrated centre. Bins below the
+    pixel's threshold suggestion, and a first bin starting at 0 ADU (the zero readings of
+    a frame histogram), are left out.
+
+    Parameters
+    ----------
+    cube_adu : SpectralCube in ADU
+    calibration : EnergyCalibration
+    bins : EnergyBins, optional
+        keV bins (default 0-100 keV in 0.1 keV).
+    mask : ndarray bool (rows, cols), optional
+        Pixels to include (default: the good pixels).
+
+    Returns
+    -------
+    (edges_kev (n + 1,), counts (n,) float64)
+    """
+    from ..spectra import EnergyBins
+    bins = bins or EnergyBins(0.0, 100.0, 0.1)
+    mask = calibration.good if mask is None else np.asarray(mask, bool)
+    centers = cube_adu.centers
+    g = calibration.gradients[mask]
+    c = calibration.intercepts[mask]
+    counts = cube_adu.counts[mask]
+    # Readings at or below the pixel's threshold suggestion are noise or empty frames
+    # (a frame histogram holds every zero reading in its first bin), not photons.
+    threshold = np.nan_to_num(calibration.threshold_adu[mask], nan=0.0)
+    total = np.zeros(bins.n)
+    for start in range(0, g.size, 2048):   # bounded memory on large detectors
+        part = slice(start, start + 2048)
+        e = g[part, None] * centers[None, :] + c[part, None]
+        keep = cube_adu.edges[None, :-1] >= np.maximum(threshold[part, None], cube_adu.edges[1] if cube_adu.edges[0] <= 0 else -np.inf)
+        total += np.histogram(e.ravel(), bins=bins.edges, weights=np.where(keep, counts[part], 0).ravel())[0]
+    return bins.edges, total
