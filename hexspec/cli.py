@@ -8,6 +8,7 @@ one-line message and a non-zero exit status (no traceback for user errors).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
@@ -59,6 +60,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"hexspec {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # output piped into a command that stopped reading (e.g. `| head`): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":

@@ -107,12 +107,17 @@ class ProcessingConfig:
             self.max_cluster_size = int(m)
         if self.bins is not None and not isinstance(self.bins, EnergyBins):
             b = self.bins
-            if isinstance(b, dict):
-                b = (b["start"], b["stop"], b["width"])
             try:
+                if isinstance(b, dict):
+                    b = (b["start"], b["stop"], b["width"])
+                if isinstance(b, (str, bytes)) or len(b) != 3:
+                    raise TypeError
                 self.bins = EnergyBins(*b)
-            except TypeError:
-                raise ConfigError(f"ProcessingConfig.bins: expected EnergyBins or (start, stop, width), found {b!r}") from None
+            except ConfigError:
+                raise
+            except (TypeError, ValueError, KeyError):
+                raise ConfigError(f"ProcessingConfig.bins: expected EnergyBins, (start, stop, width) or "
+                                  f"{{start, stop, width}}, found {self.bins!r}") from None
 
     # ------------------------------------------------------------------ derived
     @property

@@ -129,7 +129,7 @@ def _find_root(parent, k):
     return k
 
 
-_NEVER = np.iinfo(np.int64).min // 2   # "no hit yet" in the last-hit-frame state
+_NEVER = np.iinfo(np.int64).min   # "no hit yet": no frame number can be one after it
 
 
 @njit(cache=True, nogil=True)
@@ -362,7 +362,7 @@ class EventExtractor:
             batch = FrameBatch(batch)
         if batch.shape != self.shape:
             raise FormatError(f"EventExtractor: expected frames of shape {self.shape}, found {batch.shape}")
-        return batch, batch.frames.reshape(len(batch), -1)
+        return batch, batch.frames.reshape(len(batch), self.shape[0] * self.shape[1])
 
     def _run(self, flat, fnums, last_hit, state, stats):
         return _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self.gain, self.offset,

@@ -112,8 +112,19 @@ class SpectralCube:
         return np.diff(self.edges)
 
     @classmethod
-    def from_events(cls, events, bins: EnergyBins, shape, unit: str = "keV") -> "SpectralCube":
-        """Histogram an EventList into a new cube of the given (rows, cols)."""
+    def from_events(cls, events, bins, shape, unit: str | None = None) -> "SpectralCube":
+        """Histogram an EventList into a new cube of the given (rows, cols).
+
+        ``bins`` is an EnergyBins, or a ProcessingConfig whose resolved bins and energy
+        unit are used. ``unit`` defaults to the config's, else "keV".
+        """
+        if hasattr(bins, "resolved_bins"):
+            unit = unit or bins.energy_unit
+            bins = bins.resolved_bins()
+        if not isinstance(bins, EnergyBins):
+            raise ConfigError(f"SpectralCube.from_events: expected EnergyBins or a ProcessingConfig, found {bins!r} "
+                              "(a config's bins may be None: pass the config itself, or config.resolved_bins())")
+        unit = unit or "keV"
         counts = np.zeros((int(shape[0]), int(shape[1]), bins.n), dtype=np.uint32)
         flow = np.zeros(2, dtype=np.int64)
         _check_event_positions(events, shape)
@@ -143,9 +154,13 @@ class SpectralCube:
 
     def rebin(self, factor: int) -> "SpectralCube":
         """Merge ``factor`` adjacent energy bins (a trailing remainder is dropped)."""
+        if int(factor) != factor or factor < 1 or factor > self.counts.shape[2]:
+            raise ConfigError(f"SpectralCube.rebin: expected a whole factor from 1 to {self.counts.shape[2]}, found {factor}")
+        factor = int(factor)
         n = (self.counts.shape[2] // factor) * factor
-        c = self.counts[:, :, :n].reshape(*self.shape, n // factor, factor).sum(axis=3)
-        return SpectralCube(c, self.edges[: n + 1: factor], self.unit)
+        c = self.counts[:, :, :n].reshape(*self.shape, n // factor, factor).sum(axis=3, dtype=self.counts.dtype)
+        dropped = int(self.counts[:, :, n:].sum())
+        return SpectralCube(c, self.edges[: n + 1: factor], self.unit, self.underflow, self.overflow + dropped)
 
     def save(self, path, **kw) -> None:
         """Write the cube to a hexspec HDF5 file (FORMATS.md, /entry/spectra)."""
@@ -161,7 +176,10 @@ class SpectralCube:
     def __add__(self, other: "SpectralCube") -> "SpectralCube":
         if other.counts.shape != self.counts.shape or not np.array_equal(other.edges, self.edges):
             raise ConfigError("SpectralCube: can only add cubes of equal shape and edges")
-        return SpectralCube(self.counts + other.counts, self.edges, self.unit,
+        total = self.counts.astype(np.uint64) + other.counts
+        if self.counts.dtype == np.uint32 and total.size and total.max() > np.iinfo(np.uint32).max:
+            raise ConfigError("SpectralCube: the sum exceeds the uint32 range of a pixel's bin")
+        return SpectralCube(total.astype(self.counts.dtype), self.edges, self.unit,
                             self.underflow + other.underflow, self.overflow + other.overflow)
 
     def __repr__(self) -> str:

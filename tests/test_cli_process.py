@@ -67,10 +67,37 @@ def test_reprocessing_an_event_file_rebins_the_same_events(tmp_path, bin_file):
     path, _ = bin_file
     first, second = tmp_path / "a.h5", tmp_path / "b.h5"
     hexspec("process", path, "-o", first, "--threshold", 80, "--gradients", 0.025, "--events")
-    hexspec("process", first, "-o", second, "--bins", 0, 120, 1, "--gradients", 0.025, "--spectra")
+    hexspec("process", first, "-o", second, "--bins", 0, 120, 1, "--spectra")
     ev = hdf5.read_events(first)
-    np.testing.assert_array_equal(hdf5.read_cube(second).counts,
-                                  hx.SpectralCube.from_events(ev, hx.EnergyBins(0, 120, 1), (80, 80)).counts)
+    cube = hdf5.read_cube(second)
+    np.testing.assert_array_equal(cube.counts, hx.SpectralCube.from_events(ev, hx.EnergyBins(0, 120, 1), (80, 80)).counts)
+    assert cube.unit == "keV"      # the stored events were calibrated: their unit carries over
+
+
+def test_calibration_options_on_an_event_file_are_refused(tmp_path, bin_file):
+    path, _ = bin_file
+    first = tmp_path / "a.h5"
+    hexspec("process", path, "-o", first, "--threshold", 80, "--gradients", 0.025, "--events")
+    r = hexspec("process", first, "-o", tmp_path / "b.h5", "--gradients", 0.03, check=False)
+    assert r.returncode == 1 and "--gradients does not apply" in r.stderr
+
+
+def test_processing_a_file_onto_itself_is_refused_and_the_input_survives(tmp_path, bin_file):
+    path, _ = bin_file
+    first = tmp_path / "a.h5"
+    hexspec("process", path, "-o", first, "--threshold", 80, "--events")
+    n = len(hdf5.read_events(first))
+    r = hexspec("process", first, "-o", first, check=False)
+    assert r.returncode == 1 and "would overwrite the input" in r.stderr
+    assert len(hdf5.read_events(first)) == n > 0
+
+
+def test_allow_partial_reports_the_ignored_tail(tmp_path, bin_file):
+    path, _ = bin_file
+    with open(path, "ab") as fh:
+        fh.write(b"xyz")
+    r = hexspec("process", path, "-o", tmp_path / "o.h5", "--allow-partial")
+    assert "3 trailing bytes" in r.stderr and "200 frames" in r.stdout
 
 
 def test_real_odin_file_is_processed_at_its_own_160x160_shape(tmp_path):
@@ -84,6 +111,9 @@ def test_real_odin_file_is_processed_at_its_own_160x160_shape(tmp_path):
     ("partial", "is not a whole number of 80x80 uint16 frames"),
     ("badmap", "expected 6400 values for a 80 x 80 detector, found 10"),
     ("badmode", "invalid choice"),
+    ("batch0", "expected a whole number >= 1, found 0"),
+    ("shape0", "expected a whole number >= 1, found 0"),
+    ("unwritable", "cannot create the output file"),
 ])
 def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(tmp_path, bin_file, case, message):
     path, _ = bin_file
@@ -96,6 +126,13 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(tmp_path, bin_file, c
     elif case == "badmap":
         np.savetxt(tmp_path / "g.txt", np.ones(10))
         args += ["--gradients", tmp_path / "g.txt"]
+    elif case == "batch0":
+        args += ["--batch-size", "0"]
+    elif case == "shape0":
+        args += ["--shape", "0", "80"]
+    elif case == "unwritable":
+        (tmp_path / "afile").write_text("")
+        args[2] = tmp_path / "afile" / "o.h5"     # a folder that is a file
     else:
         args += ["--charge-sharing", "bogus"]
     r = hexspec("process", *args, check=False)

@@ -30,6 +30,9 @@ def test_defaults_are_uncalibrated_adu_bins_and_calibrated_kev_bins():
     (dict(gradients=np.ones(3)), r"found shape \(3,\)"),
     (dict(next_frame="yes"), "expected True or False"),
     (dict(gradients="m.txt"), "read it first"),
+    (dict(bins={"start": 0, "stop": 10}), r"expected EnergyBins, \(start, stop, width\)"),
+    (dict(bins="abc"), r"expected EnergyBins, \(start, stop, width\)"),
+    (dict(bins=(0, 10, -1)), "width must be positive"),
 ])
 def test_invalid_options_are_config_errors_that_name_what_was_found(kw, message):
     with pytest.raises(hx.ConfigError, match=message):

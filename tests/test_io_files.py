@@ -103,6 +103,24 @@ def test_calibration_map_round_trip_in_both_layouts(tmp_path, layout):
     np.testing.assert_allclose(calfiles.read_map(tmp_path / "m.txt", (5, 8)), m, rtol=1e-8)
 
 
+def test_transposed_calibration_matrix_is_refused(tmp_path):
+    np.savetxt(tmp_path / "m.txt", np.ones((8, 5)))
+    with pytest.raises(hx.FormatError, match="expected a 5 x 8 matrix.*found a 8 x 5 matrix"):
+        calfiles.read_map(tmp_path / "m.txt", (5, 8))
+
+
+def test_non_integer_cube_counts_are_refused_rather_than_truncated(tmp_path):
+    cube = hx.SpectralCube(np.full((2, 2, 3), 0.5), [0, 1, 2, 3])
+    with pytest.raises(hx.FormatError, match="must be whole numbers"):
+        cube.save(tmp_path / "c.h5")
+
+
+def test_spectra_only_file_gives_a_clear_error_for_events(tmp_path):
+    hx.SpectralCube(np.ones((2, 2, 3), np.uint32), [0, 1, 2, 3]).save(tmp_path / "c.h5")
+    with pytest.raises(hx.FormatError, match="expected /entry/events"):
+        list(hdf5.iter_events(tmp_path / "c.h5"))
+
+
 def test_calibration_map_with_a_wrong_count_names_the_expected_shape(tmp_path):
     np.savetxt(tmp_path / "m.txt", np.ones(39))
     with pytest.raises(hx.FormatError, match="expected 40 values for a 5 x 8 detector, found 39"):

@@ -48,6 +48,15 @@ def test_event_source_without_a_shape_is_a_clear_error():
         pipeline.run([hx.EventList([0], [0], [0], [1.0])], hx.ProcessingConfig())
 
 
+def test_empty_batches_give_no_events_and_no_error():
+    ex = hx.EventExtractor(hx.ProcessingConfig(), (4, 5))
+    assert len(ex(np.zeros((0, 4, 5), np.uint16))) == 0
+    fr = np.zeros((3, 4, 5), np.uint16)
+    fr[2, 1, 1] = 100
+    res = pipeline.run([hx.FrameBatch(fr[:0]), hx.FrameBatch(fr, [0, 1, 2])], hx.ProcessingConfig(threshold=10))
+    assert (res.stats.frames, res.stats.events) == (3, 1)
+
+
 def test_max_frames_stops_the_run():
     fr = np.zeros((100, 4, 4), np.uint16)
     res = pipeline.run(batches(fr, np.arange(100), 30), hx.ProcessingConfig(), max_frames=45)

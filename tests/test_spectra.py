@@ -76,3 +76,21 @@ def test_events_outside_the_detector_are_rejected_by_the_accumulator():
     acc = hx.SpectrumAccumulator(hx.ProcessingConfig(), (4, 4))
     with pytest.raises(hx.ConfigError, match="outside a 4 x 4 detector"):
         acc.add(hx.EventList([0], [4], [0], [100.0]))
+
+
+def test_from_events_accepts_a_config_and_takes_its_bins_and_unit():
+    ev = hx.EventList([0, 0], [0, 1], [0, 0], [100.0, 5000.0])
+    cube = hx.SpectralCube.from_events(ev, hx.ProcessingConfig(), shape=(2, 1))   # uncalibrated: ADU bins
+    assert cube.unit == "ADU" and cube.counts.shape == (2, 1, 1024)
+    assert cube.counts[0, 0, 100 // 16] == 1 and cube.counts[1, 0, 5000 // 16] == 1
+    with pytest.raises(hx.ConfigError, match="expected EnergyBins or a ProcessingConfig"):
+        hx.SpectralCube.from_events(ev, None, shape=(2, 1))
+
+
+def test_rebin_merges_adjacent_bins_and_counts_the_dropped_tail_as_overflow():
+    cube = hx.SpectralCube(np.arange(7, dtype=np.uint32).reshape(1, 1, 7), np.arange(8.0))
+    r = cube.rebin(3)
+    assert r.counts[0, 0].tolist() == [0 + 1 + 2, 3 + 4 + 5]
+    assert r.edges.tolist() == [0, 3, 6] and r.overflow == 6
+    with pytest.raises(hx.ConfigError, match="whole factor from 1 to 7"):
+        cube.rebin(0)

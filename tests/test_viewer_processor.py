@@ -237,3 +237,22 @@ def test_polygon_mask_of_a_right_triangle():
 def test_polygon_mask_needs_three_vertices():
     with pytest.raises(hx.ConfigError, match="at least 3"):
         polygon_mask((4, 4), [[0, 0], [1, 1]])
+
+
+# ----------------------------------------------------------------------------- display reductions
+
+def test_one_pass_image_and_spectrum_match_numpy_sums():
+    from hexspec.viewer.reduce import image_and_spectrum
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 1000, size=(7, 9, 50)).astype(np.uint32)
+    image, spectrum = image_and_spectrum(counts, 12, 31)
+    np.testing.assert_array_equal(image, counts[:, :, 12:31].astype(np.int64).sum(axis=2))
+    np.testing.assert_array_equal(spectrum, counts.astype(np.int64).sum(axis=(0, 1)))
+
+
+def test_window_bins_select_the_bins_whose_centres_lie_in_the_window():
+    from hexspec.viewer.reduce import window_bins
+    edges = np.arange(0.0, 10.5, 0.5)        # centres 0.25, 0.75, ..., 9.75
+    # [2.0, 3.6): centres 2.25, 2.75, 3.25 -> bins 4, 5, 6.
+    assert window_bins(edges, 2.0, 3.6) == (4, 7)
+    assert window_bins(edges) == (0, 20)

@@ -219,10 +219,32 @@ def test_log_colour_shows_log10_of_one_plus_counts(finished_window):
     np.testing.assert_allclose(win.image_item.image, np.log10(1.0 + win.last_image), rtol=1e-6)
 
 
-def test_autoscale_sets_colour_levels_to_the_image_range(finished_window):
+def test_autoscale_levels_span_the_image_from_its_minimum_to_its_995th_permille(finished_window):
     win = finished_window
     lo, hi = win.colorbar.levels()
-    assert (lo, hi) == (win.last_image.min(), win.last_image.max())
+    low, high = win.last_image.min(), np.percentile(win.last_image, 99.5)
+    assert lo == low
+    assert high <= hi <= low + 1.25 * (high - low) + 1e-9
+
+
+def test_autoscale_ignores_a_few_hot_pixels(qtbot, frames):
+    hot = frames.copy()
+    hot[:, 0, :2] = 300           # two pixels hit in every frame, ~100 x the others' counts
+    win = open_window(qtbot, batches_of(hot))
+    qtbot.waitUntil(lambda: win.processor.finished, timeout=20000)
+    win.refresh()
+    lo, hi = win.colorbar.levels()
+    ordinary = np.sort(win.last_image.ravel())[:-2]
+    assert hi <= 1.25 * ordinary.max()
+
+
+def test_autoscale_follows_a_window_with_fewer_counts(finished_window):
+    win = finished_window
+    win.set_window(55, 65)
+    win.refresh()
+    lo, hi = win.colorbar.levels()
+    assert lo == win.last_image.min()
+    assert np.percentile(win.last_image, 99.5) <= hi <= 1.25 * np.percentile(win.last_image, 99.5)
 
 
 def test_reset_clears_the_displayed_image_and_counters(finished_window):
@@ -259,6 +281,35 @@ def test_new_threshold_from_the_settings_restarts_with_fewer_events(qtbot, frame
     qtbot.waitUntil(lambda: win.processor.finished, timeout=20000)
     win.refresh()
     np.testing.assert_array_equal(win.last_image, numpy_cube(frames[100:], threshold=300).sum(axis=2))
+
+
+def test_calibration_file_switches_the_spectra_to_kev(qtbot, frames, tmp_path):
+    hdf5 = pytest.importorskip("hexspec.io.hdf5")
+    gate = threading.Semaphore(0)
+    parts = batches_of(frames)
+
+    def source():
+        for b in parts:
+            gate.acquire()
+            yield b
+
+    uncalibrated = hx.ProcessingConfig(threshold=20, next_frame=False, charge_sharing="none")
+    win = open_window(qtbot, source(), uncalibrated)
+    gate.release()
+    qtbot.waitUntil(lambda: win.processor.counters()["frames"] == 100, timeout=20000)
+    win.refresh()
+    assert win.processor.unit == "ADU"
+    path = tmp_path / "calibration.h5"
+    hdf5.write_results(path, "calibration", {"gradients": np.full(SHAPE, GRADIENT_KEV), "intercepts": np.zeros(SHAPE)})
+    win.apply_settings(calibration_path=path)
+    for _ in parts[1:]:
+        gate.release()
+    qtbot.waitUntil(lambda: win.processor.finished, timeout=20000)
+    win.refresh()
+    assert win.spectrum_plot.getAxis("bottom").labelText == "energy (keV)"
+    # Default calibrated bins: 0-200 keV in 0.25 keV (DESIGN.md); counts from frames 100 on.
+    bins = hx.EnergyBins(0, 200, 0.25)
+    np.testing.assert_array_equal(win.last_summed_spectrum, numpy_cube_of(frames[100:], bins).sum(axis=(0, 1)))
 
 
 def test_bad_settings_are_reported_and_the_view_keeps_running(finished_window):
@@ -347,22 +398,26 @@ def test_save_cube_writes_the_accumulated_counts_to_hdf5(finished_window, frames
 
 def test_peak_fit_of_the_selection_finds_the_line_centre(qtbot):
     pytest.importorskip("hexspec.fit")
-    # One line at 93.5 keV (374 ADU) with 1.5 keV Gaussian sigma on every pixel.
+    # One Gaussian line at 93.5 keV, sigma 1.5 keV, on every pixel. Energies are whole
+    # multiples of 0.25 keV and the bins are centred on them, so binning adds no shift.
     rng = np.random.default_rng(5)
     n = 300
     frames = np.zeros((n, *SHAPE), np.uint16)
     hits = rng.random(frames.shape) < 0.05
     frames[hits] = np.round(rng.normal(93.5, 1.5, hits.sum()) / GRADIENT_KEV).astype(np.uint16)
-    win = open_window(qtbot, batches_of(frames), config(bins=hx.EnergyBins(0, 200, 0.25)))
+    win = open_window(qtbot, batches_of(frames), config(bins=hx.EnergyBins(-0.125, 199.875, 0.25)))
     qtbot.waitUntil(lambda: win.processor.finished, timeout=20000)
     win.refresh()
     win.set_selection_mode("rectangle")
+    win.rect_roi.setPos((0, 0))
+    win.rect_roi.setSize((SHAPE[1], SHAPE[0]))
+    win.set_window(87.5, 99.5)           # +-4 sigma, symmetric about the line
     win.fit_peak()
     win.wait_for_analysis()
     fit = win.last_fit
-    # Rounding to 0.25 keV steps adds a uniform error of variance 0.25^2/12: negligible.
-    assert fit.center == pytest.approx(93.5, abs=0.1)
-    assert fit.fwhm == pytest.approx(2.3548 * 1.5, rel=0.1)
+    # About 8,400 events: the centre's standard error is 1.5 / sqrt(8400) = 0.016 keV.
+    assert fit.center == pytest.approx(93.5, abs=0.06)
+    assert fit.fwhm == pytest.approx(2.3548 * 1.5, rel=0.05)
     assert "centre" in win.analysis_message
 
 
@@ -399,3 +454,87 @@ def test_headless_command_saves_a_screenshot_that_is_not_blank(tmp_path, frames)
     img = QtGui.QImage(str(out))
     assert img.width() >= 800 and img.height() >= 500
     assert pixel_std(img) > 5.0
+
+
+def compton_frames(shape=(6, 8), n_frames=1000, seed=7):
+    """A broad line at the Compton energy (93.87 keV, sigma 2 keV), some 800 counts per pixel."""
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((n_frames, *shape), np.uint16)
+    hits = rng.random(frames.shape) < 0.8
+    frames[hits] = np.round(rng.normal(93.87, 2.0, hits.sum()) / GRADIENT_KEV).astype(np.uint16)
+    return frames
+
+
+def numpy_cube_of(frames, bins, threshold=20):
+    rows, cols = frames.shape[1:]
+    cube = np.zeros((rows, cols, bins.n), np.int64)
+    for r in range(rows):
+        for c in range(cols):
+            v = frames[:, r, c].astype(np.float64)
+            cube[r, c] = np.histogram(v[v > threshold] * GRADIENT_KEV, bins=bins.edges)[0]
+    return cube
+
+
+def test_s_parameter_button_maps_the_cube_with_the_per_pixel_pinhole_angle(qtbot):
+    compton = pytest.importorskip("hexspec.compton")
+    if not hasattr(compton, "s_parameter_map"):
+        pytest.skip("hexspec.compton.s_parameter_map is not part of this build")
+    frames = compton_frames()
+    win = open_window(qtbot, [hx.FrameBatch(frames)], config())
+    qtbot.waitUntil(lambda: win.processor.finished, timeout=20000)
+    win.refresh()
+    win.smap_button.click()
+    win.wait_for_analysis()
+    # Independently: the cube from numpy, the angle map from the reference geometry.
+    cube = hx.SpectralCube(numpy_cube_of(frames, BINS), BINS.edges)
+    theta = compton.PinholeGeometry(detector=hx.DetectorSpec(rows=6, cols=8)).theta_map()
+    expected = compton.s_parameter_map(cube, 115.0, theta)
+    assert np.count_nonzero(expected.ok) == 48
+    np.testing.assert_allclose(win.last_s_map.s, expected.s, rtol=1e-12)
+    np.testing.assert_allclose(win.map_item.image, expected.s, rtol=1e-12)
+
+
+def test_li_map_button_applies_the_loaded_calibration_line(qtbot, tmp_path):
+    pytest.importorskip("hexspec.compton")
+    lithium = pytest.importorskip("hexspec.calibration.lithium")
+    frames = compton_frames()
+    win = open_window(qtbot, [hx.FrameBatch(frames)], config())
+    qtbot.waitUntil(lambda: win.processor.finished, timeout=20000)
+    win.refresh()
+    win.smap_button.click()
+    win.wait_for_analysis()
+    s = win.last_s_map.s
+    # A line through (S = 0.5, 1-x = 0) and (S = 1.5, 1-x = 1): 1 - x = S - 0.5.
+    lithium.LithiumCalibration.fit([0.5, 1.5], [0.0, 1.0]).save(tmp_path / "li.json")
+    win.load_lithium_calibration(tmp_path / "li.json")
+    win.li_button.click()
+    win.wait_for_analysis()
+    np.testing.assert_allclose(win.last_li_map.li, s - 0.5, rtol=1e-9, atol=1e-12)
+    assert "Li map" in win.analysis_message
+
+
+def test_li_map_without_a_calibration_says_what_is_missing(finished_window):
+    win = finished_window
+    win.last_s_map = object()
+    win.li_button.click()
+    win.wait_for_analysis()
+    assert "Li calibration" in win.analysis_message
+
+
+def test_cursor_over_the_spectrum_reads_out_energy_and_counts_of_that_bin(finished_window, frames):
+    win = finished_window
+    vb = win.spectrum_plot.vb
+    y_mid = sum(vb.viewRange()[1]) / 2
+    win._spectrum_mouse_moved(vb.mapViewToScene(pg_point(60.2, y_mid)))   # bin [60.0, 60.5)
+    expected = int(numpy_cube(frames).sum(axis=(0, 1))[120])
+    assert win.cursor_label.text() == f"60.20 keV: summed {expected:,d}"
+
+
+def test_apply_button_takes_threshold_and_charge_sharing_from_the_controls(finished_window):
+    win = finished_window
+    win.threshold_spin.setValue(300)
+    win.sharing_combo.setCurrentText("csa")
+    win.next_frame_box.setChecked(True)
+    win.apply_button.click()
+    cfg = win.processor._pending_config or win.processor.config
+    assert (cfg.threshold, cfg.charge_sharing, cfg.next_frame) == (300.0, "csa", True)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
-from pathlib import Path
-
-import numpy as np
 
 from ..config import ProcessingConfig
 from ..errors import ConfigError
 from ..spectra import EnergyBins
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {v}")
+    return v
 
 
 def add_processing_options(parser) -> None:
@@ -21,18 +30,13 @@ def add_processing_options(parser) -> None:
     g.add_argument("--gradients", metavar="VALUE|FILE", help="keV per ADU: a number or a per-pixel map file")
     g.add_argument("--intercepts", metavar="VALUE|FILE", help="keV: a number or a per-pixel map file")
     g.add_argument("--calibration", metavar="FILE", help="hexspec HDF5 calibration (from `hexspec calibrate`): gradients and intercepts")
-    g.add_argument("--next-frame", dest="next_frame", action=argparse_bool(), default=None,
+    g.add_argument("--next-frame", dest="next_frame", action=argparse.BooleanOptionalAction, default=None,
                    help="discard hits at pixels hit in the previous frame (--no-next-frame to keep them)")
     g.add_argument("--charge-sharing", choices=("none", "csd", "csa"), help="charge-sharing handling (default csd)")
     g.add_argument("--window", type=int, choices=(3, 5), help="charge-sharing window (default 3)")
-    g.add_argument("--max-cluster-size", type=int, metavar="N", help="with csa: drop clusters of more than N pixels")
+    g.add_argument("--max-cluster-size", type=positive_int, metavar="N", help="with csa: drop clusters of more than N pixels")
     g.add_argument("--bins", nargs=3, type=float, metavar=("START", "STOP", "WIDTH"), help="histogram bins (keV, or ADU uncalibrated)")
-    g.add_argument("--shape", nargs=2, type=int, metavar=("ROWS", "COLS"), help="detector shape for headerless raw files (default 80 80)")
-
-
-def argparse_bool():
-    import argparse
-    return argparse.BooleanOptionalAction
+    g.add_argument("--shape", nargs=2, type=positive_int, metavar=("ROWS", "COLS"), help="detector shape for headerless raw files (default 80 80)")
 
 
 def _value_or_map(text, shape, name):
@@ -48,9 +52,14 @@ def _value_or_map(text, shape, name):
     return read_map(text, shape)
 
 
-def config_from_args(args, shape=None) -> ProcessingConfig:
-    """ProcessingConfig from --config plus command-line overrides; maps are read for ``shape``."""
-    base = ProcessingConfig.from_file(args.config).to_dict() if getattr(args, "config", None) else {}
+def config_from_args(args, shape=None, base: ProcessingConfig | None = None) -> ProcessingConfig:
+    """ProcessingConfig from ``base`` (or defaults), then --config, then command-line overrides.
+
+    Per-pixel map files are read for ``shape``.
+    """
+    base = base.to_dict() if base is not None else {}
+    if getattr(args, "config", None):
+        base.update(ProcessingConfig.from_file(args.config).to_dict())
     if getattr(args, "calibration", None):
         from ..io.hdf5 import read_calibration
         cal = read_calibration(args.calibration)
@@ -113,16 +122,3 @@ class Progress:
             self.stream.flush()
 
 
-def output_path(path, default) -> Path:
-    p = Path(path or default)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def as_shape(args, default=(80, 80)):
-    s = getattr(args, "shape", None)
-    return tuple(s) if s else tuple(default)
-
-
-def finite(a):
-    return np.asarray(a)[np.isfinite(a)]

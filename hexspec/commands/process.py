@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import FormatError
-from .common import Progress, add_processing_options, add_quiet_option, config_from_args
+from .common import Progress, add_processing_options, add_quiet_option, config_from_args, positive_int
 
 
 def register(sub) -> None:
@@ -17,11 +18,11 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file")
     p.add_argument("--events", action="store_true", help="store events")
     p.add_argument("--spectra", action="store_true", help="store the per-pixel spectral cube")
-    p.add_argument("--batch-size", type=int, default=1000, help="frames per batch (default 1000)")
-    p.add_argument("--threads", type=int, default=1, help="worker threads for event extraction (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="frames per batch (default 1000)")
+    p.add_argument("--threads", type=positive_int, default=1, help="worker threads for event extraction (default 1)")
     p.add_argument("--reorder", action="store_true", help="undo the ASIC pixel order of older firmware (.bin files)")
     p.add_argument("--allow-partial", action="store_true", help="read the whole frames of a truncated .bin file")
-    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--max-frames", type=positive_int, help="stop after N frames")
     add_processing_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -34,12 +35,27 @@ def run(args) -> int:
     path = Path(args.input)
     if not path.exists():
         raise FormatError(f"{path}: no such file")
-    events_only = False
+    if Path(args.output).resolve() == path.resolve():
+        raise FormatError(f"{path}: the output would overwrite the input; give another -o")
     kind = framefile.frame_file_kind(path)
-    if kind == "hexspec" and hdf5.count_frames(path) == 0:
-        events_only = True
+    events_only = kind == "hexspec" and hdf5.count_frames(path) == 0
     shape = framefile.frame_shape(path, default=tuple(args.shape) if args.shape else (80, 80))
-    cfg = config_from_args(args, shape)
+    if events_only:
+        # The events already carry energies (keV or ADU, as their stored config says):
+        # only the binning can change.
+        for name in ("threshold", "gradients", "intercepts", "calibration", "charge_sharing", "window",
+                     "max_cluster_size", "next_frame"):
+            if getattr(args, name, None) is not None:
+                raise FormatError(f"{path} holds events that were already extracted; --{name.replace('_', '-')} "
+                                  "does not apply (only --bins does); process the raw frames to change it")
+        stored = hdf5.read_config(path)
+        cfg = config_from_args(args, shape, base=stored)
+    else:
+        cfg = config_from_args(args, shape)
+    if kind == "gige":
+        leftover = path.stat().st_size % (shape[0] * shape[1] * 2)
+        if leftover and args.allow_partial:
+            print(f"{path.name}: {leftover} trailing bytes after the last whole frame were not read", file=sys.stderr)
     store_events = args.events or not args.spectra
     store_spectra = args.spectra or not args.events
     if events_only:

@@ -42,6 +42,22 @@ def _raw_formatter():
     return argparse.RawDescriptionHelpFormatter
 
 
+def _with_simulator_calibration(config, source, args):
+    """For sim:// without a calibration, use the simulator's own gain maps so energies are in keV.
+
+    The simulator knows its detector's calibration exactly; showing ADU would only hide
+    the spectra a user came to look at. Any calibration option given wins.
+    """
+    simulator = getattr(source, "simulator", None)
+    gradients = getattr(simulator, "gradients", None)
+    intercepts = getattr(simulator, "intercepts", None)
+    if config.calibrated or gradients is None or intercepts is None:
+        return config
+    print(f"{args.source}: using the simulator's own energy calibration "
+          "(give --gradients/--intercepts or --calibration to use another)")
+    return config.replace(gradients=gradients, intercepts=intercepts)
+
+
 def run(args) -> int:
     try:
         import pyqtgraph  # noqa: F401  (checked here to give a useful message)
@@ -51,19 +67,28 @@ def run(args) -> int:
         raise ConfigError(f"--refresh: expected a positive rate in Hz, found {args.refresh}")
     if args.exit_after is not None and args.exit_after < 0:
         raise ConfigError(f"--exit-after: expected seconds >= 0, found {args.exit_after}")
+    if "://" not in args.source:
+        raise ConfigError(f"SOURCE {args.source!r}: expected a URL such as tcp://HOST:PORT, serial:///dev/ttyACM0, "
+                          "file:///data/run.h5 or sim://")
     shape = tuple(args.shape) if args.shape else None
     config = config_from_args(args, shape=shape)
     from ..drivers import open_source
     from ..viewer.app import run_viewer
 
     # A live view waits for data however long it takes; closing the window ends it.
-    source = open_source(args.source, shape=shape, timeout_s=None)
+    open_options = {"shape": shape, "timeout_s": None}
+    if args.source.startswith("sim://"):
+        # The simulator's gain maps are needed here; the child process feeding the viewer
+        # opens its own simulator with the same seed. (Other sources are not opened twice:
+        # a PULL socket opened and closed here would take frames meant for the viewer.)
+        probe = open_source(args.source, **open_options)
+        try:
+            config = _with_simulator_calibration(config, probe, args)
+        finally:
+            probe.close()
     window = "compton" if args.compton_window else (tuple(args.energy_window) if args.energy_window else None)
-    try:
-        run_viewer(source, config, source_label=args.source, refresh_hz=args.refresh, e1_kev=args.e1,
-                   screenshot=args.screenshot, exit_after=args.exit_after, window_kev=window)
-    finally:
-        source.close()
+    run_viewer(args.source, config, source_label=args.source, refresh_hz=args.refresh, e1_kev=args.e1,
+               screenshot=args.screenshot, exit_after=args.exit_after, window_kev=window, open_options=open_options)
     if args.screenshot:
         print(f"screenshot saved to {args.screenshot}")
     return 0

@@ -32,9 +32,14 @@ def read_map(path, shape) -> np.ndarray:
     if not path.exists():
         raise FormatError(f"{path}: no such calibration map")
     try:
-        values = np.loadtxt(path, dtype=np.float64, ndmin=1).reshape(-1)
+        table = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except ValueError as exc:
         raise FormatError(f"{path}: expected whitespace-separated numbers, found text that does not parse ({exc})") from None
+    if table.shape[0] > 1 and table.shape[1] > 1 and table.shape != (rows, cols):
+        # a matrix must have the detector's own shape: a transposed map would otherwise read silently
+        raise FormatError(f"{path}: expected a {rows} x {cols} matrix (or {rows * cols} values one per line), "
+                          f"found a {table.shape[0]} x {table.shape[1]} matrix")
+    values = table.reshape(-1)
     if values.size != rows * cols:
         raise FormatError(
             f"{path}: expected {rows * cols} values for a {rows} x {cols} detector, found {values.size}")

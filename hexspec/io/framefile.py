@@ -62,5 +62,7 @@ def frame_shape(path, default=(80, 80)):
     with h5py.File(path, "r", locking=False) as f:
         if kind == "odin":
             return tuple(f["raw_frames"].shape[1:])
+        if "entry/instrument/detector" not in f:
+            raise FormatError(f"{path}: a hexspec file without /entry/instrument/detector holds no frames or events")
         d = f["entry/instrument/detector"]
         return (int(d["rows"][()]), int(d["cols"][()]))

@@ -25,6 +25,8 @@ def asic_order(cols: int) -> np.ndarray:
 
 
 def _frame_count(path: Path, shape, allow_partial: bool):
+    if int(shape[0]) < 1 or int(shape[1]) < 1:
+        raise FormatError(f"{path}: frame shape must be positive, found {tuple(shape)}")
     size = path.stat().st_size
     frame_bytes = int(shape[0]) * int(shape[1]) * 2
     n, rest = divmod(size, frame_bytes)
@@ -42,6 +44,8 @@ def iter_gige_bin(path, shape=(80, 80), batch_size: int = 1000, reorder: bool = 
     path = Path(path)
     if not path.exists():
         raise FormatError(f"{path}: no such file")
+    if batch_size < 1:
+        raise FormatError(f"iter_gige_bin: batch_size must be >= 1, found {batch_size}")
     n, _ = _frame_count(path, shape, allow_partial)
     if n == 0:
         return

@@ -100,8 +100,11 @@ class HexspecWriter:
             self.f = _open(self.path, "a")
             self._attach()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = h5py.File(self.path, "w", libver="latest" if swmr else "earliest", locking=False)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.f = h5py.File(self.path, "w", libver="latest" if swmr else "earliest", locking=False)
+            except OSError as exc:
+                raise FormatError(f"{self.path}: cannot create the output file ({exc})") from None
             self._create(config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk)
             self._attach()
         self.swmr = swmr
@@ -210,6 +213,7 @@ class HexspecWriter:
             raise FormatError(f"{self.path}: this file was opened without a spectra group")
         if cube.counts.shape != self._counts.shape:
             raise FormatError(f"{self.path}: expected a cube of shape {self._counts.shape}, found {cube.counts.shape}")
+        _check_counts(cube.counts, self.path)
         self._counts[...] = cube.counts
         g = self._counts.parent
         g["underflow"][()] = cube.underflow
@@ -251,6 +255,16 @@ class HexspecWriter:
         self.close()
 
 
+def _check_counts(counts, path):
+    """Counts are stored as uint32: refuse what would not survive that."""
+    c = np.asarray(counts)
+    if c.dtype.kind == "f" and c.size and not np.all(np.floor(c) == c):
+        raise FormatError(f"{path}: spectra counts must be whole numbers, found non-integer values (dtype {c.dtype})")
+    if c.size and (c.min() < 0 or c.max() > np.iinfo(np.uint32).max):
+        raise FormatError(f"{path}: spectra counts must lie in 0..2^32-1 to be stored as uint32, "
+                          f"found range [{c.min()}, {c.max()}]")
+
+
 def _write_results_group(entry, group_name, arrays, attrs):
     res = entry.require_group("results")
     if group_name in res:
@@ -282,9 +296,10 @@ def write_cube(path, cube: SpectralCube, config: ProcessingConfig | None = None,
         if bins is not None:
             w.write_spectra(cube)
         else:
+            _check_counts(cube.counts, path)
             g = w.f["entry"].create_group("spectra")
             g.attrs.update(NX_class="NXdata", signal="counts")
-            g["counts"] = cube.counts
+            g["counts"] = np.asarray(cube.counts).astype(np.uint32)
             g["energy"] = cube.centers
             g["energy_edges"] = cube.edges
         w.f["entry/spectra/energy"].attrs["units"] = cube.unit
@@ -318,8 +333,13 @@ def read_events(path) -> EventList:
 
 def iter_events(path, batch_size: int = 1_000_000):
     """Events of a hexspec file in batches (bounded memory)."""
+    if batch_size < 1:
+        raise FormatError(f"iter_events: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
-        g = _entry(f, path)["events"]
+        e = _entry(f, path)
+        if "events" not in e:
+            raise FormatError(f"{path}: expected /entry/events, found {sorted(e.keys())}")
+        g = e["events"]
         n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
         for s in range(0, n, batch_size):
             yield EventList(*(g[name][s:min(s + batch_size, n)] for name, _ in EVENT_FIELDS))
@@ -361,6 +381,8 @@ def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
 
 def iter_frames(path, batch_size: int = 1000):
     """Raw frames of a hexspec file in batches (bounded memory)."""
+    if batch_size < 1:
+        raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
         e = _entry(f, path)
         if "frames" not in e:

@@ -126,20 +126,29 @@ def s_parameter_map(cube, e1_kev: float = E1_KEV, theta_rad=None):
     return smap(cube, e1_kev, theta_rad)
 
 
-def lithium_map(s_values, calibration):
-    """1 - x per pixel from an S map through a Li calibration (PHYSICS.md eq. 5).
+def load_lithium_calibration(path):
+    """Read a Li calibration (S -> 1 - x) written by ``LithiumCalibration.save``."""
+    try:
+        from ..calibration import LithiumCalibration
+    except (ImportError, AttributeError) as exc:
+        raise AnalysisUnavailable(f"Li calibrations are not available in this installation ({exc})") from None
+    return LithiumCalibration.load(path)
+
+
+def lithium_map(s_map, calibration):
+    """Li content 1 - x per pixel from an S map through a Li calibration (PHYSICS.md eq. 5).
 
     Parameters
     ----------
-    s_values : ndarray (rows, cols)
-        S-parameter per pixel.
-    calibration : callable
-        A ``hexspec.calibration.LithiumCalibration`` (S -> 1 - x).
+    s_map : hexspec.compton.SMap
+        S-parameter per pixel with its errors.
+    calibration : hexspec.calibration.LithiumCalibration
+
+    Returns
+    -------
+    hexspec.calibration.lithium.LithiumMap
+        ``li``, ``li_err`` (propagated), ``extrapolated`` (S outside the reference range), ``ok``.
     """
     if calibration is None:
         raise AnalysisUnavailable("no Li calibration loaded: choose a Li calibration file first")
-    out = calibration(np.asarray(s_values, dtype=np.float64))
-    # A calibration may return the value alone or (value, error, flags); the map is the value.
-    if isinstance(out, tuple):
-        out = out[0]
-    return np.asarray(getattr(out, "value", out), dtype=np.float64)
+    return calibration.apply(s_map)

@@ -49,13 +49,15 @@ def _dark_theme(app, QtGui):
 
 
 def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 10.0, e1_kev: float = 115.0,
-               screenshot=None, exit_after=None, window_kev=None) -> int:
+               screenshot=None, exit_after=None, window_kev=None, open_options=None) -> int:
     """Open the live viewer on ``source`` and run until the window closes.
 
     Parameters
     ----------
-    source : iterable of FrameBatch
-        An opened source (``hexspec.drivers.open_source(url)``) or any iterable of batches.
+    source : str or iterable of FrameBatch
+        A source URL, opened and processed in a child process (the display then never
+        competes with a full-rate stream for the interpreter), or an opened source /
+        any iterable of batches, processed in a thread of this process.
     config : ProcessingConfig, optional
     source_label : str
         Shown in the window title (the URL).
@@ -69,6 +71,8 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
         Close after this many seconds (with ``screenshot``: default 5 s).
     window_kev : (float, float) or "compton", optional
         Initial energy window of the count image.
+    open_options : dict, optional
+        With a URL: keyword arguments for ``hexspec.drivers.open_source``.
 
     Returns
     -------
@@ -76,6 +80,7 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
         0 on success.
     """
     from .processor import LiveProcessor
+    from .qtcompat import keep_none_alive
     headless = screenshot is not None
     if headless:
         screenshot = screenshot_path(screenshot)
@@ -85,7 +90,11 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
     from pyqtgraph.Qt import QtCore
     from .window import ViewerWindow
 
-    processor = LiveProcessor(source, config)
+    if isinstance(source, str):
+        from .subprocess_worker import SubprocessProcessor
+        processor = SubprocessProcessor(source, config, open_options=open_options)
+    else:
+        processor = LiveProcessor(source, config)
     window = ViewerWindow(processor, source_label=source_label, refresh_hz=refresh_hz, e1_kev=e1_kev)
     window.show()
     saved = {}
@@ -131,10 +140,11 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
     window.deleteLater()
     app.processEvents()
     del window
+    keep_none_alive()
     if "error" in saved:
         raise HexspecError(saved["error"])
     if processor.error:
-        print(f"hexspec view: the source stopped: {processor.error}")
+        raise HexspecError(f"the source stopped: {processor.error}")
     return 0
 
 

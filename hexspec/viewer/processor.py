@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..events import EventExtractor
 from ..frames import FrameBatch
 from ..spectra import SpectralCube, SpectrumAccumulator
+from .reduce import image_and_spectrum, window_bins
 
 log = logging.getLogger(__name__)
 
@@ -267,12 +268,17 @@ class LiveProcessor:
             if self._accumulator is None:
                 return None
             cube = self._accumulator.cube
-            # Same bins as SpectralCube.image, but as a slice: the bins in a window are
-            # contiguous, and a slice avoids copying the cube on every refresh.
-            centers = cube.centers
-            lo = 0 if emin is None else int(np.searchsorted(centers, emin, side="left"))
-            hi = centers.size if emax is None else int(np.searchsorted(centers, emax, side="left"))
+            # Same bins as SpectralCube.image, but as a slice: no copy of the cube.
+            lo, hi = window_bins(cube.edges, emin, emax)
             return cube.counts[:, :, lo:hi].sum(axis=2, dtype=np.int64)
+
+    def image_and_spectrum(self, emin=None, emax=None):
+        """(:meth:`image` over [emin, emax), :meth:`spectrum` of all pixels) in one pass; (None, None) before data."""
+        with self._lock:
+            if self._accumulator is None:
+                return None, None
+            cube = self._accumulator.cube
+            return image_and_spectrum(cube.counts, *window_bins(cube.edges, emin, emax))
 
     def spectrum(self, mask=None) -> np.ndarray:
         """Counts per bin summed over ``mask`` (rows, cols) bool, or over all pixels."""

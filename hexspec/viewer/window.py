@@ -28,11 +28,41 @@ from pyqtgraph.Qt import QtCore, QtWidgets
 from ..errors import HexspecError
 from . import analysis
 from .processor import LiveProcessor
+from .qtcompat import keep_none_alive
 from .roi import polygon_mask, rect_mask
 
 #: Panels that can be exported as PNG.
 PANELS = ("window", "image", "spectrum", "rates", "analysis")
 SELECTIONS = ("cursor pixel", "rectangle", "polygon")
+
+
+#: Upper colour level of autoscale: this percentile of the pixel values, so that a few
+#: hot pixels (every real detector has some) do not turn the rest of the image dark.
+AUTOSCALE_PERCENTILE = 99.5
+
+
+def robust_range(values) -> tuple[float, float]:
+    """(minimum, AUTOSCALE_PERCENTILE-th percentile) of an image; the maximum if that percentile is not above the minimum."""
+    low = float(np.min(values))
+    high = float(np.percentile(values, AUTOSCALE_PERCENTILE))
+    if high <= low:
+        high = float(np.max(values))
+    return low, high
+
+
+def autoscale_levels(low: float, high: float, current):
+    """Colour levels for autoscale: (low, high) with headroom, or None to keep ``current``.
+
+    The upper level moves only when the image maximum passes it or falls below 60 % of
+    it, and then to 1.25 x the maximum: the colour bar stays readable, and its axis is
+    not redrawn on every refresh while counts accumulate.
+    """
+    if high <= low:
+        high = low + 1.0
+    lo, hi = (None, None) if current is None else (float(current[0]), float(current[1]))
+    if lo == low and hi is not None and 0.6 * hi <= high <= hi:
+        return None
+    return low, low + 1.25 * (high - low)
 
 
 def _format_elapsed(seconds: float) -> str:
@@ -82,8 +112,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._tick_times = collections.deque(maxlen=64)
         self._analysis_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hexspec-analysis")
         self._analysis_job = None
-        self._calibration_path = None
+        self._chosen_calibration = None     # picked in the file dialog, used by Apply
 
+        keep_none_alive()
         self._build_ui()
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(max(1, int(round(1000.0 / refresh_hz))))
@@ -128,6 +159,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         for w in (self.autoscale_box, self.log_image_box, QtWidgets.QLabel("spectrum of"), self.selection_combo):
             bar.addWidget(w)
         bar.addStretch(1)
+        self.total_label = QtWidgets.QLabel("")
+        bar.addWidget(self.total_label)
+        bar.addSpacing(12)
         bar.addWidget(self.pixel_label)
         lay.addLayout(bar)
         self.image_widget = pg.GraphicsLayoutWidget()
@@ -142,6 +176,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
                                         interactive=True, width=18)
         self.colorbar.setImageItem(self.image_item, insert_in=self.image_plot)
         self.colorbar.sigLevelsChangeFinished.connect(self._user_levels)
+        # Fixed axis widths: tick labels that change width as counts grow would otherwise
+        # re-lay out the whole plot, and repaint every axis, on each refresh.
+        self.colorbar.getAxis("right").setWidth(62)
+        self.colorbar.getAxis("right").enableAutoSIPrefix(False)
+        self.image_plot.getAxis("left").setWidth(44)
         self.rect_roi = pg.RectROI([0, 0], [1, 1], pen=pg.mkPen("#ff5050", width=2), snapSize=1.0,
                                    translateSnap=True, scaleSnap=True)
         self.poly_roi = pg.PolyLineROI([[0, 0], [1, 0], [1, 1]], closed=True, pen=pg.mkPen("#50c8ff", width=2))
@@ -167,6 +206,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.map_plot.addItem(self.map_item)
         self.map_bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("magma"), interactive=True, width=18)
         self.map_bar.setImageItem(self.map_item, insert_in=self.map_plot)
+        self.map_bar.getAxis("right").enableAutoSIPrefix(False)
         alay.addWidget(self.map_widget)
         self.image_tabs.addTab(amap, "Analysis map")
         self.map_panel = amap
@@ -188,24 +228,34 @@ class ViewerWindow(QtWidgets.QMainWindow):
         for w in (self.log_y_box, self.all_energies_button, self.compton_button):
             bar.addWidget(w)
         bar.addStretch(1)
+        self.cursor_label = QtWidgets.QLabel("")
+        bar.addWidget(self.cursor_label)
+        bar.addSpacing(12)
         bar.addWidget(self.window_label)
         lay.addLayout(bar)
         self.spectrum_widget = pg.PlotWidget()
         plot = self.spectrum_plot = self.spectrum_widget.getPlotItem()
-        plot.showGrid(x=True, y=True, alpha=0.25)
+        # No grid: grid lines are drawn by the axes, so with a grid every curve update
+        # repaints both axes, which doubles the cost of a refresh. The cursor readout
+        # gives exact energies instead.
+        plot.getAxis("left").setWidth(62)
         plot.setLabel("left", "counts per bin")
         plot.setLabel("bottom", "energy", units=None)
-        plot.addLegend(offset=(-10, 10))
+        self.legend = plot.addLegend(offset=(-10, 10))
         self.summed_curve = plot.plot([0, 1], [0], stepMode="center", pen=pg.mkPen("#c8c8c8", width=1),
                                       name="summed, all pixels")
         self.selection_curve = plot.plot([0, 1], [0], stepMode="center", pen=pg.mkPen("#ffb000", width=2),
                                          name="selection")
         self.fit_curve = plot.plot([], [], pen=pg.mkPen("#ff3030", width=2, style=QtCore.Qt.DashLine), name="peak fit")
         plot.setLogMode(y=True)
+        plot.enableAutoRange(x=False, y=False)
+        self._y_log = None
         self.region = pg.LinearRegionItem(values=(0, 1), brush=pg.mkBrush(80, 160, 255, 50))
+        self._region_brushes = (pg.mkBrush(80, 160, 255, 50), pg.mkBrush(0, 0, 0, 0))
         self.region.setZValue(-10)
         self.region.sigRegionChangeFinished.connect(self._region_dragged)
         plot.addItem(self.region)
+        self.spectrum_widget.scene().sigMouseMoved.connect(self._spectrum_mouse_moved)
         lay.addWidget(self.spectrum_widget, 1)
         self.spectrum_panel = panel
         return panel
@@ -315,12 +365,15 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.analysis_label.setAlignment(QtCore.Qt.AlignTop | QtCore.Qt.AlignLeft)
         lay.addWidget(self.analysis_label, 1)
         self.analysis_panel = box
-        self._s_map = None
+        self.last_s_map = None
+        self.last_li_map = None
+        self.last_fit = None
         return box
 
     # ================================================================= refresh
     def refresh(self):
         """Redraw from the processor's current cube (called by the timer)."""
+        keep_none_alive()
         now = time.monotonic()
         self.refresh_count += 1
         self._tick_times.append(now)
@@ -340,8 +393,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
         if key == self._drawn_key:
             return
         self._drawn_key = key
-        self._draw_image()
-        self._draw_spectra()
+        counts, summed = proc.image_and_spectrum(*(self.window_range or (None, None)))
+        if counts is None:
+            return
+        self._draw_image(counts)
+        self._draw_spectra(summed)
 
     def _update_rates(self, c, now):
         hist = self._rate_history
@@ -376,10 +432,13 @@ class ViewerWindow(QtWidgets.QMainWindow):
             "events": f"{c['events']:,d}", "refresh_hz": f"{refresh_hz:.1f} Hz", "state": state,
         }
         for key, value in text.items():
-            self.rate_labels[key].setText(value)
-        self.rate_labels["dropped"].setStyleSheet("color: #e04040" if c["dropped"] else "")
-        self.rate_labels["corrupt"].setStyleSheet("color: #e04040" if c["corrupt"] else "")
-        self.rate_labels["state"].setStyleSheet("color: #e04040" if c["error"] else "")
+            label = self.rate_labels[key]
+            if label.text() != value:      # an unchanged label need not be laid out and repainted
+                label.setText(value)
+        for key, alarm in (("dropped", c["dropped"]), ("corrupt", c["corrupt"]), ("state", c["error"])):
+            style = "color: #e04040" if alarm else ""
+            if self.rate_labels[key].styleSheet() != style:
+                self.rate_labels[key].setStyleSheet(style)
 
     def _axes_changed(self, edges, unit):
         self._edges, self._unit = edges.copy(), unit
@@ -399,29 +458,29 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.image_plot.setRange(xRange=(0, cols), yRange=(0, rows), padding=0.02)
         self._mask_cache = None
 
-    def _draw_image(self):
-        counts = self.processor.image(*(self.window_range or (None, None)))
-        if counts is None:
-            return
+    def _draw_image(self, counts):
         self.last_image = counts
         shown = np.log10(1.0 + counts) if self.log_image_box.isChecked() else counts.astype(np.float32)
         self.image_item.setImage(shown, autoLevels=False)
         if self.autoscale_box.isChecked():
-            lo, hi = float(shown.min()), float(shown.max())
-            self.colorbar.setLevels((lo, hi if hi > lo else lo + 1.0))
+            levels = autoscale_levels(*robust_range(shown), self.colorbar.levels())
+            if levels is not None:
+                self.colorbar.setLevels(levels)
         if self.window_range is None:
             title = "counts, all energies"
         else:
             title = f"counts, {self.window_range[0]:.1f}–{self.window_range[1]:.1f} {self._unit}"
-        total = int(counts.sum())
-        self.image_plot.setTitle(f"{title}  (total {total:,d})")
-        self.colorbar.axis.setLabel("log10(1 + counts)" if self.log_image_box.isChecked() else "counts")
+        bar_label = "log10(1 + counts)" if self.log_image_box.isChecked() else "counts"
+        # Titles and labels live inside the plot layout: setting them, even to the same
+        # text, re-lays out and repaints every axis, which is most of a refresh offscreen.
+        if (title, bar_label) != getattr(self, "_image_labels", None):
+            self._image_labels = (title, bar_label)
+            self.image_plot.setTitle(title)
+            self.colorbar.axis.setLabel(bar_label)
+        self.total_label.setText(f"total {int(counts.sum()):,d} counts")
 
-    def _draw_spectra(self):
-        summed = self.processor.spectrum()
+    def _draw_spectra(self, summed):
         selection = self.selection_spectrum()
-        if summed is None:
-            return
         self.last_summed_spectrum = summed
         self.last_selection_spectrum = selection
         log_y = self.log_y_box.isChecked()
@@ -432,9 +491,33 @@ class ViewerWindow(QtWidgets.QMainWindow):
             return np.maximum(v, 0.5) if log_y else v
 
         self.summed_curve.setData(self._edges, y(summed), stepMode="center")
-        self.selection_curve.setVisible(selection is not None)
+        shown = selection is not None
+        if shown != self.selection_curve.isVisible():
+            self.selection_curve.setVisible(shown)
+            # The legend lists the selection only while there is one.
+            if shown:
+                self.legend.addItem(self.selection_curve, self.selection_mode())
+            else:
+                self.legend.removeItem(self.selection_curve)
         if selection is not None:
             self.selection_curve.setData(self._edges, y(selection), stepMode="center")
+        self._autorange_y(float(summed.max()) if summed.size else 0.0, log_y)
+
+    def _autorange_y(self, peak, log_y):
+        # pyqtgraph's own auto-range moves the axis on every refresh while counts grow,
+        # and repainting axes is the dearest part of a refresh; stepping the range with
+        # headroom moves it about once per doubling of the counts.
+        if log_y:
+            top = math.log10(max(peak, 1.0))
+            current = getattr(self, "_y_top", None)
+            if current is None or top > current or top < current - 1.5 or self._y_log is not True:
+                self._y_top, self._y_log = top + 0.5, True
+                self.spectrum_plot.setYRange(math.log10(0.5), self._y_top, padding=0)
+        else:
+            current = getattr(self, "_y_top", None)
+            if current is None or peak > current or peak < current / 2.5 or self._y_log is not False:
+                self._y_top, self._y_log = max(peak, 1.0) * 1.25, False
+                self.spectrum_plot.setYRange(0, self._y_top, padding=0)
 
     # ================================================================= selection (cursor pixel / ROI)
     def selection_mode(self) -> str:
@@ -450,7 +533,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.poly_roi.setVisible(mode == "polygon")
         self._mask_cache = None
         self._drawn_key = None
-        self.selection_curve.opts["name"] = mode
+        if self.selection_curve.isVisible():
+            self.legend.removeItem(self.selection_curve)
+            self.legend.addItem(self.selection_curve, mode)
         self._request_redraw()
 
     def _selection_changed(self, *_):
@@ -509,6 +594,18 @@ class ViewerWindow(QtWidgets.QMainWindow):
         if 0 <= row < self._shape[0] and 0 <= col < self._shape[1] and (row, col) != self.hover_pixel:
             self.set_hover_pixel(row, col)
 
+    def _spectrum_mouse_moved(self, pos):
+        vb = self.spectrum_plot.vb
+        if self._edges is None or not vb.sceneBoundingRect().contains(pos):
+            return
+        energy = vb.mapSceneToView(pos).x()
+        k = int(np.searchsorted(self._edges, energy, side="right")) - 1
+        if 0 <= k < len(self._edges) - 1 and self.last_summed_spectrum is not None:
+            text = f"{energy:.2f} {self._unit}: summed {int(self.last_summed_spectrum[k]):,d}"
+            if self.last_selection_spectrum is not None:
+                text += f", selection {int(self.last_selection_spectrum[k]):,d}"
+            self.cursor_label.setText(text)
+
     # ================================================================= energy window
     def set_window(self, emin: float, emax: float) -> None:
         """Show the count image over [emin, emax) (keV, or ADU uncalibrated)."""
@@ -517,6 +614,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.region.blockSignals(True)
         self.region.setRegion((emin, emax))
         self.region.blockSignals(False)
+        self.region.setBrush(self._region_brushes[0])
         self.window_label.setText(f"window: {emin:.1f}–{emax:.1f} {self._unit or ''}")
         self._request_redraw()
 
@@ -527,6 +625,8 @@ class ViewerWindow(QtWidgets.QMainWindow):
             self.region.blockSignals(True)
             self.region.setRegion((self._edges[0], self._edges[-1]))
             self.region.blockSignals(False)
+        # All energies: only the two edges show (drag one in to choose a window), no tint.
+        self.region.setBrush(self._region_brushes[1])
         self.window_label.setText("window: all energies")
         self._request_redraw()
 
@@ -613,20 +713,16 @@ class ViewerWindow(QtWidgets.QMainWindow):
         except ImportError as exc:
             raise analysis.AnalysisUnavailable(f"reading HDF5 calibrations is not available ({exc})") from None
         cal = read_calibration(path)
-        self._calibration_path = path
         return {"gradients": cal["gradients"], "intercepts": cal["intercepts"]}
 
     def _apply_clicked(self):
-        self.apply_settings(threshold=None if self.threshold_spin.specialValueText() and self.threshold_spin.value() == 0
-                            else self.threshold_spin.value(),
+        # A per-pixel threshold map shows as the spin box's special text at 0: keep the map.
+        keeps_map = bool(self.threshold_spin.specialValueText()) and self.threshold_spin.value() == 0
+        path, self._chosen_calibration = self._chosen_calibration, None
+        self.apply_settings(threshold=None if keeps_map else self.threshold_spin.value(),
                             charge_sharing=self.sharing_combo.currentText(),
                             next_frame=self.next_frame_box.isChecked(),
-                            calibration_path=self._pending_calibration_path())
-
-    def _pending_calibration_path(self):
-        path = getattr(self, "_chosen_calibration", None)
-        self._chosen_calibration = None
-        return path
+                            calibration_path=path)
 
     def _choose_calibration(self):
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Energy calibration or processing config", "",
@@ -717,26 +813,24 @@ class ViewerWindow(QtWidgets.QMainWindow):
 
     def compute_li_map(self) -> None:
         """Li map (1 - x) from the last S-parameter map and the loaded Li calibration."""
-        if self._s_map is None:
+        if self.last_s_map is None:
             self._show_analysis("compute the S-parameter map first", error=True)
             return
-        self._start_analysis("Li map", analysis.lithium_map, self._s_map, self.lithium_calibration)
+        self._start_analysis("Li map", analysis.lithium_map, self.last_s_map, self.lithium_calibration)
 
     def _choose_li_calibration(self):
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Li calibration", "", "All files (*)")
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Li calibration", "", "Li calibration (*.json)")
         if path:
             self.load_lithium_calibration(path)
 
     def load_lithium_calibration(self, path) -> None:
-        """Read a Li calibration (S -> 1 - x) saved by hexspec.calibration."""
+        """Read a Li calibration (S -> 1 - x) saved by ``LithiumCalibration.save``."""
         try:
-            from ..calibration import LithiumCalibration
-            self.lithium_calibration = LithiumCalibration.load(path)
-            self._show_analysis(f"Li calibration loaded from {Path(path).name}")
-        except (ImportError, AttributeError) as exc:
-            self._show_analysis(f"Li calibrations are not available in this installation ({exc})", error=True)
+            self.lithium_calibration = analysis.load_lithium_calibration(path)
         except HexspecError as exc:
             self._show_analysis(str(exc), error=True)
+            return
+        self._show_analysis(f"Li calibration loaded from {Path(path).name}")
 
     def _start_analysis(self, name, func, *args):
         if self._analysis_job is not None and not self._analysis_job[1].done():
@@ -770,15 +864,20 @@ class ViewerWindow(QtWidgets.QMainWindow):
                                    else result.model)
             self._show_analysis(f"{name}\n{analysis.describe_fit(result.fit)}")
         elif name == "S-parameter map":
-            s = np.asarray(getattr(result, "s", result), dtype=np.float64)
-            self._s_map = s
+            self.last_s_map = result
+            s = np.asarray(result.s, dtype=np.float64)
             self._show_map(s, "S-parameter", f"S-parameter map (E1 = {self.e1_kev:g} keV)")
-            ok = getattr(result, "ok", None)
-            n_ok = int(np.count_nonzero(ok)) if ok is not None else s.size
-            self._show_analysis(f"{name}: {n_ok} of {s.size} pixels fitted, median S {np.nanmedian(s):.4f}")
+            n_ok = int(np.count_nonzero(result.ok))
+            median = f"median S {np.nanmedian(s):.4f}" if n_ok else "no pixel has enough counts yet"
+            self._show_analysis(f"{name}: {n_ok} of {s.size} pixels with enough counts; {median}")
         elif name == "Li map":
-            self._show_map(result, "1 − x", "Li content 1 − x")
-            self._show_analysis(f"{name}: median 1 − x = {np.nanmedian(result):.3f}")
+            self.last_li_map = result
+            li = np.asarray(result.li, dtype=np.float64)
+            self._show_map(li, "1 − x", "Li content 1 − x")
+            n_ok = int(np.count_nonzero(result.ok))
+            n_out = int(np.count_nonzero(result.extrapolated))
+            median = f"median 1 − x = {np.nanmedian(li):.3f}" if n_ok else "no pixel has an S value"
+            self._show_analysis(f"{name}: {median}; {n_out} pixels outside the calibrated S range")
 
     def _show_map(self, values, label, title):
         values = np.asarray(values, dtype=np.float64)
