@@ -58,6 +58,19 @@ def pz_from_energy(e2_kev, e1_kev, theta_rad):
     return MC_AU * (e2 - e1 + e1 * e2 * (1.0 - c) / MC2_KEV) / qc
 
 
+def _energy_from_pz_formula(pz_au, e1_kev, cos_t):
+    # One formula for numpy arrays and, compiled below, for scalars inside numba kernels.
+    p = pz_au / MC_AU
+    a = 1.0 + (e1_kev / MC2_KEV) * (1.0 - cos_t)
+    p2 = p * p
+    disc = (a - p2 * cos_t) ** 2 - (a * a - p2) * (1.0 - p2)
+    return e1_kev * (a - p2 * cos_t + np.sign(p) * np.sqrt(np.maximum(disc, 0.0))) / (a * a - p2)
+
+
+#: Scalar, numba-compiled :func:`energy_from_pz` taking cos(theta), for use inside kernels.
+energy_from_pz_scalar = njit(cache=True, nogil=True)(_energy_from_pz_formula)
+
+
 def energy_from_pz(pz_au, e1_kev, theta_rad):
     """Scattered energy E2 (keV) for a momentum projection p_z (a.u.): exact inverse of eq. (2).
 
@@ -65,13 +78,8 @@ def energy_from_pz(pz_au, e1_kev, theta_rad):
     (A^2 - p^2) E2^2 - 2 E1 (A - p^2 cos theta) E2 + E1^2 (1 - p^2) = 0, whose root with
     sign(A E2 - E1) = sign(p) is returned.
     """
-    p = np.asarray(pz_au, dtype=np.float64) / MC_AU
-    e1 = np.asarray(e1_kev, dtype=np.float64)
-    c = np.cos(theta_rad)
-    a = 1.0 + (e1 / MC2_KEV) * (1.0 - c)
-    p2 = p * p
-    disc = (a - p2 * c) ** 2 - (a * a - p2) * (1.0 - p2)
-    return e1 * (a - p2 * c + np.sign(p) * np.sqrt(np.maximum(disc, 0.0))) / (a * a - p2)
+    return _energy_from_pz_formula(np.asarray(pz_au, dtype=np.float64), np.asarray(e1_kev, dtype=np.float64),
+                                   np.cos(theta_rad))
 
 
 def theta_from_peak_energy(ec_kev, e1_kev):
@@ -647,9 +655,13 @@ def _window_table(cube, e1_kev, theta, low, high, factor, background, background
     e_hi = energy_from_pz(high, e1_kev, theta_safe)
     empty2 = np.zeros((0, 0))
     bg_lin, bg_lin_err, bg_arr, bg_arr_var = np.zeros((0, 3)), np.zeros((0, 2)), empty2, empty2
+    no_background = np.zeros(npix, dtype=bool)
     if background is not None:
         if hasattr(background, "b0"):
             ok = np.asarray(background.ok).reshape(-1)
+            # a pixel whose peak fit failed has no background estimate: leave it out rather
+            # than mix background-subtracted and raw S in one map
+            no_background = ~ok
             bg_lin = np.stack([np.where(ok, background.b0.reshape(-1), 0.0), np.where(ok, background.b1.reshape(-1), 0.0),
                                np.where(ok, background.center.reshape(-1), 0.0)], axis=1)
             bg_lin_err = np.stack([np.where(ok, background.b0_err.reshape(-1), 0.0),
@@ -665,7 +677,7 @@ def _window_table(cube, e1_kev, theta, low, high, factor, background, background
     out = np.empty((npix, 7))
     _window_sums(np.ascontiguousarray(cube.edges), counts, theta_safe, float(e1_kev), float(low), float(high),
                  factor == "impulse", e_lo, e_hi, bg_lin, bg_lin_err, bg_arr, bg_arr_var, out)
-    out[bad_theta] = np.nan
+    out[bad_theta | no_background] = np.nan
     return out
 
 

@@ -7,7 +7,7 @@ construction, so a wrong option fails before any data are touched.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np

@@ -13,14 +13,13 @@ PHYSICS.md section 2, eq. (5).
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
 import xraylib
 from numba import njit
 
-from ..compton import MC2_KEV, PinholeGeometry, energy_from_pz
+from ..compton import MC2_KEV, PinholeGeometry, energy_from_pz, energy_from_pz_scalar
 from ..errors import ConfigError
 from .fastrandom import new_state, uniform
 
@@ -157,19 +156,6 @@ _weight = njit(cache=True, nogil=True)(_weight_formula)
 
 
 @njit(cache=True, nogil=True)
-def _energy_from_pz(pz_au, e1, cos_t):
-    # Scalar copy of hexspec.compton.energy_from_pz (closed-form inverse of eq. 2) for the kernel.
-    p = pz_au / 137.035999
-    a = 1.0 + (e1 / MC2_KEV) * (1.0 - cos_t)
-    p2 = p * p
-    disc = (a - p2 * cos_t) ** 2 - (a * a - p2) * (1.0 - p2)
-    if disc < 0.0:
-        disc = 0.0
-    s = 1.0 if p > 0 else (-1.0 if p < 0 else 0.0)
-    return e1 * (a - p2 * cos_t + s * math.sqrt(disc)) / (a * a - p2)
-
-
-@njit(cache=True, nogil=True)
 def _sample_cathode(pixel, line_fraction, background_fraction, background_kev, lines_kev, line_cdf,
                     cos_theta, theta_bin, bin_cos_theta, p_li, ratio_min, ratio_max, e1, icdf, state, out_kev):
     """Energies of photons from the cathode set-up: discrete lines, flat background, or Compton.
@@ -206,13 +192,13 @@ def _sample_cathode(pixel, line_fraction, background_fraction, background_kev, l
             frac = t - k
             lo = icdf[component, b, k]
             pz = lo + frac * (icdf[component, b, k + 1] - lo)
-            e2 = _energy_from_pz(pz, e1, c)
+            e2 = energy_from_pz_scalar(pz, e1, c)
             if c == cb:
                 break
             u = uniform(state) * ratio_max[p]
             if u <= ratio_min[p]:
                 break   # squeeze: accepted whatever the ratio, without computing it
-            ratio = _weight(e2, e1, c) / _weight(_energy_from_pz(pz, e1, cb), e1, cb)
+            ratio = _weight(e2, e1, c) / _weight(energy_from_pz_scalar(pz, e1, cb), e1, cb)
             if u <= ratio:
                 break
         out_kev[i] = e2

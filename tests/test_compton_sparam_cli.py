@@ -77,3 +77,19 @@ def test_sparam_uses_fitted_background_from_a_fit_file(tmp_path):
     fits, _ = hdf5.read_results(tmp_path / "fits.h5", "peak_fit")
     assert attrs["background"] == "fitted linear background"
     assert np.all(np.abs(fits["b0"] - 120.0) < 4 * fits["b0_err"])
+    # with the background removed, S is the Gaussian profile's own (closed form), not diluted by it
+    assert arrays["ok"].all()
+    assert np.all(np.abs(arrays["s"] - gaussian_s(1.3)) < 4 * arrays["s_err"])
+
+
+def test_sparam_leaves_out_pixels_whose_background_fit_failed(tmp_path):
+    cube = gaussian_profile_cube()
+    cube.counts += np.uint32(30)
+    cube.counts[0, 0] = 0                                    # nothing to fit in one pixel
+    hdf5.write_cube(tmp_path / "cube.h5", cube)
+    rc = main(["sparam", str(tmp_path / "cube.h5"), "--theta", "90", "--fit-window", "86", "102",
+               "-o", str(tmp_path / "s.h5"), "-q"])
+    assert rc == 0
+    arrays, _ = hdf5.read_results(tmp_path / "s.h5", "s_parameter")
+    assert not arrays["ok"][0, 0] and np.isnan(arrays["s"][0, 0])
+    assert arrays["ok"].sum() == cube.counts.shape[0] * cube.counts.shape[1] - 1

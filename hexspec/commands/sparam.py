@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--fits", metavar="FITS.h5", help="peak fits from `hexspec fit`: their linear background is subtracted")
     p.add_argument("--fit-window", nargs=2, type=float, metavar=("EMIN", "EMAX"),
                    help="fit the peak now in this window (keV) and subtract its background")
+    p.add_argument("--fit-method", choices=("ml", "ls"), default="ml",
+                   help="with --fit-window: Poisson maximum likelihood (default; unbiased at the low counts of "
+                        "single pixels) or least squares")
     p.add_argument("--no-background", action="store_true", help="do not subtract a fitted background")
     p.add_argument("--low", type=float, default=1.0, help="S_L window |p_z| < LOW a.u. (default 1)")
     p.add_argument("--high", type=float, default=5.0, help="S_H window LOW < |p_z| < HIGH a.u. (default 5)")
@@ -67,7 +70,7 @@ def run(args) -> int:
         if peaks.shape != cube.shape:
             raise ConfigError(f"{args.fits}: fit maps of shape {peaks.shape} do not match the cube's {cube.shape}")
     elif args.fit_window:
-        peaks = fit.fit_cube(cube, tuple(args.fit_window))
+        peaks = fit.fit_cube(cube, tuple(args.fit_window), method=args.fit_method)
 
     if args.theta is not None:
         theta = math.radians(args.theta)
