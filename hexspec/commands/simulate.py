@@ -49,7 +49,14 @@ def simulator_from_args(args):
 
 
 def source_url(args) -> str:
-    return f"sim://?source={args.source}&seed={args.seed}"
+    """The sim:// URL of these options (hexspec.drivers.open_source reads it); the options a
+    URL cannot carry (e1, Li content, noise) are stored with the truth."""
+    url = f"sim://?source={args.source}&seed={args.seed}"
+    if args.photon_rate is not None:
+        url += f"&photon_rate={args.photon_rate:g}"
+    if args.shape:
+        url += f"&shape={args.shape[0]},{args.shape[1]}"
+    return url
 
 
 def register(sub) -> None:
@@ -119,6 +126,9 @@ def _write_h5(args, sim, path, prog):
         if "theta_rad" in truth_group:
             truth_group["theta_rad"].attrs["units"] = "rad"
         attrs = {"source": args.source, "seed": args.seed, "photons_per_frame": sim.photons_per_frame,
+                 "e1_kev": args.e1 if args.source == "compton" else float("nan"),
+                 "li_content": args.li_content if args.source == "compton" else float("nan"),
+                 "noise_fwhm_kev": args.noise_fwhm, "photon_rate_hz": sim.photons_per_frame * sim.detector.frame_rate_hz,
                  "cloud_fwhm_um": truth.cloud_fwhm_um, "photons_incident": incident,
                  "photons_transmitted": transmitted, "photons_absorbed": photons_written,
                  "description": "simulation ground truth: E [keV] = ADU * gradient + intercept"}
