@@ -80,7 +80,6 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
         0 on success.
     """
     from .processor import LiveProcessor
-    from .qtcompat import keep_none_alive
     headless = screenshot is not None
     if headless:
         screenshot = screenshot_path(screenshot)
@@ -100,7 +99,7 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
     saved = {}
 
     def initial_window():
-        if window_kev is None or window._edges is None:
+        if window_kev is None or not window.has_energy_axis:
             return
         if window_kev == "compton":
             window.set_compton_window()
@@ -126,7 +125,7 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
         poll.setInterval(100)
 
         def try_initial():
-            if window._edges is not None:
+            if window.has_energy_axis:
                 initial_window()
                 poll.stop()
         poll.timeout.connect(try_initial)
@@ -139,8 +138,6 @@ def run_viewer(source, config=None, source_label: str = "", refresh_hz: float = 
     # garbage collection, PySide6 can crash tearing down pyqtgraph items.
     window.deleteLater()
     app.processEvents()
-    del window
-    keep_none_alive()
     if "error" in saved:
         raise HexspecError(saved["error"])
     if processor.error:

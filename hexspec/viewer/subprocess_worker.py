@@ -71,7 +71,8 @@ class SubprocessProcessor:
         self._info_queue = ctx.Queue()
         self._process = ctx.Process(
             target=_child_main, name="hexspec-view-worker", daemon=True,
-            args=(url, dict(open_options or {}), self.config, raw, self._lock, self._config_queue, self._info_queue))
+            args=(url, dict(open_options or {}), self.config, raw, self._lock, self._config_queue, self._info_queue,
+                  os.getpid()))
         self._blocks = []            # shared-memory blocks attached (the last one is current)
         self._counts = None
         self._edges = None
@@ -256,7 +257,7 @@ def _release(block):
 
 # ============================================================================ child process
 
-def _child_main(url, open_options, config, raw, lock, config_queue, info_queue):
+def _child_main(url, open_options, config, raw, lock, config_queue, info_queue, parent):
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
     shared = np.frombuffer(raw, dtype=np.float64)
     from ..drivers import open_source
@@ -267,8 +268,6 @@ def _child_main(url, open_options, config, raw, lock, config_queue, info_queue):
         shared[FINISHED] = 1.0
         return
     worker = _ChildWorker(source, config, shared, lock, config_queue, info_queue)
-
-    parent = os.getppid()
 
     def watch_stop():
         # The source may wait for data inside its own loop; stop() ends that loop. A

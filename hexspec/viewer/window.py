@@ -28,7 +28,7 @@ from pyqtgraph.Qt import QtCore, QtWidgets
 from ..errors import HexspecError
 from . import analysis
 from .processor import LiveProcessor
-from .qtcompat import keep_none_alive
+from .qtcompat import check_qt_binding
 from .roi import polygon_mask, rect_mask
 
 #: Panels that can be exported as PNG.
@@ -114,9 +114,10 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._analysis_job = None
         self._chosen_calibration = None     # picked in the file dialog, used by Apply
 
-        keep_none_alive()
+        check_qt_binding()
         self._build_ui()
         self.timer = QtCore.QTimer(self)
+        self.timer.setTimerType(QtCore.Qt.PreciseTimer)
         self.timer.setInterval(max(1, int(round(1000.0 / refresh_hz))))
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
@@ -246,7 +247,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
                                       name="summed, all pixels")
         self.selection_curve = plot.plot([0, 1], [0], stepMode="center", pen=pg.mkPen("#ffb000", width=2),
                                          name="selection")
-        self.fit_curve = plot.plot([], [], pen=pg.mkPen("#ff3030", width=2, style=QtCore.Qt.DashLine), name="peak fit")
+        self.fit_curve = plot.plot([], [], pen=pg.mkPen("#ff3030", width=2, style=QtCore.Qt.DashLine))
         plot.setLogMode(y=True)
         plot.enableAutoRange(x=False, y=False)
         self._y_log = None
@@ -373,7 +374,6 @@ class ViewerWindow(QtWidgets.QMainWindow):
     # ================================================================= refresh
     def refresh(self):
         """Redraw from the processor's current cube (called by the timer)."""
-        keep_none_alive()
         now = time.monotonic()
         self.refresh_count += 1
         self._tick_times.append(now)
@@ -518,6 +518,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
             if current is None or peak > current or peak < current / 2.5 or self._y_log is not False:
                 self._y_top, self._y_log = max(peak, 1.0) * 1.25, False
                 self.spectrum_plot.setYRange(0, self._y_top, padding=0)
+
+    @property
+    def has_energy_axis(self) -> bool:
+        """True once the first data have set the energy bins (windows can be chosen)."""
+        return self._edges is not None
 
     # ================================================================= selection (cursor pixel / ROI)
     def selection_mode(self) -> str:
@@ -859,6 +864,8 @@ class ViewerWindow(QtWidgets.QMainWindow):
             self._show_analysis(f"{name} failed: {type(exc).__name__}: {exc}", error=True)
             return
         if name.startswith("peak fit"):
+            if self.last_fit is None:
+                self.legend.addItem(self.fit_curve, "peak fit")
             self.last_fit = result.fit
             self.fit_curve.setData(result.energy, np.maximum(result.model, 0.5) if self.log_y_box.isChecked()
                                    else result.model)
