@@ -175,6 +175,7 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
                 offsets[k] = dr * pw + dc
                 k += 1
     label = np.full((rows + 2 * half) * pw, -1, np.int32)   # padded pixel -> position in hits, or -1
+    occupied = np.zeros((rows + 2 * half) * pw, np.uint8)   # padded pixel -> 1 when a kept hit (csd)
     parent = np.empty(npix, np.int32)
     csize = np.empty(npix, np.int32)
     best = np.empty(npix, np.int32)
@@ -190,17 +191,18 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
         stats[0] += nh
 
         # next-frame correction and calibration in one pass over the raw hits
+        # Written without branches on the data (the store always happens, the count
+        # advances only for kept hits): at ~1% occupancy mispredictions would cost more
+        # than the work itself.
         nk = 0
         for i in range(nh):
             p = hits[i]
-            repeat = last_hit[p] == fnum - 1
+            repeat = use_next and last_hit[p] == fnum - 1
             last_hit[p] = fnum
-            if use_next and repeat:
-                continue
             hits[nk] = p
             # rounded to float32 once, as stored, so cluster sums match the reference
             energy[nk] = np.float64(np.float32(np.float64(frame[p]) * gain[p] + offset[p]))
-            nk += 1
+            nk += 1 - repeat
         stats[1] += nh - nk
 
         if nout + nk > cap:
@@ -229,26 +231,30 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
                 nout += 1
             continue
 
-        for i in range(nk):
-            label[padded[hits[i]]] = i
-
         if mode == MODE_CSD:
+            for i in range(nk):
+                occupied[padded[hits[i]]] = 1
+            shared = 0
             for i in range(nk):
                 p = hits[i]
                 q = padded[p]
-                neighbours = 0
+                count = 0
                 for k in range(offsets.shape[0]):
-                    neighbours += label[q + offsets[k]] >= 0
-                if neighbours == 0:
-                    out_frame[nout] = fnum
-                    out_row[nout] = row_of[p]
-                    out_col[nout] = col_of[p]
-                    out_energy[nout] = energy[i]
-                    out_size[nout] = 1
-                    nout += 1
-                else:
-                    stats[2] += 1
+                    count += occupied[q + offsets[k]]
+                neighbours = 1 if count > 0 else 0
+                out_frame[nout] = fnum
+                out_row[nout] = row_of[p]
+                out_col[nout] = col_of[p]
+                out_energy[nout] = energy[i]
+                out_size[nout] = 1
+                nout += 1 - neighbours
+                shared += neighbours
+            stats[2] += shared
+            for i in range(nk):
+                occupied[padded[hits[i]]] = 0
         else:
+            for i in range(nk):
+                label[padded[hits[i]]] = i
             # union-find over hits within the window of each other
             for i in range(nk):
                 parent[i] = i
@@ -289,9 +295,8 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
                 out_energy[nout] = esum[root]
                 out_size[nout] = min(csize[root], 255)
                 nout += 1
-
-        for i in range(nk):
-            label[padded[hits[i]]] = -1
+            for i in range(nk):
+                label[padded[hits[i]]] = -1
 
     stats[4] += nout
     return out_frame[:nout], out_row[:nout], out_col[:nout], out_energy[:nout], out_size[:nout]
