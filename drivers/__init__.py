@@ -21,7 +21,25 @@ _LAZY = {
     "Recorder": "recorder", "record": "recorder",
 }
 
-__all__ = ["open_source", "FrameSource", "SourceStats", "GapCounter", *_LAZY]
+__all__ = [
+    "FileSource",
+    "FrameParser",
+    "FrameSource",
+    "GapCounter",
+    "Pacer",
+    "Recorder",
+    "SerialSource",
+    "SerialWriter",
+    "SimSource",
+    "SourceStats",
+    "ZmqPublisher",
+    "ZmqSource",
+    "decode_message",
+    "encode_frame",
+    "encode_header",
+    "open_source",
+    "record",
+]
 
 
 def __getattr__(name):

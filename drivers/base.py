@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
-import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
@@ -125,6 +125,9 @@ class BaseSource:
     def __init__(self, max_frames: int | None = None):
         self.stats = SourceStats()
         self.max_frames = None if max_frames is None else int(max_frames)
+        #: called (in the iterating thread) whenever the source waits with nothing to
+        #: deliver, at least every 0.1 s: the recorder flushes from here when data stop
+        self.idle_hook = None
         self._closed = False
         self._gaps = GapCounter()
 
@@ -134,6 +137,10 @@ class BaseSource:
 
     def _close(self) -> None:
         pass
+
+    def _idle(self) -> None:
+        if self.idle_hook is not None:
+            self.idle_hook()
 
     # -- shared -------------------------------------------------------------------------
     @property
@@ -179,12 +186,6 @@ class BaseSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 # -- URL parsing --------------------------------------------------------------------------
@@ -341,6 +342,3 @@ def open_source(url: str, *, shape=None, max_frames=None, timeout_s="default", *
 
     raise ConfigError(f"source {url!r}: unknown scheme {scheme!r} (expected tcp, ipc, serial, loop, file or sim)")
 
-
-def monotonic() -> float:
-    return time.monotonic()

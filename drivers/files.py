@@ -57,6 +57,7 @@ class FileSource(BaseSource):
             done += len(batch)
             self.stats.bytes += batch.frames.nbytes
             self.stats.messages += 1
+            self._idle()
             self.pacer.wait(done)
             yield batch
 

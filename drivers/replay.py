@@ -105,5 +105,6 @@ class SimSource(BaseSource):
             produced += len(batch)
             self.stats.bytes += batch.frames.nbytes
             self.stats.messages += 1
+            self._idle()
             self.pacer.wait(produced)
             yield batch

@@ -175,22 +175,18 @@ class FrameParser:
                 # wait for the rest; a frame cut short shows up as a CRC mismatch once the
                 # following bytes arrive, or at finish() when the stream goes quiet
                 return out
-            view = memoryview(buf)
+            # copies (a few kB) rather than memoryviews: the buffer must stay resizable
+            body = bytes(buf[len(SYNC):end])
+            crc_found = CRC.unpack_from(buf, end)[0]
+            crc_expected = zlib.crc32(body)
+            if crc_found != crc_expected:
+                self._reject(f"frame {number}: CRC-32 {crc_found:08x} does not match {crc_expected:08x}")
+                continue
             try:
-                crc_found = CRC.unpack_from(buf, end)[0]
-                crc_expected = zlib.crc32(view[len(SYNC):end])
-                if crc_found != crc_expected:
-                    view.release()
-                    self._reject(f"frame {number}: CRC-32 {crc_found:08x} does not match {crc_expected:08x}")
-                    continue
-                try:
-                    frame = decode_payload(view[len(SYNC) + HEADER.size:end], rows, cols, encoding)
-                except ProtocolError as exc:
-                    view.release()
-                    self._reject(f"frame {number}: {exc}")
-                    continue
-            finally:
-                view.release()
+                frame = decode_payload(body[HEADER.size:], rows, cols, encoding)
+            except ProtocolError as exc:
+                self._reject(f"frame {number}: {exc}")
+                continue
             out.append((number, frame))
             del buf[:end + CRC.size]
 
@@ -251,25 +247,26 @@ class SerialSource(BaseSource):
             self._port = port
             self._owns_port = False
             self.name = getattr(port, "name", None) or getattr(port, "port", None) or repr(port)
-            try:
+            if hasattr(port, "timeout"):
                 port.timeout = self._READ_WAIT_S
-            except Exception:
-                pass
         self.timeout_s = timeout_s
         self.batch_frames = max(1, int(batch_frames))
         self.max_latency_s = float(max_latency_s)
         self.parser = FrameParser(shape)
+        self._decoded = 0
 
     def _read(self):
         try:
             waiting = self._port.in_waiting
             return self._port.read(waiting if waiting else 1)
-        except Exception as exc:     # pyserial raises SerialException, OSError, or TypeError once closed
+        except (OSError, TypeError, AttributeError, ValueError) as exc:
+            # SerialException is an OSError; a port closed under us gives TypeError or AttributeError
             if self._closed:
                 return b""
             raise ProtocolError(f"serial port {self.name}: read failed: {exc}") from None
 
     def _sync_stats(self):
+        self.stats.messages = self._decoded + self.parser.corrupt
         self.stats.corrupt = self.parser.corrupt
         self.stats.last_error = self.parser.last_error
         self.stats.skipped_bytes = self.parser.skipped_bytes
@@ -285,7 +282,7 @@ class SerialSource(BaseSource):
                 idle_since = now
                 self.stats.bytes += len(data)
                 decoded = self.parser.feed(data)
-                self.stats.messages += len(decoded)
+                self._decoded += len(decoded)
                 if decoded and not pending:
                     held_since = now
                 pending.extend(decoded)
@@ -305,6 +302,8 @@ class SerialSource(BaseSource):
                 yield self._join(pending)
                 pending = []
                 continue
+            if not data:
+                self._idle()
             if not data and self.timeout_s is not None and now - idle_since > self.timeout_s:
                 if self.parser.buffered:
                     self.parser.finish()
@@ -322,8 +321,8 @@ class SerialSource(BaseSource):
         if self._owns_port:
             try:
                 self._port.close()
-            except Exception:
-                pass
+            except OSError as exc:
+                log.warning("serial %s: close failed: %s", self.name, exc)
 
 
 class SerialWriter:
@@ -373,7 +372,7 @@ class SerialWriter:
         while view.nbytes:
             try:
                 written = self._port.write(view)
-            except Exception as exc:
+            except (OSError, ValueError) as exc:    # SerialException is an OSError; ValueError once closed
                 raise ProtocolError(f"serial write failed after {self.bytes_sent} bytes: {exc}") from None
             if written is None:      # file-likes that write everything return None
                 written = view.nbytes

@@ -46,9 +46,6 @@ MAX_PAYLOAD_BYTES = 1 << 30
 #: live view cannot eat the memory of the acquisition machine.
 DEFAULT_HWM = 1000
 
-# Messages of at least this size are sent/received without copying into Python
-# bytes; below it copying is cheaper than the zero-copy bookkeeping (pyzmq docs).
-_ZERO_COPY_BYTES = 64 * 1024
 
 
 def encode_header(frame_num: int, shape, dtype="uint16", acquisition_id: str = "",
@@ -68,19 +65,20 @@ def encode_header(frame_num: int, shape, dtype="uint16", acquisition_id: str = "
     return json.dumps(header).encode("utf-8")
 
 
-def _shape_entries(raw):
+def _shape_entries(raw, frame_num):
+    where = f" (frame {frame_num})"
     if not isinstance(raw, list) or not 2 <= len(raw) <= 3:
-        raise ValueError(f"shape: expected a list of 2 or 3 sizes, found {raw!r}")
+        raise ProtocolError(f"shape: expected a list of 2 or 3 sizes, found {raw!r}{where}")
     shape = []
     for s in raw:
         if isinstance(s, bool):
-            raise ValueError(f"shape: expected integer sizes, found {raw!r}")
+            raise ProtocolError(f"shape: expected integer sizes, found {raw!r}{where}")
         if isinstance(s, str):
             if not s.strip().isdigit():
-                raise ValueError(f"shape: expected integer sizes, found {raw!r}")
+                raise ProtocolError(f"shape: expected integer sizes, found {raw!r}{where}")
             s = int(s)
         if not isinstance(s, int) or s <= 0:
-            raise ValueError(f"shape: expected positive integer sizes, found {raw!r}")
+            raise ProtocolError(f"shape: expected positive integer sizes, found {raw!r}{where}")
         shape.append(s)
     return tuple(shape)
 
@@ -125,10 +123,7 @@ def decode_message(parts, expected_shape=None):
     compression = header.get("compression", "none")
     if compression not in ("none", None, ""):
         raise ProtocolError(f"compression: only 'none' is supported, found {compression!r} (frame {frame_num})")
-    try:
-        shape = _shape_entries(header.get("shape"))
-    except ValueError as exc:
-        raise ProtocolError(f"{exc} (frame {frame_num})") from None
+    shape = _shape_entries(header.get("shape"), frame_num)
     dsize = header.get("dsize")
     if isinstance(dsize, bool) or not isinstance(dsize, int):
         raise ProtocolError(f"dsize: expected an integer byte count, found {dsize!r} (frame {frame_num})")
@@ -176,6 +171,9 @@ class ZmqPublisher:
     send_timeout_s : float or None
         With PUSH, how long :meth:`send` may wait for a receiver before raising
         ProtocolError; None (default) waits: backpressure is what makes PUSH lossless.
+    linger_s : float, optional
+        How long :meth:`close` waits for queued messages to leave before discarding
+        them (default 1 s for PUB, whose subscribers may drop anyway, 10 s for PUSH).
     context : zmq.Context, optional
 
     Attributes
@@ -185,7 +183,7 @@ class ZmqPublisher:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, socket_type: str = "PUB", frames_per_message: int = 1,
                  acquisition_id: str = "", hwm: int = DEFAULT_HWM, bind: bool = True,
-                 send_timeout_s: float | None = None, context=None):
+                 send_timeout_s: float | None = None, linger_s: float | None = None, context=None):
         socket_type = socket_type.upper()
         if socket_type not in ("PUB", "PUSH"):
             raise ConfigError(f"ZmqPublisher: socket_type must be 'PUB' or 'PUSH', found {socket_type!r}")
@@ -197,10 +195,15 @@ class ZmqPublisher:
         self.acquisition_id = acquisition_id
         self.frames_sent = 0
         self.messages_sent = 0
-        self._context = context or zmq.Context.instance()
+        # a context of its own, so close() can wait for the queued messages to leave
+        # (terminating a context waits; closing a socket does not)
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
         self._socket = self._context.socket(getattr(zmq, socket_type))
         self._socket.setsockopt(zmq.SNDHWM, int(hwm))
-        self._socket.setsockopt(zmq.LINGER, 1000)   # let queued messages leave on close, but not forever
+        if linger_s is None:
+            linger_s = 1.0 if socket_type == "PUB" else 10.0
+        self._socket.setsockopt(zmq.LINGER, int(linger_s * 1000))
         if send_timeout_s is not None:
             self._socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
         try:
@@ -212,6 +215,8 @@ class ZmqPublisher:
                 self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
             self._socket.close(0)
+            if self._own_context:
+                self._context.term()
             raise ProtocolError(f"ZmqPublisher: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
 
     def send(self, batch, frames_per_message: int | None = None) -> int:
@@ -238,7 +243,10 @@ class ZmqPublisher:
             header = encode_header(numbers[start], block.shape, "uint16", self.acquisition_id)
             payload = np.ascontiguousarray(block, dtype="<u2")
             try:
-                self._socket.send_multipart([header, payload], copy=payload.nbytes < _ZERO_COPY_BYTES)
+                # copied into ZMQ's own buffer: a zero-copy send would leave ZMQ's I/O thread
+                # reading numpy memory after close()/interpreter exit (EFAULT), and a memcpy
+                # of even a 100-frame message costs ~0.1 ms
+                self._socket.send_multipart([header, payload], copy=True)
             except zmq.Again:
                 raise ProtocolError(f"ZmqPublisher: no receiver took frame {numbers[start]} on {self.endpoint} "
                                     "within the send timeout") from None
@@ -248,8 +256,11 @@ class ZmqPublisher:
         return n
 
     def close(self) -> None:
+        """Close the socket, waiting up to ``linger_s`` for queued messages to be delivered."""
         if not self._socket.closed:
             self._socket.close()
+            if self._own_context:
+                self._context.term()
 
     def __enter__(self):
         return self
@@ -321,7 +332,13 @@ class ZmqSource(BaseSource):
 
     def _receive(self, wait_s):
         """One message's parts, or None if none arrived within ``wait_s`` (0: do not wait)."""
-        if wait_s > 0 and not self._poller.poll(int(wait_s * 1000) or 1):
+        # try first, poll only when nothing is queued: under load the poll syscall per
+        # message would cost more than the decoding
+        try:
+            return self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass
+        if wait_s <= 0 or not self._poller.poll(max(1, int(wait_s * 1000))):
             return None
         try:
             return self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
@@ -364,7 +381,9 @@ class ZmqSource(BaseSource):
                 if pending:
                     yield self._join(pending)
                     pending, pending_frames = [], 0
-                elif self.timeout_s is not None and time.monotonic() - idle_since > self.timeout_s:
+                    continue
+                self._idle()
+                if self.timeout_s is not None and time.monotonic() - idle_since > self.timeout_s:
                     log.info("%s: no message for %.1f s, ending", self.endpoint, self.timeout_s)
                     return
                 continue
@@ -389,6 +408,10 @@ class ZmqSource(BaseSource):
 
     @staticmethod
     def _join(pending):
+        if len(pending) == 1:
+            first, frames = pending[0]
+            if frames.flags.writeable:
+                return FrameBatch(frames, np.arange(first, first + frames.shape[0]))
         total = sum(f.shape[0] for _, f in pending)
         frames = np.empty((total,) + pending[0][1].shape[1:], dtype=np.uint16)
         numbers = np.empty(total, dtype=np.int64)

@@ -3,9 +3,9 @@
 import h5py
 import numpy as np
 import pytest
+from hexspec.drivers import FrameSource, open_source
 
 import hexspec as hx
-from hexspec.drivers import FrameSource, open_source
 from tests.conftest import shared_file
 
 
@@ -73,7 +73,7 @@ def test_hdf5_file_of_another_shape_than_asked_is_an_error():
 
 def test_frames_option_stops_the_source():
     path = shared_file("hexitec_2x2_raw_30frames.h5")
-    got, numbers = collect(open_source(f"file://{path}?frames=11&batch=4"))
+    _, numbers = collect(open_source(f"file://{path}?frames=11&batch=4"))
     np.testing.assert_array_equal(numbers, np.arange(11))
 
 

@@ -8,10 +8,10 @@ import zlib
 import numpy as np
 import pytest
 import serial
-
-import hexspec as hx
 from hexspec.drivers import SerialSource, SerialWriter, open_source
 from hexspec.drivers.serial import FrameParser, encode_frame
+
+import hexspec as hx
 
 SYNC = bytes([0xEB, 0x90, 0x48, 0x58])
 

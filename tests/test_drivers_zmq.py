@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 import zmq
+from hexspec.drivers import ZmqPublisher, ZmqSource, open_source
 
 import hexspec as hx
-from hexspec.drivers import ZmqPublisher, ZmqSource, open_source
 
 
 def pattern_frames(first, n, shape=(8, 10)):
@@ -35,7 +35,7 @@ def push_pull():
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     port = push.bind_to_random_port("tcp://127.0.0.1")
-    src = ZmqSource(f"tcp://127.0.0.1:{port}", "PULL", timeout_s=0.5, shape=(8, 10))
+    src = ZmqSource(f"tcp://127.0.0.1:{port}", "PULL", timeout_s=0.3, shape=(8, 10))
     yield push, src
     src.close()
     push.close()
@@ -197,3 +197,34 @@ def test_subscriber_receives_from_a_publisher_in_another_process():
     pix = np.arange(80).reshape(8, 10)
     for n, f in zip(numbers, frames):        # each frame decoded intact, whatever was missed while joining
         np.testing.assert_array_equal(f, (n + pix) % 65536)
+
+
+PUSHER_SCRIPT = """
+import os, sys
+import numpy as np
+import hexspec as hx
+from hexspec.drivers import ZmqPublisher
+pub = ZmqPublisher("tcp://127.0.0.1:0", "PUSH", frames_per_message=50)
+print(pub.endpoint, flush=True)
+sys.stdin.readline()                          # the receiver is connected
+pix = np.arange(6400).reshape(80, 80)
+frames = ((np.arange(3000)[:, None, None] + pix) % 65536).astype(np.uint16)   # 38 MB: more than socket buffers hold
+pub.send(hx.FrameBatch(frames))
+pub.close()
+os._exit(0)                                   # abrupt exit: only what close() waited for gets out
+"""
+
+
+def test_close_delivers_every_queued_message_before_the_process_exits():
+    proc = subprocess.Popen([sys.executable, "-c", PUSHER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        endpoint = proc.stdout.readline().strip()
+        src = ZmqSource(endpoint, "PULL", timeout_s=5.0, hwm=10, max_frames=3000)   # small queue: data waits in the sender
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        numbers = np.concatenate([b.frame_numbers for b in src])
+    finally:
+        proc.kill()
+        proc.wait()
+    np.testing.assert_array_equal(numbers, np.arange(3000))

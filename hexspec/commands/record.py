@@ -45,7 +45,7 @@ def run(args) -> int:
     if not (store_raw or store_events or store_spectra):
         store_events = store_spectra = True
 
-    scheme, rest, query = query_options(args.source)
+    scheme, _, query = query_options(args.source)
     options = {}
     if scheme in ("tcp", "ipc") and "hwm" not in query:
         options["hwm"] = _LIVE_HWM

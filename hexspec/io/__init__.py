@@ -27,7 +27,7 @@ _NAMES = {
     "iter_frame_file": "framefile", "frame_file_kind": "framefile",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = list(_NAMES)
 
 
 def __getattr__(name):

@@ -33,8 +33,8 @@ def count_frames(path, shape=(80, 80)) -> int:
     if kind == "gige":
         return Path(path).stat().st_size // (int(shape[0]) * int(shape[1]) * 2)
     if kind == "odin":
-        import h5py
-        with h5py.File(path, "r", locking=False) as f:
+        from .h5open import open_h5
+        with open_h5(path) as f:
             return f["raw_frames"].shape[0] if "raw_frames" in f else 0
     from .hdf5 import count_frames as _count
     return _count(path)
@@ -58,8 +58,8 @@ def frame_shape(path, default=(80, 80)):
     kind = frame_file_kind(path)
     if kind == "gige":
         return tuple(default)
-    import h5py
-    with h5py.File(path, "r", locking=False) as f:
+    from .h5open import open_h5
+    with open_h5(path) as f:
         if kind == "odin":
             return tuple(f["raw_frames"].shape[1:])
         if "entry/instrument/detector" not in f:

@@ -31,6 +31,7 @@ from ..errors import FormatError
 from ..events import EventList
 from ..frames import FrameBatch
 from ..spectra import SpectralCube
+from .h5open import open_h5
 
 EVENT_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("energy", np.float32), ("size", np.uint8))
 ACQ_INT = ("frames_received", "frames_dropped", "first_frame", "last_frame", "corrupt_messages", "events_written")
@@ -48,13 +49,13 @@ def _version() -> str:
 
 
 def _open(path, mode="r"):
+    if mode == "r":
+        return open_h5(path)
     path = Path(path)
-    if mode == "r" and not path.exists():
-        raise FormatError(f"{path}: no such file")
     try:
         return h5py.File(path, mode, locking=False)
     except OSError as exc:
-        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+        raise FormatError(f"{path}: not a writable HDF5 file ({exc})") from None
 
 
 def _entry(f, path):
@@ -452,7 +453,7 @@ def read_calibration(path) -> dict:
 
 def is_hexspec_file(path) -> bool:
     try:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_h5(path) as f:
             return "entry" in f and f["entry"].attrs.get("program", "") == "hexspec"
-    except OSError:
+    except FormatError:
         return False

@@ -9,15 +9,16 @@ import numpy as np
 
 from ..errors import FormatError
 from ..frames import FrameBatch
+from .h5open import open_h5
 
 ODIN_DATASETS = ("raw_frames", "processed_frames", "summed_images", "pixel_spectra", "summed_spectra", "spectra_bins")
 
 
 def is_odin_file(path) -> bool:
     try:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_h5(path) as f:
             return any(k in f for k in ODIN_DATASETS) and "entry" not in f
-    except OSError:
+    except FormatError:
         return False
 
 
@@ -29,13 +30,7 @@ def read_odin(path) -> dict:
     (nbins, lower bin edges). Any subset may be present; at least one must be.
     """
     path = Path(path)
-    if not path.exists():
-        raise FormatError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError as exc:
-        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_h5(path) as f:
         out = {k: f[k][()] for k in ODIN_DATASETS if k in f and isinstance(f[k], h5py.Dataset)}
     if not out:
         raise FormatError(f"{path}: expected odin-data datasets ({', '.join(ODIN_DATASETS)}) at the root, found none")
@@ -45,11 +40,7 @@ def read_odin(path) -> dict:
 def iter_odin_frames(path, batch_size: int = 1000):
     """``raw_frames`` of an odin-data file in batches of FrameBatch (bounded memory)."""
     path = Path(path)
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError as exc:
-        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_h5(path) as f:
         if "raw_frames" not in f:
             raise FormatError(f"{path}: expected a raw_frames dataset, found {sorted(f.keys())}")
         ds = f["raw_frames"]
