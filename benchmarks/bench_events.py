@@ -63,7 +63,7 @@ def chain(frames, cfg, threads=1, batch=1000):
     acc = hx.SpectrumAccumulator(cfg, frames.shape[1:])
     fn = np.arange(len(frames))
     for s in range(0, len(frames), batch):
-        acc.add(ex(hx.FrameBatch(frames[s:s + batch], fn[s:s + batch])))
+        ex(hx.FrameBatch(frames[s:s + batch], fn[s:s + batch]), accumulator=acc)
     ex.close()
     return acc
 

@@ -104,8 +104,9 @@ def run(source, config: ProcessingConfig, sinks=(), shape=None, threads: int = 1
                     extractor = EventExtractor(config, batch.shape, threads=threads)
                     acc = SpectrumAccumulator(config, batch.shape)
                 stats.count_batch(batch.frame_numbers)
-                events = extractor(batch)
-            acc.add(events)
+                events = extractor(batch, accumulator=acc)
+            if batch is None:
+                acc.add(events)
             stats.events += len(events)
             stats.batches += 1
             for s in sinks:

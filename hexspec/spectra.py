@@ -211,6 +211,27 @@ def histogram_events(row, col, energy, cols, start, width, counts, flow):
             flow[1] += 1
 
 
+@njit(cache=True, nogil=True)
+def histogram_events_in_rows(row, col, energy, cols, start, width, counts, flow, row_lo, row_hi):
+    """:func:`histogram_events` restricted to events with row_lo <= row < row_hi.
+
+    Threads given disjoint row ranges can fill one cube at the same time without races.
+    """
+    nbins = counts.shape[1]
+    inv = 1.0 / width
+    for k in range(energy.shape[0]):
+        r = np.int64(row[k])
+        if r < row_lo or r >= row_hi:
+            continue
+        x = (np.float64(energy[k]) - start) * inv
+        if x >= 0.0 and x < nbins:
+            counts[r * cols + np.int64(col[k]), int(x)] += 1
+        elif x < 0.0:
+            flow[0] += 1
+        else:
+            flow[1] += 1
+
+
 def histogram_reference(row, col, energy, shape, bins: EnergyBins):
     """Plain-numpy reference of :func:`histogram_events`: returns (counts, underflow, overflow)."""
     x = (energy.astype(np.float64) - bins.start) * (1.0 / bins.width)
@@ -252,6 +273,10 @@ class SpectrumAccumulator:
         histogram_events(events.row, events.col, events.energy, self.shape[1], self.bins.start, self.bins.width,
                          self._counts.reshape(-1, self.bins.n), self._flow)
         self.n_events += len(events)
+
+    def kernel_target(self):
+        """(counts (pixels, nbins), start, width, flow) for kernels that histogram in place."""
+        return self._counts.reshape(-1, self.bins.n), self.bins.start, self.bins.width, self._flow
 
     def reset(self) -> None:
         self._counts[...] = 0

@@ -94,3 +94,22 @@ def test_rebin_merges_adjacent_bins_and_counts_the_dropped_tail_as_overflow():
     assert r.edges.tolist() == [0, 3, 6] and r.overflow == 6
     with pytest.raises(hx.ConfigError, match="whole factor from 1 to 7"):
         cube.rebin(0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_histogramming_inside_the_extractor_equals_adding_the_events_afterwards(threads):
+    rng = np.random.default_rng(21)
+    fr = ((rng.random((400, 9, 11)) < 0.05) * rng.integers(20, 4000, (400, 9, 11))).astype(np.uint16)
+    cfg = hx.ProcessingConfig(threshold=10, gradients=0.04, charge_sharing="csa", bins=hx.EnergyBins(5, 120, 0.5))
+    fused, separate = hx.SpectrumAccumulator(cfg, (9, 11)), hx.SpectrumAccumulator(cfg, (9, 11))
+    ex1, ex2 = hx.EventExtractor(cfg, (9, 11), threads=threads), hx.EventExtractor(cfg, (9, 11))
+    for s in range(0, 400, 100):
+        batch = hx.FrameBatch(fr[s:s + 100], np.arange(s, s + 100))
+        a = ex1(batch, accumulator=fused)
+        b = ex2(batch)
+        separate.add(b)
+        assert a == b
+    np.testing.assert_array_equal(fused.cube.counts, separate.cube.counts)
+    assert (fused.underflow, fused.overflow, fused.n_events) == (separate.underflow, separate.overflow, separate.n_events)
+    assert fused.underflow > 0
+    ex1.close()

@@ -40,7 +40,11 @@ def _frame_count(path: Path, shape, allow_partial: bool):
 
 def iter_gige_bin(path, shape=(80, 80), batch_size: int = 1000, reorder: bool = False,
                   allow_partial: bool = False, first_frame: int = 0):
-    """Frames of a .bin file in batches, memory-mapped (bounded memory for any file size)."""
+    """Frames of a .bin file in batches, read block by block (bounded memory for any file size).
+
+    Plain reads rather than a memory map: mapped pages count as resident memory until the
+    kernel drops them, so a map of a 4 GB file shows 4 GB of RSS.
+    """
     path = Path(path)
     if not path.exists():
         raise FormatError(f"{path}: no such file")
@@ -49,17 +53,17 @@ def iter_gige_bin(path, shape=(80, 80), batch_size: int = 1000, reorder: bool = 
     n, _ = _frame_count(path, shape, allow_partial)
     if n == 0:
         return
-    mm = np.memmap(path, dtype="<u2", mode="r", shape=(n, int(shape[0]), int(shape[1])))
-    order = asic_order(int(shape[1])) if reorder else None
-    for s in range(0, n, batch_size):
-        t = min(s + batch_size, n)
-        block = np.asarray(mm[s:t])
-        if order is not None:
-            out = np.empty_like(block)
-            out[:, :, order] = block
-            block = out
-        yield FrameBatch(block.astype(np.uint16, copy=False), np.arange(first_frame + s, first_frame + t, dtype=np.int64))
-    del mm
+    rows, cols = int(shape[0]), int(shape[1])
+    order = asic_order(cols) if reorder else None
+    with open(path, "rb") as fh:
+        for s in range(0, n, batch_size):
+            t = min(s + batch_size, n)
+            block = np.fromfile(fh, dtype="<u2", count=(t - s) * rows * cols).reshape(t - s, rows, cols)
+            if order is not None:
+                out = np.empty_like(block)
+                out[:, :, order] = block
+                block = out
+            yield FrameBatch(block.astype(np.uint16, copy=False), np.arange(first_frame + s, first_frame + t, dtype=np.int64))
 
 
 def read_gige_bin(path, shape=(80, 80), reorder: bool = False, allow_partial: bool = False) -> FrameBatch:
