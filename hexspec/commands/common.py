@@ -80,6 +80,21 @@ def config_from_args(args, shape=None, base: ProcessingConfig | None = None) -> 
     return cfg
 
 
+def read_kev_cube(path, purpose: str):
+    """The spectral cube of a hexspec file, which must be energy-calibrated (keV)."""
+    from pathlib import Path
+
+    from ..errors import FormatError
+    from ..io import hdf5
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path}: no such file")
+    cube = hdf5.read_cube(path)
+    if cube.unit != "keV":
+        raise ConfigError(f"{path}: the cube is in {cube.unit}; {purpose} needs an energy-calibrated cube in keV")
+    return cube
+
+
 def add_quiet_option(parser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, FormatError
-from .common import add_quiet_option
+from ..errors import ConfigError
+from .common import add_quiet_option, read_kev_cube
 
 
 def register(sub) -> None:
@@ -35,11 +35,7 @@ def run(args) -> int:
     from ..io import hdf5
 
     path = Path(args.cube)
-    if not path.exists():
-        raise FormatError(f"{path}: no such file")
-    cube = hdf5.read_cube(path)
-    if cube.unit != "keV":
-        raise ConfigError(f"{path}: the cube is in {cube.unit}; fit needs an energy-calibrated cube in keV")
+    cube = read_kev_cube(path, "fit")
     emin, emax = args.window
     if not emin < emax:
         raise ConfigError(f"--window: expected EMIN < EMAX, found {emin} {emax}")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, FormatError
-from .common import add_quiet_option
+from ..errors import ConfigError
+from .common import add_quiet_option, read_kev_cube
 
 
 def register(sub) -> None:
@@ -56,11 +56,7 @@ def run(args) -> int:
     from .fit import save_maps_png
 
     path = Path(args.cube)
-    if not path.exists():
-        raise FormatError(f"{path}: no such file")
-    cube = hdf5.read_cube(path)
-    if cube.unit != "keV":
-        raise ConfigError(f"{path}: the cube is in {cube.unit}; the S-parameter needs an energy-calibrated cube in keV")
+    cube = read_kev_cube(path, "the S-parameter")
     peaks = None
     if args.fits and args.fit_window:
         raise ConfigError("give either --fits or --fit-window, not both")

@@ -31,6 +31,7 @@ import numpy as np
 from ..config import ProcessingConfig
 from ..errors import ConfigError
 from ..spectra import SpectralCube
+from .processor import LiveProcessor
 from .reduce import image_and_spectrum, window_bins
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,7 @@ class SubprocessProcessor:
         self._config_queue.put(config)
         self.reset()
 
-    def wait_until(self, predicate, timeout: float = 10.0, poll_s: float = 0.01) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate(self):
-                return True
-            time.sleep(poll_s)
-        return bool(predicate(self))
+    wait_until = LiveProcessor.wait_until
 
     # ----------------------------------------------------------------- news from the child
     def _poll_info(self):
