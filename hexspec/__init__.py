@@ -19,10 +19,10 @@ __all__ = [
     "HEXITEC", "DetectorSpec", "FrameBatch", "EnergyBins", "SpectralCube", "SpectrumAccumulator",
     "ProcessingConfig", "EventList", "EventExtractor", "extract_events",
     "HexspecError", "FormatError", "ProtocolError", "CalibrationError", "ConfigError",
-    "fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "tomo", "viewer",
+    "fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "viewer",
 ]
 
-_SUBMODULES = {"fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "tomo", "viewer", "parallel"}
+_SUBMODULES = {"fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "viewer"}
 
 
 def __getattr__(name):

@@ -30,7 +30,12 @@ _NAMES = {
 __all__ = list(_NAMES)
 
 
+_MODULES = ("hdf5", "gige_bin", "odin", "hxt", "calfiles", "framefile", "h5open")
+
+
 def __getattr__(name):
+    if name in _MODULES:
+        return _import_module(f".{name}", __name__)
     if name in _NAMES:
         value = getattr(_import_module(f".{_NAMES[name]}", __name__), name)
         globals()[name] = value
@@ -39,4 +44,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_NAMES))
+    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
