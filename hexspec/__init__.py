@@ -27,7 +27,7 @@ _SUBMODULES = {"fit", "compton", "io", "calibration", "sim", "drivers", "pipelin
 
 def __getattr__(name):
     # Subpackages load on first use so `import hexspec` stays fast and optional extras
-    # (viewer, tomo) are only needed by those who use them.
+    # (the viewer) are only needed by those who use them.
     if name in _SUBMODULES:
         mod = _import_module(f".{name}", __name__)
         globals()[name] = mod
