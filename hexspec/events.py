@@ -19,7 +19,6 @@ from numba import njit
 from .config import ProcessingConfig
 from .errors import ConfigError, FormatError
 from .frames import FrameBatch
-from .spectra import histogram_events, histogram_events_in_rows
 
 MODE_NONE, MODE_CSD, MODE_CSA = 0, 1, 2
 _MODES = {"none": MODE_NONE, "csd": MODE_CSD, "csa": MODE_CSA}
@@ -130,15 +129,12 @@ def _find_root(parent, k):
     return k
 
 
-_NO_HIST = np.zeros((0, 1), np.uint32)   # "no histogram" for the kernel's optional cube
-_NO_FLOW = np.zeros(2, np.int64)
 _NEVER = np.iinfo(np.int64).min   # "no hit yet": no frame number can be one after it
 
 
 @njit(cache=True, nogil=True)
 def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
-                    last_hit, state, use_next, mode, half, max_size, stats, capacity,
-                    hist_counts, hist_start, hist_width, hist_flow):
+                    last_hit, state, use_next, mode, half, max_size, stats, capacity):
     """Process a batch of flat frames (n, rows*cols) into event arrays.
 
     Next-frame state: ``last_hit`` (rows*cols int64) holds the frame number of each
@@ -146,11 +142,6 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
     last_hit[p] == frame_number - 1, with no per-frame clearing. ``state[0]`` is the last
     frame number seen; numbers that do not increase (a restarted acquisition) reset it.
     Both are updated in place so the state crosses batch boundaries.
-
-    With a non-empty ``hist_counts`` (pixels, nbins) the events of each frame are also
-    histogrammed there (bins ``hist_start`` + k ``hist_width``; ``hist_flow`` counts
-    under- and overflow) while they are hot in cache: the random writes into the cube then
-    overlap with the scan of the next frame instead of forming a pass of their own.
     """
     nframes = frames.shape[0]
     npix = frames.shape[1]
@@ -198,7 +189,6 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
         state[0] = fnum
         nh = _scan_hits(frame, thr, hits)
         stats[0] += nh
-        first = nout
 
         # next-frame correction and calibration in one pass over the raw hits
         # Written without branches on the data (the store always happens, the count
@@ -306,10 +296,6 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
             for i in range(nk):
                 label[padded[hits[i]]] = -1
 
-        if hist_counts.shape[0] > 0 and nout > first:
-            histogram_events(out_row[first:nout], out_col[first:nout], out_energy[first:nout], cols,
-                             hist_start, hist_width, hist_counts, hist_flow)
-
     stats[4] += nout
     return out_frame[:nout], out_row[:nout], out_col[:nout], out_energy[:nout], out_size[:nout]
 
@@ -381,12 +367,10 @@ class EventExtractor:
             raise FormatError(f"EventExtractor: expected frames of shape {self.shape}, found {batch.shape}")
         return batch, batch.frames.reshape(len(batch), self.shape[0] * self.shape[1])
 
-    def _run(self, flat, fnums, last_hit, state, stats, hist=None):
-        if hist is None:
-            hist = (_NO_HIST, 0.0, 1.0, _NO_FLOW)
+    def _run(self, flat, fnums, last_hit, state, stats):
         return _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self.gain, self.offset,
                                last_hit, state, self.config.next_frame, self._mode,
-                               self._half, self._max_size, stats, self._capacity(flat.shape[0]), *hist)
+                               self._half, self._max_size, stats, self._capacity(flat.shape[0]))
 
     def _capacity(self, nframes):
         # Size the output for the event rate seen so far (plus a margin) so the kernel
@@ -397,38 +381,19 @@ class EventExtractor:
         return nframes * 16
 
     def __call__(self, batch, accumulator=None) -> EventList:
-        """Events of ``batch``; with ``accumulator`` (a SpectrumAccumulator of this shape)
-        they are also histogrammed into it, in the same pass when single-threaded."""
+        """Events of ``batch``; with ``accumulator`` (a SpectrumAccumulator) they are also
+        histogrammed into it."""
         batch, flat = self._as_flat(batch)
         n = len(batch)
         self.frames_seen += n
-        if accumulator is not None and accumulator.shape != self.shape:
-            raise ConfigError(f"EventExtractor: accumulator of shape {accumulator.shape} for frames of shape {self.shape}")
         if self.threads == 1 or n < 2 * self.threads:
-            hist = accumulator.kernel_target() if accumulator is not None else None
-            parts = [self._run(flat, batch.frame_numbers, self._last_hit, self._state, self._stats, hist)]
-            events = self._to_events(parts)
-            if accumulator is not None:
-                accumulator.n_events += len(events)
-            return events
-        events = self._to_events(self._run_parallel(flat, batch.frame_numbers))
+            parts = [self._run(flat, batch.frame_numbers, self._last_hit, self._state, self._stats)]
+        else:
+            parts = self._run_parallel(flat, batch.frame_numbers)
+        events = self._to_events(parts)
         if accumulator is not None:
-            self._histogram_parallel(events, accumulator)
+            accumulator.add(events)
         return events
-
-    def _histogram_parallel(self, events, accumulator):
-        # each thread owns a band of rows, so the increments never collide
-        counts, start, width, flow = accumulator.kernel_target()
-        bounds = np.linspace(0, self.shape[0], self.threads + 1).astype(int)
-        flows = [np.zeros(2, np.int64) for _ in range(self.threads)]
-        jobs = [self._pool.submit(histogram_events_in_rows, events.row, events.col, events.energy, self.shape[1],
-                                  start, width, counts, flows[k], bounds[k], bounds[k + 1])
-                for k in range(self.threads)]
-        for j in jobs:
-            j.result()
-        for f in flows:
-            flow += f
-        accumulator.n_events += len(events)
 
     def _run_parallel(self, flat, fnums):
         # Threads rather than prange: each chunk yields a variable number of events,
