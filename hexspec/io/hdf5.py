@@ -58,6 +58,14 @@ def _open(path, mode="r"):
         raise FormatError(f"{path}: not a writable HDF5 file ({exc})") from None
 
 
+def _group(f, path, name):
+    """/entry/<name> of a hexspec file, or a FormatError naming what the file holds instead."""
+    e = _entry(f, path)
+    if name not in e:
+        raise FormatError(f"{path}: expected /entry/{name}, found {sorted(e.keys())}")
+    return e[name]
+
+
 def _entry(f, path):
     if "entry" not in f:
         raise FormatError(f"{path}: expected a hexspec HDF5 file with an /entry group, found groups {sorted(f.keys())}")
@@ -324,10 +332,7 @@ def write_results(path, group_name: str, arrays: dict, attrs: dict | None = None
 def read_events(path) -> EventList:
     """All events of a hexspec file (those up to the last flush, for a cut-off file)."""
     with _open(path) as f:
-        e = _entry(f, path)
-        if "events" not in e:
-            raise FormatError(f"{path}: expected /entry/events, found {sorted(e.keys())}")
-        g = e["events"]
+        g = _group(f, path, "events")
         n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
         return EventList(*(g[name][:n] for name, _ in EVENT_FIELDS))
 
@@ -337,10 +342,7 @@ def iter_events(path, batch_size: int = 1_000_000):
     if batch_size < 1:
         raise FormatError(f"iter_events: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
-        e = _entry(f, path)
-        if "events" not in e:
-            raise FormatError(f"{path}: expected /entry/events, found {sorted(e.keys())}")
-        g = e["events"]
+        g = _group(f, path, "events")
         n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
         for s in range(0, n, batch_size):
             yield EventList(*(g[name][s:min(s + batch_size, n)] for name, _ in EVENT_FIELDS))
@@ -349,10 +351,7 @@ def iter_events(path, batch_size: int = 1_000_000):
 def read_cube(path) -> SpectralCube:
     """The /entry/spectra cube of a hexspec file."""
     with _open(path) as f:
-        e = _entry(f, path)
-        if "spectra" not in e:
-            raise FormatError(f"{path}: expected /entry/spectra, found {sorted(e.keys())}")
-        g = e["spectra"]
+        g = _group(f, path, "spectra")
         unit = g["energy_edges"].attrs.get("units", "keV")
         if isinstance(unit, bytes):
             unit = unit.decode()
@@ -373,8 +372,7 @@ def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
     """Raw frames [start, stop) of a hexspec file."""
     with _open(path) as f:
         e = _entry(f, path)
-        if "frames" not in e:
-            raise FormatError(f"{path}: expected raw frames in /entry/frames, found {sorted(e.keys())}")
+        _group(f, path, "frames")
         n = min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0])
         stop = n if stop is None else min(stop, n)
         return FrameBatch(e["frames/data"][start:stop], e["frames/frame_number"][start:stop])
@@ -386,8 +384,7 @@ def iter_frames(path, batch_size: int = 1000):
         raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
         e = _entry(f, path)
-        if "frames" not in e:
-            raise FormatError(f"{path}: expected raw frames in /entry/frames, found {sorted(e.keys())}")
+        _group(f, path, "frames")
         data, fn = e["frames/data"], e["frames/frame_number"]
         n = min(data.shape[0], fn.shape[0])
         for s in range(0, n, batch_size):
