@@ -392,7 +392,7 @@ class EventExtractor:
             parts = self._run_parallel(flat, batch.frame_numbers)
         events = self._to_events(parts)
         if accumulator is not None:
-            accumulator.add(events)
+            accumulator.add(events, pool=self._pool, parts=self.threads)
         return events
 
     def _run_parallel(self, flat, fnums):

@@ -113,3 +113,19 @@ def test_histogramming_inside_the_extractor_equals_adding_the_events_afterwards(
     assert (fused.underflow, fused.overflow, fused.n_events) == (separate.underflow, separate.overflow, separate.n_events)
     assert fused.underflow > 0
     ex1.close()
+
+
+def test_accumulator_filled_by_several_threads_equals_one_thread():
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(8)
+    n = 60_000
+    ev = hx.EventList(np.zeros(n), rng.integers(0, 13, n), rng.integers(0, 7, n), rng.uniform(-10, 130, n))
+    cfg = hx.ProcessingConfig(gradients=1.0, bins=hx.EnergyBins(0, 120, 0.3))
+    one, three = hx.SpectrumAccumulator(cfg, (13, 7)), hx.SpectrumAccumulator(cfg, (13, 7))
+    one.add(ev)
+    with ThreadPoolExecutor(3) as pool:
+        three.add(ev, pool=pool, parts=3)
+    counts, under, over = histogram_reference(ev.row, ev.col, ev.energy, (13, 7), cfg.bins)
+    np.testing.assert_array_equal(three.cube.counts, counts)
+    np.testing.assert_array_equal(one.cube.counts, counts)
+    assert (three.underflow, three.overflow) == (under, over) and under > 0 and over > 0
