@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from scipy.special import erf
 from scipy.stats import norm
 
@@ -56,6 +57,20 @@ def test_sparam_converts_s_to_li_with_a_calibration(tmp_path):
     li, _ = hdf5.read_results(tmp_path / "s.h5", "lithium")
     assert np.allclose(li["li"], 7.0 * s["s"] - 8.2)           # the line through (1.2, 0.2) and (1.3, 0.9)
     assert np.all(li["li_err"] > 7.0 * s["s_err"])             # map error plus calibration error
+
+
+def test_sparam_of_blocks_recovers_the_closed_form_s_with_smaller_errors(tmp_path):
+    hdf5.write_cube(tmp_path / "cube.h5", gaussian_profile_cube(shape=(4, 6), total=5e4))
+    assert main(["sparam", str(tmp_path / "cube.h5"), "--theta", "90", "--no-background", "--block", "2", "3",
+                 "-o", str(tmp_path / "s.h5"), "-q"]) == 0
+    arrays, attrs = hdf5.read_results(tmp_path / "s.h5", "s_parameter")
+    assert arrays["s"].shape == (2, 2) and arrays["ok"].all() and list(attrs["block"]) == [2, 3]
+    assert np.all(np.abs(arrays["s"] - gaussian_s(1.3)) < 4 * arrays["s_err"])
+    assert main(["sparam", str(tmp_path / "cube.h5"), "--theta", "90", "--no-background",
+                 "-o", str(tmp_path / "p.h5"), "-q"]) == 0
+    single, _ = hdf5.read_results(tmp_path / "p.h5", "s_parameter")
+    # six pixels per block: the error shrinks by about sqrt(6)
+    assert np.median(arrays["s_err"]) == pytest.approx(np.median(single["s_err"]) / np.sqrt(6), rel=0.15)
 
 
 def test_sparam_theta_from_fits_needs_fits(tmp_path, capsys):

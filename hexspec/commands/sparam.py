@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import add_quiet_option, read_kev_cube
+from .common import add_quiet_option, positive_int, read_kev_cube
 
 
 def register(sub) -> None:
@@ -36,6 +36,9 @@ def register(sub) -> None:
                    help="with --fit-window: Poisson maximum likelihood (default; unbiased at the low counts of "
                         "single pixels) or least squares")
     p.add_argument("--no-background", action="store_true", help="do not subtract a fitted background")
+    p.add_argument("--block", nargs=2, type=positive_int, metavar=("ROWS", "COLS"),
+                   help="S of blocks of ROWS x COLS pixels (each pixel's counts mapped to p_z with its own theta, "
+                        "then summed), for data with too few counts per pixel")
     p.add_argument("--low", type=float, default=1.0, help="S_L window |p_z| < LOW a.u. (default 1)")
     p.add_argument("--high", type=float, default=5.0, help="S_H window LOW < |p_z| < HIGH a.u. (default 5)")
     p.add_argument("--factor", choices=("impulse", "jacobian"), default="impulse", help="profile factor of eq. (3)")
@@ -84,14 +87,25 @@ def run(args) -> int:
         theta_note = f"per pixel from the pinhole geometry d1={d1:g} mm, d2={d2:g} mm"
 
     background = None if (args.no_background or peaks is None) else peaks
-    smap = compton.s_parameter_map(cube, args.e1, theta, low=args.low, high=args.high, factor=args.factor,
-                                   background=background, min_counts=args.min_counts,
-                                   attenuation_factor=args.attenuation_factor)
+    options = dict(low=args.low, high=args.high, factor=args.factor, background=background,
+                   min_counts=args.min_counts, attenuation_factor=args.attenuation_factor)
+    if args.block:
+        br, bc = args.block
+        smap = compton.s_parameter_blocks(cube, args.e1, theta, block=(br, bc), **options)
+        pixel_ok = np.zeros(cube.shape, dtype=bool)       # the pixels of the blocks that are ok
+        nr, nc = smap.ok.shape
+        pixel_ok[: nr * br, : nc * bc] = np.repeat(np.repeat(smap.ok, br, axis=0), bc, axis=1)
+        unit = f"{br}x{bc} blocks"
+    else:
+        smap = compton.s_parameter_map(cube, args.e1, theta, **options)
+        pixel_ok = smap.ok
+        unit = "pixels"
     theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
     attrs = {"e1_kev": args.e1, "low_au": args.low, "high_au": args.high, "factor": args.factor,
              "theta": theta_note, "background": "fitted linear background" if background is not None else "none",
              "attenuation_factor": args.attenuation_factor, "min_counts": args.min_counts,
-             "input": str(path.resolve()), "equation": "PHYSICS.md eq. (4): S = S_L / S_H"}
+             "input": str(path.resolve()), "equation": "PHYSICS.md eq. (4): S = S_L / S_H",
+             "block": list(args.block) if args.block else [1, 1]}
     hdf5.write_results(args.output, "s_parameter", {**smap.to_dict(), "theta_rad": theta_map}, attrs)
     maps = {"S": smap.s, "S standard error": smap.s_err}
     lmap = None
@@ -103,7 +117,7 @@ def run(args) -> int:
                            {"calibration": cal.to_dict(), "equation": "PHYSICS.md eq. (5): 1 - x = a S + b"})
         maps.update({"Li content 1-x": lmap.li, "1-x standard error": lmap.li_err})
 
-    ok = smap.ok
+    ok = pixel_ok
     prof = None
     if ok.any():
         prof = compton.region_profile(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok, factor=args.factor,
@@ -111,18 +125,18 @@ def run(args) -> int:
         hdf5.write_results(args.output, "profile", {"pz_edges": prof.pz_edges, "J": prof.J, "J_err": prof.J_err},
                            {"factor": args.factor, "pixels": int(ok.sum()), "normalization": 1.0, "units": "J per a.u."})
     png = Path(args.png) if args.png else Path(args.output).with_suffix(".png")
-    save_maps_png(png, maps, mask=ok, ncols=2, title=f"{path.name}: S-parameter ({args.low:g}/{args.high:g} a.u.)")
+    save_maps_png(png, maps, mask=smap.ok, ncols=2, title=f"{path.name}: S-parameter ({args.low:g}/{args.high:g} a.u.)")
     if prof is not None:
         save_profile_png(png.with_name(png.stem + "_profile.png"), {"all ok pixels": prof},
                          title=f"{path.name}: Compton profile ({args.factor})", windows=(args.low, args.high))
     if not args.quiet:
-        msg = f"{path.name}: S for {int(ok.sum())} of {ok.size} pixels"
+        msg = f"{path.name}: S for {int(smap.ok.sum())} of {smap.ok.size} {unit}"
         if ok.any():
             s_reg, s_reg_err = compton.s_parameter_region(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok,
                                                           low=args.low, high=args.high, factor=args.factor,
                                                           background=background,
                                                           attenuation_factor=args.attenuation_factor)
-            msg += (f"; median S {np.median(smap.s[ok]):.4f} (median error {np.median(smap.s_err[ok]):.4f}); "
+            msg += (f"; median S {np.median(smap.s[smap.ok]):.4f} (median error {np.median(smap.s_err[smap.ok]):.4f}); "
                     f"all ok pixels together S = {s_reg:.5f} +- {s_reg_err:.5f}")
             if lmap is not None:
                 li = cal(s_reg)
