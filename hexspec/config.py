@@ -197,6 +197,11 @@ class ProcessingConfig:
     @classmethod
     def from_file(cls, path) -> "ProcessingConfig":
         """Read a JSON (.json) or TOML (.toml) file of options."""
+        return cls.from_dict(cls.read_options(path))
+
+    @classmethod
+    def read_options(cls, path) -> dict:
+        """The options a JSON or TOML file sets (only those), checked as a ProcessingConfig."""
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
@@ -209,8 +214,15 @@ class ProcessingConfig:
                 d = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: the TOML does not parse: {exc}") from None
-            return cls.from_dict(d)
-        return cls.from_json(path.read_text())
+        else:
+            try:
+                d = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}: the JSON does not parse: {exc}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a table of options, found {type(d).__name__}")
+        cls.from_dict(d)   # every option checked now, naming the file's mistakes
+        return d
 
     def replace(self, **changes) -> "ProcessingConfig":
         d = {f.name: getattr(self, f.name) for f in fields(self)}

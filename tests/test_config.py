@@ -51,3 +51,12 @@ def test_toml_file_is_read(tmp_path):
     p.write_text('threshold = 80\ncharge_sharing = "csa"\nmax_cluster_size = 2\nbins = [0, 100, 0.5]\n')
     cfg = hx.ProcessingConfig.from_file(p)
     assert (cfg.threshold, cfg.charge_sharing, cfg.max_cluster_size, cfg.bins.n) == (80.0, "csa", 2, 200)
+
+
+def test_a_config_file_sets_only_the_options_it_names(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('charge_sharing = "csa"\n')
+    assert hx.ProcessingConfig.read_options(p) == {"charge_sharing": "csa"}
+    p.write_text('window = 4\n')
+    with pytest.raises(hx.ConfigError, match="expected an odd integer"):
+        hx.ProcessingConfig.read_options(p)

@@ -59,7 +59,7 @@ def config_from_args(args, shape=None, base: ProcessingConfig | None = None) -> 
     """
     base = base.to_dict() if base is not None else {}
     if getattr(args, "config", None):
-        base.update(ProcessingConfig.from_file(args.config).to_dict())
+        base.update(ProcessingConfig.read_options(args.config))
     if getattr(args, "calibration", None):
         from ..io.hdf5 import read_calibration
         cal = read_calibration(args.calibration)
