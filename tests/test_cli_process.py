@@ -39,6 +39,7 @@ def test_process_bin_file_writes_the_events_and_cube_of_the_api(tmp_path, bin_fi
     np.testing.assert_array_equal(hdf5.read_cube(out).counts, hx.SpectralCube.from_events(want, cfg.resolved_bins(), (80, 80)).counts)
     assert hdf5.read_config(out) == cfg
     assert hdf5.read_acquisition(out)["frames_received"] == 200
+    assert (tmp_path / "out.png").stat().st_size > 10_000      # the overview picture
 
 
 def test_config_file_is_read_and_command_line_overrides_it(tmp_path, bin_file):
