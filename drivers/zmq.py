@@ -48,6 +48,22 @@ DEFAULT_HWM = 1000
 
 
 
+def _attach(socket, endpoint: str, bind: bool, who: str) -> str:
+    """Bind or connect ``socket``; returns the endpoint in use (a wildcard port resolved).
+
+    On failure the socket is closed and a ProtocolError names the endpoint.
+    """
+    try:
+        if bind:
+            socket.bind(endpoint)
+            return socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+        socket.connect(endpoint)
+        return endpoint
+    except zmq.ZMQError as exc:
+        socket.close(0)
+        raise ProtocolError(f"{who}: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
+
+
 def encode_header(frame_num: int, shape, dtype="uint16", acquisition_id: str = "",
                   dataset: str = "raw_frames") -> bytes:
     """JSON header of one message, with shape entries as strings as odin-data sends them."""
@@ -207,17 +223,11 @@ class ZmqPublisher:
         if send_timeout_s is not None:
             self._socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
         try:
-            if bind:
-                self._socket.bind(endpoint)
-                # tcp://*:0 or a wildcard port: report where we actually are
-                self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
-            else:
-                self._socket.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close(0)
+            self.endpoint = _attach(self._socket, endpoint, bind, "ZmqPublisher")
+        except ProtocolError:
             if self._own_context:
                 self._context.term()
-            raise ProtocolError(f"ZmqPublisher: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
+            raise
 
     def send(self, batch, frames_per_message: int | None = None) -> int:
         """Send every frame of ``batch``; return the number of frames sent.
@@ -318,15 +328,7 @@ class ZmqSource(BaseSource):
         self._socket.setsockopt(zmq.LINGER, 0)
         if socket_type == "SUB":
             self._socket.setsockopt(zmq.SUBSCRIBE, b"")
-        try:
-            if bind:
-                self._socket.bind(endpoint)
-                self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
-            else:
-                self._socket.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close(0)
-            raise ProtocolError(f"ZmqSource: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
+        self.endpoint = _attach(self._socket, endpoint, bind, "ZmqSource")
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
 
