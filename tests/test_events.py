@@ -183,6 +183,21 @@ def test_kernel_matches_numpy_reference_on_random_frames(mode, window, next_fram
     assert got == want
 
 
+@pytest.mark.parametrize("occupancy", [0.0, 0.01, 0.05, 0.5, 1.0])
+def test_hits_found_at_every_occupancy_and_block_boundary(occupancy):
+    # The scan works on 64-pixel blocks with a branch-free path for the first two hits of
+    # a block; shapes below and around multiples of 64 exercise the tail, dense frames
+    # the blocks with many hits. Expected: numpy's nonzero of value > threshold map.
+    rng = np.random.default_rng(int(occupancy * 100))
+    for shape in [(1, 1), (3, 21), (8, 8), (7, 64), (9, 65), (80, 80), (13, 127)]:
+        fr = ((rng.random((3, *shape)) < occupancy) * rng.integers(100, 5000, (3, *shape))).astype(np.uint16)
+        thr = rng.integers(0, 100, shape)
+        ev = hx.extract_events(fr, cfg(threshold=thr, charge_sharing="none")).sorted()
+        f, r, c = np.nonzero(fr > thr)
+        assert ev.frame.tolist() == f.tolist() and ev.row.tolist() == r.tolist() and ev.col.tolist() == c.tolist()
+        assert ev.energy.tolist() == fr[f, r, c].astype(np.float32).tolist()
+
+
 def test_stage_references_agree_with_hand_values():
     fr = np.array([[[5, 20], [30, 0]], [[25, 0], [31, 1]]], np.uint16)
     hits = threshold_reference(fr, 10)
