@@ -428,7 +428,7 @@ class EventExtractor:
         # accumulator, each thread also buckets its own events for the histogram
         # (SpectrumAccumulator.prepare); the caller then fills the cube (commit).
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads)
+            self._pool = ThreadPoolExecutor(self.threads - 1)   # the caller is the other thread
         n = flat.shape[0]
         bounds = np.linspace(0, n, self.threads + 1).astype(int)
         jobs = []
@@ -441,9 +441,11 @@ class EventExtractor:
                 state = (np.full_like(self._last_hit, _NEVER), np.full(1, _NEVER, np.int64))
                 _prime_state(flat[s - 1], self.thr, *state, fnums[s - 1])
             stats = np.zeros_like(self._stats)
-            jobs.append((self._pool.submit(self._run_part, flat[s:e], fnums[s:e], *state, stats, accumulator),
-                         state, stats))
-        results = [j.result() for j, _, _ in jobs]
+            args = (flat[s:e], fnums[s:e], *state, stats, accumulator)
+            jobs.append((args if k == 0 else self._pool.submit(self._run_part, *args), state, stats))
+        # The calling thread works on the first chunk itself rather than waiting: one thread
+        # fewer to wake per batch (measured 1.35x -> 1.47x two-thread speed-up for csd).
+        results = [self._run_part(*jobs[0][0])] + [j.result() for j, _, _ in jobs[1:]]
         for _, _, stats in jobs:
             self._stats += stats
         last = jobs[-1][1]

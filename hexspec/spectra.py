@@ -315,7 +315,8 @@ class SpectrumAccumulator:
 
         With a ``pool`` (concurrent.futures executor) and ``parts`` > 1 the events are
         split into ``parts`` chunks bucketed concurrently, then the cube is filled by
-        ``parts`` threads over disjoint ranges of it (the kernels release the GIL).
+        ``parts`` threads over disjoint ranges of it (the kernels release the GIL). The
+        calling thread is one of them, so a pool of ``parts - 1`` workers suffices.
         """
         if pool is None or parts < 2 or len(events) < _BUCKETED_FROM:
             _check_event_positions(events, self.shape)
@@ -324,8 +325,9 @@ class SpectrumAccumulator:
             self.n_events += len(events)
             return
         bounds = np.linspace(0, len(events), parts + 1).astype(np.int64)
-        jobs = [pool.submit(self.prepare, events[bounds[k]:bounds[k + 1]]) for k in range(parts)]
-        self.commit([j.result() for j in jobs], pool, parts)
+        jobs = [pool.submit(self.prepare, events[bounds[k]:bounds[k + 1]]) for k in range(1, parts)]
+        first = self.prepare(events[bounds[0]:bounds[1]])   # the calling thread takes the first chunk
+        self.commit([first] + [j.result() for j in jobs], pool, parts)
 
     def prepare(self, events):
         """First half of a concurrent :meth:`add`: bucket ``events`` without touching the
@@ -338,7 +340,8 @@ class SpectrumAccumulator:
 
     def commit(self, prepared, pool=None, parts: int = 1) -> None:
         """Second half of a concurrent :meth:`add`: fill the cube from :meth:`prepare`
-        results, split into ``parts`` disjoint ranges of buckets filled by the threads of ``pool``."""
+        results, split into ``parts`` disjoint ranges of buckets: the calling thread fills
+        the first, the threads of ``pool`` the others."""
         flat = self._counts.reshape(-1)
         nbuckets = prepared[0][1].shape[0] - 1 if prepared else 0
 
@@ -350,7 +353,9 @@ class SpectrumAccumulator:
             fill(0, nbuckets)
         else:
             edges = np.linspace(0, nbuckets, parts + 1).astype(np.int64)
-            for j in [pool.submit(fill, edges[k], edges[k + 1]) for k in range(parts)]:
+            jobs = [pool.submit(fill, edges[k], edges[k + 1]) for k in range(1, parts)]
+            fill(edges[0], edges[1])   # the calling thread fills the first range itself
+            for j in jobs:
                 j.result()
         for _, _, flow, n in prepared:
             self._flow += flow
