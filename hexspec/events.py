@@ -183,8 +183,8 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
                 k += 1
     # Padded by the window half-width so neighbour lookups need no bounds checks.
     label = np.full((rows + 2 * half) * pw, -1, np.int32)   # padded pixel -> position in hits, or -1
-    parent = np.empty(npix + 1, np.int32)   # union-find; entry npix is a sink for branch-free writes
-    shared = np.zeros(npix + 1, np.uint8)
+    parent = np.empty(npix, np.int32)   # union-find (csa)
+    shared = np.zeros(npix + 1, np.uint8)   # csd; entry npix is a sink for branch-free writes
     csize = np.empty(npix, np.int32)
     best = np.empty(npix, np.int32)
     esum = np.empty(npix, np.float64)
@@ -431,7 +431,8 @@ class EventExtractor:
             self._pool = ThreadPoolExecutor(self.threads - 1)   # the caller is the other thread
         n = flat.shape[0]
         bounds = np.linspace(0, n, self.threads + 1).astype(int)
-        jobs = []
+        chunks = []   # (state, stats) of each chunk
+        futures = []
         for k in range(self.threads):
             s, e = bounds[k], bounds[k + 1]
             if k == 0:
@@ -441,14 +442,16 @@ class EventExtractor:
                 state = (np.full_like(self._last_hit, _NEVER), np.full(1, _NEVER, np.int64))
                 _prime_state(flat[s - 1], self.thr, *state, fnums[s - 1])
             stats = np.zeros_like(self._stats)
-            args = (flat[s:e], fnums[s:e], *state, stats, accumulator)
-            jobs.append((args if k == 0 else self._pool.submit(self._run_part, *args), state, stats))
+            chunks.append((state, stats))
+            if k > 0:
+                futures.append(self._pool.submit(self._run_part, flat[s:e], fnums[s:e], *state, stats, accumulator))
         # The calling thread works on the first chunk itself rather than waiting: one thread
         # fewer to wake per batch (measured 1.35x -> 1.47x two-thread speed-up for csd).
-        results = [self._run_part(*jobs[0][0])] + [j.result() for j, _, _ in jobs[1:]]
-        for _, _, stats in jobs:
+        (state, stats), e = chunks[0], bounds[1]
+        results = [self._run_part(flat[:e], fnums[:e], *state, stats, accumulator)] + [f.result() for f in futures]
+        for _, stats in chunks:
             self._stats += stats
-        last = jobs[-1][1]
+        last = chunks[-1][0]
         if last[0] is not self._last_hit:
             self._last_hit[:] = last[0]
             self._state[:] = last[1]
