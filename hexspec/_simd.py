@@ -1,6 +1,6 @@
-"""Two numba intrinsics for the threshold scan of the event kernel.
+"""Three numba intrinsics for the event kernel: two for the threshold scan, one prefetch.
 
-Written by hand because numba exposes neither, and the scan is the largest single cost
+Written by hand because numba exposes none of them, and the scan is the largest single cost
 of frames -> events: at ~1% occupancy nearly every pixel is compared and rejected, so the
 scan must run at vector speed and then jump straight to the few hits.
 
@@ -12,7 +12,9 @@ result is the same everywhere. A plain numba loop building the same mask with sh
 vectorises only to 128-bit compares and ran 1.5x slower in the whole scan
 (benchmarks/bench_events.py). ``cttz64(x)`` is LLVM's count-trailing-zeros (tzcnt), the
 index of the lowest set bit (64 for zero), so the hits of a block are visited without
-testing each pixel.
+testing each pixel. ``prefetch(arr, index)`` starts loading a cache line early: the
+kernel uses it to fetch the next frame from memory while it works on the hits of the
+current one (see hexspec.events._extract_kernel).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 MASK_LANES = 64
+LINE_U16 = 32   # uint16 values per 64-byte cache line
 
 
 @intrinsic
@@ -63,3 +66,64 @@ def gt_mask64(typingctx, a, b, start):
         return builder.bitcast(builder.icmp_unsigned(">", va, vb), ir.IntType(MASK_LANES))
 
     return sig, codegen
+
+
+def _prefetch_codegen(rw):
+    def codegen(context, builder, signature, args):
+        aty, ity = signature.args
+        data = context.make_array(aty)(context, builder, args[0]).data
+        offset = context.cast(builder, args[1], ity, types.intp)
+        byte_ptr = ir.IntType(8).as_pointer()
+        addr = builder.bitcast(builder.gep(data, [offset]), byte_ptr)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [byte_ptr], fnty)
+        # read (0) or write (1), keep in all cache levels (locality 3), data cache (1)
+        builder.call(fn, [addr, i32(rw), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return codegen
+
+
+def _check_array_index(name, arr, index):
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
+        raise TypingError(f"{name}: expected a C-contiguous 1-D array, found {arr}")
+    if not isinstance(index, types.Integer):
+        raise TypingError(f"{name}: expected an integer index, found {index}")
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Ask the CPU to start loading the cache line holding arr[index] (1-D C-contiguous
+    array) into all cache levels, without waiting for it: LLVM's llvm.prefetch, the
+    prefetcht0 instruction on x86. A prefetch never faults, but callers keep the index in
+    bounds anyway.
+    """
+    _check_array_index("prefetch", arr, index)
+    return types.void(arr, index), _prefetch_codegen(0)
+
+
+@intrinsic
+def prefetch_write(typingctx, arr, index):
+    """As :func:`prefetch`, for a line about to be written (prefetchw on x86: the line
+    arrives ready to be modified)."""
+    _check_array_index("prefetch_write", arr, index)
+    return types.void(arr, index), _prefetch_codegen(1)
+
+
+@intrinsic
+def atomic_inc_u32(typingctx, arr, index):
+    """arr[index] += 1 as one atomic operation (uint32 1-D C-contiguous array; no bounds
+    check): threads may increment the same array concurrently without losing counts
+    (a lock-prefixed add on x86)."""
+    _check_array_index("atomic_inc_u32", arr, index)
+    if arr.dtype != types.uint32:
+        raise TypingError(f"atomic_inc_u32: expected a uint32 array, found {arr}")
+
+    def codegen(context, builder, signature, args):
+        aty, ity = signature.args
+        data = context.make_array(aty)(context, builder, args[0]).data
+        offset = context.cast(builder, args[1], ity, types.intp)
+        builder.atomic_rmw("add", builder.gep(data, [offset]), ir.Constant(ir.IntType(32), 1), "monotonic")
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen

@@ -361,6 +361,20 @@ class SpectrumAccumulator:
             self._flow += flow
             self.n_events += n
 
+    def fused_target(self, shape):
+        """What an EventExtractor needs to histogram into this cube inside its kernel:
+        (flat counts, nbins, start, 1 / width). Report the events with :meth:`fused_done`."""
+        if tuple(shape) != self.shape:
+            raise ConfigError(f"SpectrumAccumulator: expected events of a {self.shape[0]} x {self.shape[1]} "
+                              f"detector, found frames of {shape[0]} x {shape[1]}")
+        return self._counts.reshape(-1), self.bins.n, self.bins.start, 1.0 / self.bins.width
+
+    def fused_done(self, n_events, flow) -> None:
+        """Account for ``n_events`` histogrammed through :meth:`fused_target`, with
+        ``flow`` [under, over] of them outside the bins."""
+        self._flow += flow
+        self.n_events += int(n_events)
+
     def reset(self) -> None:
         self._counts[...] = 0
         self._flow[:] = 0

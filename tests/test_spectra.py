@@ -111,8 +111,25 @@ def test_histogramming_inside_the_extractor_equals_adding_the_events_afterwards(
         assert a == b
     np.testing.assert_array_equal(fused.cube.counts, separate.cube.counts)
     assert (fused.underflow, fused.overflow, fused.n_events) == (separate.underflow, separate.overflow, separate.n_events)
-    assert fused.underflow > 0
+    assert fused.underflow > 0 and fused.overflow > 0
     ex1.close()
+
+
+def test_two_threads_histogramming_into_a_tiny_cube_lose_no_count():
+    # 2 x 3 pixels and 2 bins: the two threads increment the same few counters all the
+    # time, so plain (non-atomic) increments would lose counts here.
+    rng = np.random.default_rng(5)
+    fr = rng.integers(0, 200, (40_000, 2, 3)).astype(np.uint16)
+    cfg = hx.ProcessingConfig(threshold=0, next_frame=False, charge_sharing="none", bins=hx.EnergyBins(0, 200, 100))
+    acc = hx.SpectrumAccumulator(cfg, (2, 3))
+    ex = hx.EventExtractor(cfg, (2, 3), threads=2)
+    for s in range(0, len(fr), 20_000):
+        ex(hx.FrameBatch(fr[s:s + 20_000], np.arange(s, s + 20_000)), accumulator=acc)
+    ex.close()
+    kept = fr > 0
+    expected = np.stack([(kept & (fr < 100)).sum(axis=0), (fr >= 100).sum(axis=0)], axis=-1)
+    np.testing.assert_array_equal(acc.cube.counts, expected)
+    assert acc.n_events == kept.sum() and acc.underflow == 0 and acc.overflow == 0
 
 
 def test_accumulator_filled_by_several_threads_equals_one_thread():
