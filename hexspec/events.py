@@ -126,6 +126,21 @@ def _scan_hits(frame, thr, hits):
 
 
 @njit(cache=True, nogil=True)
+def _pixel_tables(rows, cols, gain, offset):
+    """Per-pixel tables laid out so one hit touches few cache lines: row and column packed
+    in one word (no integer division per hit), gain and intercept side by side."""
+    npix = rows * cols
+    rowcol = np.empty(npix, np.uint32)
+    cal = np.empty((npix, 2), np.float64)
+    for p in range(npix):
+        r = p // cols
+        rowcol[p] = (r << 16) | (p - r * cols)
+        cal[p, 0] = gain[p]
+        cal[p, 1] = offset[p]
+    return rowcol, cal
+
+
+@njit(cache=True, nogil=True)
 def _find_root(parent, k):
     while parent[k] != k:
         parent[k] = parent[parent[k]]
@@ -172,10 +187,12 @@ _NO_FLOW = np.zeros(2, np.int64)
 
 
 @njit(cache=True, nogil=True)
-def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
+def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                     last_hit, state, use_next, mode, half, max_size, stats, capacity,
                     counts, nbins, hist_start, hist_inv, flow, atomic):
     """Process a batch of flat frames (n, rows*cols) into event arrays.
+
+    ``rowcol`` and ``cal`` are the per-pixel tables of :func:`_pixel_tables`.
 
     Next-frame state: ``last_hit`` (rows*cols int64) holds the frame number of each
     pixel's latest raw hit, so "hit in the previous consecutive frame" is the single test
@@ -219,16 +236,7 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, gain, offset,
 
     hits = np.empty(npix + 1, np.int32)   # +1: see _scan_hits
     energy = np.empty(npix, np.float64)
-    # Per-pixel tables laid out so one hit touches few cache lines: row and column packed
-    # in one word (no integer division per hit), gain and intercept side by side.
     pw = cols + 2 * half
-    rowcol = np.empty(npix, np.uint32)
-    cal = np.empty((npix, 2), np.float64)
-    for p in range(npix):
-        r = p // cols
-        rowcol[p] = (r << 16) | (p - r * cols)
-        cal[p, 0] = gain[p]
-        cal[p, 1] = offset[p]
     nback = (2 * half + 1) * half + half
     back = np.empty(nback, np.int32)   # the backward half of the window, as padded-index offsets
     k = 0
@@ -447,6 +455,7 @@ class EventExtractor:
         self.config = config
         self.shape = (int(shape[0]), int(shape[1]))
         self.thr, self.gain, self.offset = config.pixel_maps(self.shape)
+        self._rowcol, self._cal = _pixel_tables(self.shape[0], self.shape[1], self.gain, self.offset)
         npix = self.shape[0] * self.shape[1]
         self.threads = max(1, int(threads))
         self._mode = _MODES[config.charge_sharing]
@@ -480,7 +489,7 @@ class EventExtractor:
 
     def _run(self, flat, fnums, last_hit, state, stats, hist=None, flow=None, atomic=False):
         counts, nbins, start, inv = hist if hist is not None else _NO_HIST
-        return _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self.gain, self.offset,
+        return _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self._rowcol, self._cal,
                                last_hit, state, self.config.next_frame, self._mode,
                                self._half, self._max_size, stats, self._capacity(flat.shape[0]),
                                counts, nbins, start, inv, flow if flow is not None else _NO_FLOW, atomic)
