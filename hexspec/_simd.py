@@ -1,4 +1,4 @@
-"""Three numba intrinsics for the event kernel: two for the threshold scan, one prefetch.
+"""Four numba intrinsics for the event kernel: two for the threshold scan, two prefetches.
 
 Written by hand because numba exposes none of them, and the scan is the largest single cost
 of frames -> events: at ~1% occupancy nearly every pixel is compared and rejected, so the
@@ -12,9 +12,10 @@ result is the same everywhere. A plain numba loop building the same mask with sh
 vectorises only to 128-bit compares and ran 1.5x slower in the whole scan
 (benchmarks/bench_events.py). ``cttz64(x)`` is LLVM's count-trailing-zeros (tzcnt), the
 index of the lowest set bit (64 for zero), so the hits of a block are visited without
-testing each pixel. ``prefetch(arr, index)`` starts loading a cache line early: the
-kernel uses it to fetch the next frame from memory while it works on the hits of the
-current one (see hexspec.events._extract_kernel).
+testing each pixel. ``prefetch(arr, index)`` and ``prefetch_write(arr, index)`` start
+loading a cache line early: the kernel uses them to fetch the next frame, and the cube
+counters it is about to increment, while it works on the hits of the current frame
+(see hexspec.events._extract_kernel).
 """
 
 from __future__ import annotations
@@ -108,22 +109,3 @@ def prefetch_write(typingctx, arr, index):
     arrives ready to be modified)."""
     _check_array_index("prefetch_write", arr, index)
     return types.void(arr, index), _prefetch_codegen(1)
-
-
-@intrinsic
-def atomic_inc_u32(typingctx, arr, index):
-    """arr[index] += 1 as one atomic operation (uint32 1-D C-contiguous array; no bounds
-    check): threads may increment the same array concurrently without losing counts
-    (a lock-prefixed add on x86)."""
-    _check_array_index("atomic_inc_u32", arr, index)
-    if arr.dtype != types.uint32:
-        raise TypingError(f"atomic_inc_u32: expected a uint32 array, found {arr}")
-
-    def codegen(context, builder, signature, args):
-        aty, ity = signature.args
-        data = context.make_array(aty)(context, builder, args[0]).data
-        offset = context.cast(builder, args[1], ity, types.intp)
-        builder.atomic_rmw("add", builder.gep(data, [offset]), ir.Constant(ir.IntType(32), 1), "monotonic")
-        return context.get_dummy_value()
-
-    return types.void(arr, index), codegen

@@ -19,7 +19,7 @@ from numba import njit
 from .config import ProcessingConfig
 from .errors import ConfigError, FormatError
 from .frames import FrameBatch
-from ._simd import LINE_U16, MASK_LANES, atomic_inc_u32, cttz64, gt_mask64, prefetch, prefetch_write
+from ._simd import LINE_U16, MASK_LANES, cttz64, gt_mask64, prefetch, prefetch_write
 
 MODE_NONE, MODE_CSD, MODE_CSA = 0, 1, 2
 _MODES = {"none": MODE_NONE, "csd": MODE_CSD, "csa": MODE_CSA}
@@ -172,13 +172,9 @@ def _queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_st
 
 
 @njit(cache=True, nogil=True)
-def _increment(counts, pending, n, atomic):
-    if atomic:
-        for k in range(n):
-            atomic_inc_u32(counts, pending[k])
-    else:
-        for k in range(n):
-            counts[pending[k]] += 1
+def _increment(counts, pending, n):
+    for k in range(n):
+        counts[pending[k]] += 1
 
 
 _NEVER = np.iinfo(np.int64).min   # "no hit yet": no frame number can be one after it
@@ -189,7 +185,7 @@ _NO_FLOW = np.zeros(2, np.int64)
 @njit(cache=True, nogil=True)
 def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                     last_hit, state, use_next, mode, half, max_size, stats, capacity,
-                    counts, nbins, hist_start, hist_inv, flow, atomic):
+                    counts, nbins, hist_start, hist_inv, flow):
     """Process a batch of flat frames (n, rows*cols) into event arrays.
 
     ``rowcol`` and ``cal`` are the per-pixel tables of :func:`_pixel_tables`.
@@ -220,9 +216,9 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
     nearly every event, so incrementing at once would wait for DRAM each time. Measured
     against histogramming the returned events afterwards (bucketed, see
     hexspec.spectra): 1.03-1.07x faster single-threaded, 1.2x with two threads, which
-    need no second pass over the events. ``atomic`` makes the increments atomic, for
-    threads sharing one cube. (Without a histogram ``counts`` is empty and the
-    prefetches that name it are harmless: a prefetch never faults.)
+    need no second pass over the events. Threads each get a cube of their own
+    (SpectrumAccumulator.fused_target). (Without a histogram ``counts`` is empty and
+    the prefetches that name it are harmless: a prefetch never faults.)
     """
     nframes = frames.shape[0]
     npix = frames.shape[1]
@@ -319,7 +315,7 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                 out_size[nout] = 1
                 nout += 1
             if do_hist:
-                _increment(counts, pending, npend, atomic)
+                _increment(counts, pending, npend)
                 npend = _queue_increments(out_row, out_col, out_energy, nout0, nout, cols, nbins, hist_start,
                                           hist_inv, counts, pending, flow)
             continue
@@ -409,12 +405,12 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
             stats[2] += merged
             stats[3] += dropped
         if do_hist:
-            _increment(counts, pending, npend, atomic)
+            _increment(counts, pending, npend)
             npend = _queue_increments(out_row, out_col, out_energy, nout0, nout, cols, nbins, hist_start,
                                       hist_inv, counts, pending, flow)
 
     if do_hist:
-        _increment(counts, pending, npend, atomic)
+        _increment(counts, pending, npend)
     stats[4] += nout
     return out_frame[:nout], out_row[:nout], out_col[:nout], out_energy[:nout], out_size[:nout]
 
@@ -487,12 +483,12 @@ class EventExtractor:
             raise FormatError(f"EventExtractor: expected frames of shape {self.shape}, found {batch.shape}")
         return batch, batch.frames.reshape(len(batch), self.shape[0] * self.shape[1])
 
-    def _run(self, flat, fnums, last_hit, state, stats, hist=None, flow=None, atomic=False):
+    def _run(self, flat, fnums, last_hit, state, stats, hist=None, flow=None):
         counts, nbins, start, inv = hist if hist is not None else _NO_HIST
         return _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self._rowcol, self._cal,
                                last_hit, state, self.config.next_frame, self._mode,
                                self._half, self._max_size, stats, self._capacity(flat.shape[0]),
-                               counts, nbins, start, inv, flow if flow is not None else _NO_FLOW, atomic)
+                               counts, nbins, start, inv, flow if flow is not None else _NO_FLOW)
 
     def _capacity(self, nframes):
         # Size the output for the event rate seen so far (plus a margin) so the kernel
@@ -509,23 +505,23 @@ class EventExtractor:
         batch, flat = self._as_flat(batch)
         n = len(batch)
         self.frames_seen += n
-        hist = accumulator.fused_target(self.shape) if accumulator is not None else None
         if self.threads == 1 or n < 2 * self.threads:
+            hist = accumulator.fused_target(self.shape) if accumulator is not None else None
             flow = np.zeros(2, np.int64)
             events = EventList(*self._run(flat, batch.frame_numbers, self._last_hit, self._state, self._stats,
                                           hist, flow))
             flows = [flow]
         else:
-            parts, flows = self._run_parallel(flat, batch.frame_numbers, hist)
+            parts, flows = self._run_parallel(flat, batch.frame_numbers, accumulator)
             events = self._to_events(parts)
         if accumulator is not None:
             accumulator.fused_done(len(events), sum(flows))
         return events
 
-    def _run_parallel(self, flat, fnums, hist=None):
+    def _run_parallel(self, flat, fnums, accumulator=None):
         # Threads rather than prange: each chunk yields a variable number of events,
-        # which a prange loop cannot return without a second counting pass. With a
-        # histogram, the threads increment the one cube atomically.
+        # which a prange loop cannot return without a second counting pass. With an
+        # accumulator, each thread increments a cube of its own (fused_target's parts).
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads - 1)   # the caller is the other thread
         n = flat.shape[0]
@@ -542,14 +538,15 @@ class EventExtractor:
                 _prime_state(flat[s - 1], self.thr, *state, fnums[s - 1])
             stats = np.zeros_like(self._stats)
             flow = np.zeros(2, np.int64)
-            chunks.append((state, stats, flow))
+            hist = accumulator.fused_target(self.shape, part=k) if accumulator is not None else None
+            chunks.append((state, stats, flow, hist))
             if k > 0:
-                futures.append(self._pool.submit(self._run, flat[s:e], fnums[s:e], *state, stats, hist, flow, True))
+                futures.append(self._pool.submit(self._run, flat[s:e], fnums[s:e], *state, stats, hist, flow))
         # The calling thread works on the first chunk itself rather than waiting: one thread
         # fewer to wake per batch (measured 1.35x -> 1.47x two-thread speed-up for csd).
-        (state, stats, flow), e = chunks[0], bounds[1]
-        results = [self._run(flat[:e], fnums[:e], *state, stats, hist, flow, True)] + [f.result() for f in futures]
-        for _, stats, _ in chunks:
+        (state, stats, flow, hist), e = chunks[0], bounds[1]
+        results = [self._run(flat[:e], fnums[:e], *state, stats, hist, flow)] + [f.result() for f in futures]
+        for _, stats, _, _ in chunks:
             self._stats += stats
         last = chunks[-1][0]
         if last[0] is not self._last_hit:

@@ -116,20 +116,28 @@ def test_histogramming_inside_the_extractor_equals_adding_the_events_afterwards(
 
 
 def test_two_threads_histogramming_into_a_tiny_cube_lose_no_count():
-    # 2 x 3 pixels and 2 bins: the two threads increment the same few counters all the
-    # time, so plain (non-atomic) increments would lose counts here.
+    # 2 x 3 pixels and 2 bins: two threads sharing one cube would increment the same few
+    # counters all the time (plain increments would lose counts). The cube read after
+    # each batch, and after a reset, holds exactly the counts of the frames so far.
     rng = np.random.default_rng(5)
     fr = rng.integers(0, 200, (40_000, 2, 3)).astype(np.uint16)
     cfg = hx.ProcessingConfig(threshold=0, next_frame=False, charge_sharing="none", bins=hx.EnergyBins(0, 200, 100))
     acc = hx.SpectrumAccumulator(cfg, (2, 3))
     ex = hx.EventExtractor(cfg, (2, 3), threads=2)
+
+    def expected(frames):
+        kept = frames > 0
+        return np.stack([(kept & (frames < 100)).sum(axis=0), (frames >= 100).sum(axis=0)], axis=-1)
+
     for s in range(0, len(fr), 20_000):
         ex(hx.FrameBatch(fr[s:s + 20_000], np.arange(s, s + 20_000)), accumulator=acc)
+        np.testing.assert_array_equal(acc.cube.counts, expected(fr[:s + 20_000]))
+    assert acc.n_events == (fr > 0).sum() and acc.underflow == 0 and acc.overflow == 0
+    acc.reset()
+    assert acc.cube.counts.sum() == 0
+    ex(hx.FrameBatch(fr[:20_000], np.arange(50_000, 70_000)), accumulator=acc)
+    np.testing.assert_array_equal(acc.cube.counts, expected(fr[:20_000]))
     ex.close()
-    kept = fr > 0
-    expected = np.stack([(kept & (fr < 100)).sum(axis=0), (fr >= 100).sum(axis=0)], axis=-1)
-    np.testing.assert_array_equal(acc.cube.counts, expected)
-    assert acc.n_events == kept.sum() and acc.underflow == 0 and acc.overflow == 0
 
 
 def test_accumulator_filled_by_several_threads_equals_one_thread():
