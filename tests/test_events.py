@@ -233,3 +233,21 @@ def test_wrong_frame_shape_for_the_extractor_names_both_shapes():
 def test_map_of_the_wrong_shape_is_a_config_error_naming_the_expected_shape():
     with pytest.raises(hx.ConfigError, match=r"expected a map of shape \(8, 8\).*found \(4, 4\)"):
         hx.EventExtractor(cfg(gradients=np.ones((4, 4))), (8, 8))
+
+
+def test_chunk_outputs_are_joined_in_order_in_place_or_by_concatenation():
+    from hexspec.events import _join, _new_output
+
+    def part(capacity, frames):
+        out = _new_output(capacity)
+        for k, f in enumerate(frames):
+            for a, v in zip(out, (f, f % 7, f % 5, f * 0.5, 1)):
+                a[k] = v
+        return out, len(frames)
+
+    first = part(5, [0, 1, 2])
+    ev = _join([first, part(4, [3, 4])])   # room for all five: appended to the first arrays
+    assert ev.frame.tolist() == [0, 1, 2, 3, 4] and ev.energy.tolist() == [0, 0.5, 1, 1.5, 2]
+    assert np.shares_memory(ev.frame, first[0][0])
+    ev = _join([part(5, [0, 1, 2]), part(3, [3, 4, 5])])   # no room: concatenated
+    assert ev.frame.tolist() == [0, 1, 2, 3, 4, 5] and ev.row.tolist() == [0, 1, 2, 3, 4, 5]
