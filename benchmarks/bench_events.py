@@ -199,7 +199,7 @@ def big_file_rss(gb):
         return size_gb, nblocks * len(block), dt, peak_mb
 
 
-# The threaded variant synchronises its threads twice per batch (events, then the cube),
+# The threaded variant synchronises its threads once per batch (and then joins their events),
 # so its speed-up depends on the batch size; both are printed (the single-threaded chain
 # runs 1,000-frame batches, its fastest).
 THREADED_BATCHES = (4000, 10000)

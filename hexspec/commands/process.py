@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--spectra", action="store_true", help="store the per-pixel spectral cube")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="frames per batch (default 1000)")
     p.add_argument("--threads", type=positive_int, default=1,
-                   help="worker threads for event extraction and histogramming (default 1); they meet twice "
+                   help="worker threads for event extraction and histogramming (default 1); they meet once "
                         "per batch, so give them large batches, e.g. --threads 2 --batch-size 10000")
     p.add_argument("--reorder", action="store_true", help="undo the ASIC pixel order of older firmware (.bin files)")
     p.add_argument("--allow-partial", action="store_true", help="read the whole frames of a truncated .bin file")
