@@ -149,8 +149,7 @@ def _find_root(parent, k):
 
 
 @njit(cache=True, nogil=True)
-def _queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_start, hist_inv, counts, pending,
-                      flow):
+def _queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_start, hist_inv, pending, flow):
     """Cube indices of events lo..hi-1 into ``pending`` (returns how many); under- and
     overflow into ``flow``. The binning is exactly that of
     hexspec.spectra.histogram_events. Branch-free: whether an event is in range is data."""
@@ -185,13 +184,12 @@ _NO_FLOW = np.zeros(2, np.int64)
 @njit(cache=True, nogil=True)
 def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                     last_hit, state, use_next, mode, half, max_size, stats,
-                    out_frame, out_row, out_col, out_energy, out_size, nout,
+                    out_frame, out_row, out_col, out_energy, out_size,
                     counts, nbins, hist_start, hist_inv, flow):
     """Process a batch of flat frames (n, rows*cols) into event arrays.
 
-    Events are written into the ``out_*`` arrays from position ``nout`` on; when they
-    are full, larger ones are allocated. Returns the arrays written last and the new
-    number of events in them.
+    Events are written into the ``out_*`` arrays; when they are full, larger ones are
+    allocated. Returns the arrays written last and the number of events in them.
 
     ``rowcol`` and ``cal`` are the per-pixel tables of :func:`_pixel_tables`.
 
@@ -227,8 +225,8 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
     """
     nframes = frames.shape[0]
     npix = frames.shape[1]
-    nout_start = nout
     cap = out_frame.shape[0]
+    nout = 0
 
     hits = np.empty(npix + 1, np.int32)   # +1: see _scan_hits
     energy = np.empty(npix, np.float64)
@@ -314,104 +312,99 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                 out_energy[nout] = energy[i]
                 out_size[nout] = 1
                 nout += 1
-            if do_hist:
-                _increment(counts, pending, npend)
-                npend = _queue_increments(out_row, out_col, out_energy, nout0, nout, cols, nbins, hist_start,
-                                          hist_inv, counts, pending, flow)
-            continue
-
-        for i in range(nk):
-            rc = rowcol[hits[i]]
-            q = ((rc >> 16) + half) * pw + (rc & 0xFFFF) + half
-            qpos[i] = q
-            label[q] = i
-            prefetch(nxt, pf)
-            pf = min(pf + LINE_U16, pf_last)
-            prefetch_write(counts, pending[min(i, last_pend)])
-        if mode == MODE_CSD:
-            # a hit is shared when any other hit lies in its window: mark both ends of
-            # every backward link (branch-free; a missing neighbour writes the sink entry)
-            for i in range(nk):
-                q = qpos[i]
-                any_found = False
-                for k in range(nback):
-                    j = label[q + back[k]]
-                    found = j >= 0
-                    any_found |= found
-                    shared[j if found else npix] = 1
-                shared[i] |= any_found
-            nshared = 0
-            for i in range(nk):
-                rc = rowcol[hits[i]]
-                s = shared[i]
-                out_frame[nout] = fnum
-                out_row[nout] = rc >> 16
-                out_col[nout] = rc & 0xFFFF
-                out_energy[nout] = energy[i]
-                out_size[nout] = 1
-                nout += 1 - s
-                nshared += s
-                shared[i] = 0
-                label[qpos[i]] = -1
-            stats[2] += nshared
         else:
-            # union-find in which every root is the smallest member: links always point
-            # to a smaller position, so parent[i] <= i and one increasing pass finishes
-            # the compression below.
             for i in range(nk):
-                parent[i] = i
-                csize[i] = 0
-                esum[i] = 0.0
-                best[i] = i
-                q = qpos[i]
-                for k in range(nback):
-                    j = label[q + back[k]]
-                    if j >= 0:
-                        a = _find_root(parent, i)
-                        b = _find_root(parent, j)
-                        if a < b:
-                            parent[b] = a
-                        elif b < a:
-                            parent[a] = b
-            # Sizes, sums and largest-energy pixel per cluster, branch-free. Members are
-            # added in raster order starting with the root, as the reference sums them;
-            # ties keep the first pixel in raster order, so the result is position-defined.
-            for i in range(nk):
-                label[qpos[i]] = -1
-                root = parent[parent[i]]   # parent[i] < i is already final
-                parent[i] = root
-                csize[root] += 1
-                esum[root] += energy[i]
-                b = best[root]
-                best[root] = i if energy[i] > energy[b] else b
-            # emit each cluster at its largest-energy pixel, in raster order of that pixel
-            # (the store always happens; the count advances only for emitted clusters)
-            merged = 0
-            dropped = 0
-            for i in range(nk):
-                root = parent[i]
-                n_in = csize[root]
-                is_best = best[root] == i
-                too_large = max_size > 0 and n_in > max_size
                 rc = rowcol[hits[i]]
-                out_frame[nout] = fnum
-                out_row[nout] = rc >> 16
-                out_col[nout] = rc & 0xFFFF
-                out_energy[nout] = esum[root]
-                out_size[nout] = min(n_in, 255)
-                nout += is_best and not too_large
-                merged += (n_in - 1) if is_best else 0
-                dropped += is_best and too_large
-            stats[2] += merged
-            stats[3] += dropped
+                q = ((rc >> 16) + half) * pw + (rc & 0xFFFF) + half
+                qpos[i] = q
+                label[q] = i
+                prefetch(nxt, pf)
+                pf = min(pf + LINE_U16, pf_last)
+                prefetch_write(counts, pending[min(i, last_pend)])
+            if mode == MODE_CSD:
+                # a hit is shared when any other hit lies in its window: mark both ends of
+                # every backward link (branch-free; a missing neighbour writes the sink entry)
+                for i in range(nk):
+                    q = qpos[i]
+                    any_found = False
+                    for k in range(nback):
+                        j = label[q + back[k]]
+                        found = j >= 0
+                        any_found |= found
+                        shared[j if found else npix] = 1
+                    shared[i] |= any_found
+                nshared = 0
+                for i in range(nk):
+                    rc = rowcol[hits[i]]
+                    s = shared[i]
+                    out_frame[nout] = fnum
+                    out_row[nout] = rc >> 16
+                    out_col[nout] = rc & 0xFFFF
+                    out_energy[nout] = energy[i]
+                    out_size[nout] = 1
+                    nout += 1 - s
+                    nshared += s
+                    shared[i] = 0
+                    label[qpos[i]] = -1
+                stats[2] += nshared
+            else:
+                # union-find in which every root is the smallest member: links always point
+                # to a smaller position, so parent[i] <= i and one increasing pass finishes
+                # the compression below.
+                for i in range(nk):
+                    parent[i] = i
+                    csize[i] = 0
+                    esum[i] = 0.0
+                    best[i] = i
+                    q = qpos[i]
+                    for k in range(nback):
+                        j = label[q + back[k]]
+                        if j >= 0:
+                            a = _find_root(parent, i)
+                            b = _find_root(parent, j)
+                            if a < b:
+                                parent[b] = a
+                            elif b < a:
+                                parent[a] = b
+                # Sizes, sums and largest-energy pixel per cluster, branch-free. Members are
+                # added in raster order starting with the root, as the reference sums them;
+                # ties keep the first pixel in raster order, so the result is position-defined.
+                for i in range(nk):
+                    label[qpos[i]] = -1
+                    root = parent[parent[i]]   # parent[i] < i is already final
+                    parent[i] = root
+                    csize[root] += 1
+                    esum[root] += energy[i]
+                    b = best[root]
+                    best[root] = i if energy[i] > energy[b] else b
+                # emit each cluster at its largest-energy pixel, in raster order of that pixel
+                # (the store always happens; the count advances only for emitted clusters)
+                merged = 0
+                dropped = 0
+                for i in range(nk):
+                    root = parent[i]
+                    n_in = csize[root]
+                    is_best = best[root] == i
+                    too_large = max_size > 0 and n_in > max_size
+                    rc = rowcol[hits[i]]
+                    out_frame[nout] = fnum
+                    out_row[nout] = rc >> 16
+                    out_col[nout] = rc & 0xFFFF
+                    out_energy[nout] = esum[root]
+                    out_size[nout] = min(n_in, 255)
+                    nout += is_best and not too_large
+                    merged += (n_in - 1) if is_best else 0
+                    dropped += is_best and too_large
+                stats[2] += merged
+                stats[3] += dropped
         if do_hist:
             _increment(counts, pending, npend)
             npend = _queue_increments(out_row, out_col, out_energy, nout0, nout, cols, nbins, hist_start,
-                                      hist_inv, counts, pending, flow)
+                                      hist_inv, pending, flow)
 
     if do_hist:
         _increment(counts, pending, npend)
-    stats[4] += nout - nout_start
+    stats[4] += nout
     return out_frame, out_row, out_col, out_energy, out_size, nout
 
 
@@ -490,7 +483,7 @@ class EventExtractor:
         out = _new_output(capacity if capacity is not None else self._capacity(flat.shape[0]))
         *out, n = _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self._rowcol, self._cal,
                                   last_hit, state, self.config.next_frame, self._mode,
-                                  self._half, self._max_size, stats, *out, 0,
+                                  self._half, self._max_size, stats, *out,
                                   counts, nbins, start, inv, flow if flow is not None else _NO_FLOW)
         return out, n
 
