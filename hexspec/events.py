@@ -348,13 +348,18 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                     label[qpos[i]] = -1
                 stats[2] += nshared
             else:
-                # union-find in which every root is the smallest member: links always point
-                # to a smaller position, so parent[i] <= i and one increasing pass finishes
-                # the compression below.
+                # Union-find in which every root is the smallest member: links always point
+                # to a smaller position, so parent[i] <= i and one increasing pass (in the
+                # emission loop) finishes the compression. Each root carries its cluster's
+                # size, energy sum and largest-energy pixel, merged when clusters join.
+                # The sums are of float32 energies (24 significant bits) in float64 (53
+                # bits): exact in any order while a cluster's energies lie within a factor
+                # 2**20 of each other (clusters of up to 512 pixels), so they equal the
+                # reference's sum whatever order either adds them in.
                 for i in range(nk):
                     parent[i] = i
-                    csize[i] = 0
-                    esum[i] = 0.0
+                    csize[i] = 1
+                    esum[i] = energy[i]
                     best[i] = i
                     q = qpos[i]
                     for k in range(nback):
@@ -362,27 +367,24 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                         if j >= 0:
                             a = _find_root(parent, i)
                             b = _find_root(parent, j)
-                            if a < b:
-                                parent[b] = a
-                            elif b < a:
-                                parent[a] = b
-                # Sizes, sums and largest-energy pixel per cluster, branch-free. Members are
-                # added in raster order starting with the root, as the reference sums them;
-                # ties keep the first pixel in raster order, so the result is position-defined.
-                for i in range(nk):
-                    label[qpos[i]] = -1
-                    root = parent[parent[i]]   # parent[i] < i is already final
-                    parent[i] = root
-                    csize[root] += 1
-                    esum[root] += energy[i]
-                    b = best[root]
-                    best[root] = i if energy[i] > energy[b] else b
+                            if a != b:
+                                lo, hi = min(a, b), max(a, b)
+                                parent[hi] = lo
+                                csize[lo] += csize[hi]
+                                esum[lo] += esum[hi]
+                                # the larger energy; on a tie the first pixel in raster order,
+                                # as the reference's argmax, so the result is position-defined
+                                bl, bh = best[lo], best[hi]
+                                if energy[bh] > energy[bl] or (energy[bh] == energy[bl] and bh < bl):
+                                    best[lo] = bh
                 # emit each cluster at its largest-energy pixel, in raster order of that pixel
                 # (the store always happens; the count advances only for emitted clusters)
                 merged = 0
                 dropped = 0
                 for i in range(nk):
-                    root = parent[i]
+                    label[qpos[i]] = -1
+                    root = parent[parent[i]]   # parent[i] < i is already final
+                    parent[i] = root
                     n_in = csize[root]
                     is_best = best[root] == i
                     too_large = max_size > 0 and n_in > max_size

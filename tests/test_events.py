@@ -183,6 +183,23 @@ def test_kernel_matches_numpy_reference_on_random_frames(mode, window, next_fram
     assert got == want
 
 
+@pytest.mark.parametrize("window", [3, 5])
+def test_csa_matches_the_reference_with_large_clusters_and_tied_energies(window):
+    # Three possible ADU values and up to 50% occupancy: clusters that merge in many
+    # steps, and many ties for the largest energy (the reference takes the first pixel in
+    # raster order, numpy's argmax).
+    rng = np.random.default_rng(window)
+    for occupancy in (0.05, 0.2, 0.5):
+        fr = ((rng.random((100, 17, 13)) < occupancy) * rng.choice([50, 60, 70], (100, 17, 13))).astype(np.uint16)
+        for max_size in (None, 2, 5):
+            c = cfg(threshold=10, gradients=0.5, charge_sharing="csa", window=window, next_frame=False,
+                    max_cluster_size=max_size)
+            got, want = hx.extract_events(fr, c).sorted(), extract_reference(fr, c).sorted()
+            assert len(want) > 0 and got == want
+            if occupancy == 0.5 and max_size is None:
+                assert want.size.max() >= 8
+
+
 @pytest.mark.parametrize("occupancy", [0.0, 0.01, 0.05, 0.5, 1.0])
 def test_hits_found_at_every_occupancy_and_block_boundary(occupancy):
     # The scan works on 64-pixel blocks with a branch-free path for the first two hits of
