@@ -271,12 +271,15 @@ def main():
     if threads > 1:
         # No memory traffic here: what the cores themselves give two threads at the moment
         # (on a shared virtual machine, less than 2x at times, most for the integer work).
-        print(f"machine: {threads} threads of independent integer work run {thread_scaling(_alu_work, 100_000_000, threads):.2f}x "
-              f"one thread's rate, of one latency-bound chain {thread_scaling(_latency_work, 50_000_000, threads):.2f}x")
+        alu = thread_scaling(_alu_work, 100_000_000, threads)
+        latency = thread_scaling(_latency_work, 50_000_000, threads)
+        print(f"machine: {threads} threads of independent integer work run {alu:.2f}x one thread's rate, "
+              f"of one latency-bound chain {latency:.2f}x")
     if args.big_file_gb > 0:
         size_gb, n, dt, rss_mb = big_file_rss(args.big_file_gb)
         print(f"hexspec process over a {size_gb:.2f} GB raw file ({n:,} frames): {dt:.1f} s "
-              f"({n / dt:,.0f} frames/s incl. reading), peak RSS {rss_mb:.0f} MB (target < 1024 MB)")
+              f"({n / dt:,.0f} frames/s including start-up, reading and writing), "
+              f"peak RSS {rss_mb:.0f} MB (target < 1024 MB)")
 
 
 if __name__ == "__main__":
