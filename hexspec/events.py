@@ -313,6 +313,20 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                 out_size[nout] = 1
                 nout += 1
         else:
+            # One pass labels each hit and links it to the hits in the backward half of its
+            # window, which come earlier in raster order and so are already labelled.
+            #
+            # csd: a hit is shared when any other hit lies in its window: mark both ends of
+            # every backward link (branch-free; a missing neighbour writes the sink entry).
+            #
+            # csa: union-find in which every root is the smallest member: links always point
+            # to a smaller position, so parent[i] <= i and one increasing pass (in the
+            # emission loop) finishes the compression. Each root carries its cluster's
+            # size, energy sum and largest-energy pixel, merged when clusters join.
+            # The sums are of float32 energies (24 significant bits) in float64 (53
+            # bits): exact in any order while a cluster's energies lie within a factor
+            # 2**20 of each other (clusters of up to 512 pixels), so they equal the
+            # reference's sum whatever order either adds them in.
             for i in range(nk):
                 rc = rowcol[hits[i]]
                 q = ((rc >> 16) + half) * pw + (rc & 0xFFFF) + half
@@ -321,11 +335,7 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                 prefetch(nxt, pf)
                 pf = min(pf + LINE_U16, pf_last)
                 prefetch_write(counts, pending[min(i, last_pend)])
-            if mode == MODE_CSD:
-                # a hit is shared when any other hit lies in its window: mark both ends of
-                # every backward link (branch-free; a missing neighbour writes the sink entry)
-                for i in range(nk):
-                    q = qpos[i]
+                if mode == MODE_CSD:
                     any_found = False
                     for k in range(nback):
                         j = label[q + back[k]]
@@ -333,35 +343,11 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                         any_found |= found
                         shared[j if found else npix] = 1
                     shared[i] |= any_found
-                nshared = 0
-                for i in range(nk):
-                    rc = rowcol[hits[i]]
-                    s = shared[i]
-                    out_frame[nout] = fnum
-                    out_row[nout] = rc >> 16
-                    out_col[nout] = rc & 0xFFFF
-                    out_energy[nout] = energy[i]
-                    out_size[nout] = 1
-                    nout += 1 - s
-                    nshared += s
-                    shared[i] = 0
-                    label[qpos[i]] = -1
-                stats[2] += nshared
-            else:
-                # Union-find in which every root is the smallest member: links always point
-                # to a smaller position, so parent[i] <= i and one increasing pass (in the
-                # emission loop) finishes the compression. Each root carries its cluster's
-                # size, energy sum and largest-energy pixel, merged when clusters join.
-                # The sums are of float32 energies (24 significant bits) in float64 (53
-                # bits): exact in any order while a cluster's energies lie within a factor
-                # 2**20 of each other (clusters of up to 512 pixels), so they equal the
-                # reference's sum whatever order either adds them in.
-                for i in range(nk):
+                else:
                     parent[i] = i
                     csize[i] = 1
                     esum[i] = energy[i]
                     best[i] = i
-                    q = qpos[i]
                     for k in range(nback):
                         j = label[q + back[k]]
                         if j >= 0:
@@ -377,6 +363,22 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                                 bl, bh = best[lo], best[hi]
                                 if energy[bh] > energy[bl] or (energy[bh] == energy[bl] and bh < bl):
                                     best[lo] = bh
+            if mode == MODE_CSD:
+                nshared = 0
+                for i in range(nk):
+                    rc = rowcol[hits[i]]
+                    s = shared[i]
+                    out_frame[nout] = fnum
+                    out_row[nout] = rc >> 16
+                    out_col[nout] = rc & 0xFFFF
+                    out_energy[nout] = energy[i]
+                    out_size[nout] = 1
+                    nout += 1 - s
+                    nshared += s
+                    shared[i] = 0
+                    label[qpos[i]] = -1
+                stats[2] += nshared
+            else:
                 # emit each cluster at its largest-energy pixel, in raster order of that pixel
                 # (the store always happens; the count advances only for emitted clusters)
                 merged = 0
