@@ -218,7 +218,7 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
     end of that frame, when the lines have arrived. A 25 MB cube misses the caches on
     nearly every event, so incrementing at once would wait for DRAM each time. Measured
     against histogramming the returned events afterwards (bucketed, see
-    hexspec.spectra): 1.03-1.07x faster single-threaded, 1.2x with two threads, which
+    hexspec.spectra): 1.01-1.07x faster single-threaded, 1.2x with two threads, which
     need no second pass over the events. Threads each get a cube of their own
     (SpectrumAccumulator.fused_target). (Without a histogram ``counts`` is empty and
     the prefetches that name it are harmless: a prefetch never faults.)
