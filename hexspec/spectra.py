@@ -298,7 +298,8 @@ class SpectrumAccumulator:
         Detector shape.
 
     The cube is preallocated once; :meth:`add` histograms events in place, so the
-    result is the same whatever the batch sizes.
+    result is the same whatever the batch sizes. A threaded EventExtractor filling it
+    adds one private cube of the same size per extra thread, once (see :meth:`fused_target`).
     """
 
     def __init__(self, config, shape):
@@ -417,7 +418,8 @@ class SpectrumAccumulator:
 
     @property
     def cube(self) -> SpectralCube:
-        """The accumulated cube (a view of the live counts; copy it to keep a snapshot)."""
+        """The accumulated cube: a view of the live counts (copy it to keep a snapshot).
+        Counts that a threaded extractor's other threads add later appear at the next read."""
         self._fold()
         return SpectralCube(self._counts, self.bins.edges, unit=self.unit,
                             underflow=self._flow[0], overflow=self._flow[1])
