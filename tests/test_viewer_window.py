@@ -67,6 +67,20 @@ def batches_of(frames, size=100):
             for i in range(0, len(frames), size)]
 
 
+def gated_source(frames):
+    """A source that yields the next of ``parts`` (the batches of ``frames``) each time
+    the gate is released; returns (gate, source, parts)."""
+    gate = threading.Semaphore(0)
+    parts = batches_of(frames)
+
+    def source():
+        for b in parts:
+            gate.acquire()
+            yield b
+
+    return gate, source, parts
+
+
 @pytest.fixture
 def frames():
     return make_frames()
@@ -90,14 +104,7 @@ def finished_window(qtbot, frames):
 
 
 def test_panels_update_when_batches_arrive(qtbot, frames):
-    gate = threading.Semaphore(0)
-    parts = batches_of(frames)
-
-    def source():
-        for b in parts:
-            gate.acquire()
-            yield b
-
+    gate, source, _ = gated_source(frames)
     win = open_window(qtbot, source())
     gate.release()
     qtbot.waitUntil(lambda: win.rate_labels["frames"].text() == "100", timeout=20000)
@@ -264,14 +271,7 @@ def test_pause_button_pauses_accumulation(finished_window):
 
 
 def test_new_threshold_from_the_settings_restarts_with_fewer_events(qtbot, frames):
-    gate = threading.Semaphore(0)
-    parts = batches_of(frames)
-
-    def source():
-        for b in parts:
-            gate.acquire()
-            yield b
-
+    gate, source, parts = gated_source(frames)
     win = open_window(qtbot, source())
     gate.release()
     qtbot.waitUntil(lambda: win.processor.counters()["frames"] == 100, timeout=20000)
@@ -285,14 +285,7 @@ def test_new_threshold_from_the_settings_restarts_with_fewer_events(qtbot, frame
 
 def test_calibration_file_switches_the_spectra_to_kev(qtbot, frames, tmp_path):
     hdf5 = pytest.importorskip("hexspec.io.hdf5")
-    gate = threading.Semaphore(0)
-    parts = batches_of(frames)
-
-    def source():
-        for b in parts:
-            gate.acquire()
-            yield b
-
+    gate, source, parts = gated_source(frames)
     uncalibrated = hx.ProcessingConfig(threshold=20, next_frame=False, charge_sharing="none")
     win = open_window(qtbot, source(), uncalibrated)
     gate.release()
