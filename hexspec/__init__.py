@@ -20,9 +20,11 @@ __all__ = [
     "ProcessingConfig", "EventList", "EventExtractor", "extract_events",
     "HexspecError", "FormatError", "ProtocolError", "CalibrationError", "ConfigError",
     "fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "viewer",
+    "tomo", "parallel",
 ]
 
-_SUBMODULES = {"fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "viewer"}
+_SUBMODULES = {"fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "viewer",
+               "tomo", "parallel"}
 
 
 def __getattr__(name):

@@ -26,6 +26,9 @@ COMMANDS = {
     "fit": "fit",
     "sparam": "sparam",
     "view": "view",
+    "recover": "recover",
+    "tomo": "tomo",
+    "correlate": "correlate",
 }
 
 
