@@ -29,6 +29,7 @@ COMMANDS = {
     "recover": "recover",
     "tomo": "tomo",
     "correlate": "correlate",
+    "selftest": "selftest",
 }
 
 
@@ -55,7 +56,9 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .io import provenance
     try:
+        provenance.begin(sys.argv[1:] if argv is None else list(argv), args.command, provenance.cli_inputs(args))
         return int(args.func(args) or 0)
     except HexspecError as exc:
         print(f"hexspec {args.command}: error: {exc}", file=sys.stderr)

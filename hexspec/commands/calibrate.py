@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CalibrationError, FormatError
-from .common import Progress, add_quiet_option
+from .common import Progress, add_batch_option, add_frames_option, add_quiet_option, positive_int
 
 
 def register(sub) -> None:
@@ -29,7 +29,8 @@ def register(sub) -> None:
                     "threshold suggestion (hexspec HDF5 + HEXITEC text maps + PNG report).")
     a.add_argument("input", help="frames (.bin, odin-data HDF5, hexspec HDF5), or a hexspec file of ADU events or spectra")
     a.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file")
-    a.add_argument("--shape", nargs=2, type=int, metavar=("ROWS", "COLS"), help="detector shape of .bin files (default 80 80)")
+    a.add_argument("--shape", nargs=2, type=positive_int, metavar=("ROWS", "COLS"),
+                   help="detector shape of .bin files (default 80 80)")
     a.add_argument("--reorder", action="store_true", help="undo the ASIC pixel order of older firmware (.bin files)")
     a.add_argument("--allow-partial", action="store_true", help="read the whole frames of a truncated .bin file")
     a.add_argument("--bin-width", type=float, default=4.0, metavar="ADU", help="ADU histogram bin width (default 4)")
@@ -39,12 +40,14 @@ def register(sub) -> None:
     a.add_argument("--threshold", type=float, default=None, metavar="ADU",
                    help="hit threshold used with --charge-sharing csd/csa or --next-frame (default 0)")
     a.add_argument("--next-frame", action="store_true", help="apply the next-frame correction (needs event extraction)")
-    a.add_argument("--batch-size", type=int, default=1000, help="frames per batch (default 1000)")
-    a.add_argument("--max-frames", type=int, help="use at most N frames")
+    add_batch_option(a)
+    add_frames_option(a, dest="max_frames", help="use at most N frames (default: all)")
     a.add_argument("--quadratic", action="store_true", help="also fit a quadratic term (stored as 'quadratic')")
     a.add_argument("--no-tail", action="store_true", help="fit the photopeak with a plain Gaussian (no low-energy tail)")
-    a.add_argument("--max-fwhm-kev", type=float, default=2.0, help="FWHM above this marks a pixel bad (default 2.0)")
-    a.add_argument("--min-peak-counts", type=float, default=100.0, help="photopeak counts below this mark a pixel bad (default 100)")
+    a.add_argument("--max-fwhm-kev", type=float, default=2.0, metavar="KEV",
+                   help="FWHM at 59.54 keV above this marks a pixel bad (default 2.0 keV)")
+    a.add_argument("--min-peak-counts", type=float, default=100.0, metavar="COUNTS",
+                   help="photopeak counts below this mark a pixel bad (default 100)")
     a.add_argument("--threshold-sigmas", type=float, default=5.0, help="threshold suggestion = noise centre + N sigma (default 5)")
     a.add_argument("--no-png", action="store_true", help="do not write the PNG report")
     add_quiet_option(a)

@@ -22,20 +22,58 @@ def positive_int(text):
     return v
 
 
+def add_option(parser, *flags, aliases=(), **kw):
+    """``parser.add_argument(*flags, **kw)`` plus hidden old spellings ``aliases``.
+
+    One name per idea across the commands (DESIGN.md, command line); the old spellings keep
+    working but stay out of the help.
+    """
+    if aliases and kw.pop("required", False):
+        # required, under either spelling: argparse names only the visible one when neither is given
+        parser = parser.add_mutually_exclusive_group(required=True)
+    action = parser.add_argument(*flags, **kw)
+    if aliases:
+        kw = {k: v for k, v in kw.items() if k not in ("help", "default", "dest")}
+        parser.add_argument(*aliases, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+    return action
+
+
+def add_frames_option(parser, dest="frames", help="stop after N frames (default: all)") -> None:
+    """-n/--frames N, the one name for "stop after N frames" (old spelling --max-frames)."""
+    add_option(parser, "-n", "--frames", aliases=("--max-frames",), dest=dest, type=positive_int, metavar="N",
+               help=help)
+
+
+def add_batch_option(parser, default=1000, dest="batch_size", help="frames per batch") -> None:
+    """--batch-size N, the one name for frames handled at once (old spelling --batch)."""
+    add_option(parser, "--batch-size", aliases=("--batch",), dest=dest, type=positive_int, default=default,
+               metavar="N", help=f"{help} (default {default})")
+
+
 def add_processing_options(parser) -> None:
     """Options mirroring ProcessingConfig field by field (DESIGN.md, command line)."""
     g = parser.add_argument_group("processing")
     g.add_argument("--config", metavar="FILE", help="JSON or TOML file of processing options (command-line options override it)")
-    g.add_argument("--threshold", metavar="VALUE|FILE", help="hit when ADU > threshold: a number or a per-pixel map file")
-    g.add_argument("--gradients", metavar="VALUE|FILE", help="keV per ADU: a number or a per-pixel map file")
-    g.add_argument("--intercepts", metavar="VALUE|FILE", help="keV: a number or a per-pixel map file")
-    g.add_argument("--calibration", metavar="FILE", help="hexspec HDF5 calibration (from `hexspec calibrate`): gradients and intercepts")
+    g.add_argument("--threshold", metavar="VALUE|FILE",
+                   help="hit when ADU > threshold: a number (ADU) or a per-pixel map file (default 0 ADU)")
+    g.add_argument("--gradients", metavar="VALUE|FILE",
+                   help="keV per ADU: a number or a per-pixel map file (default: none, energies stay in ADU)")
+    g.add_argument("--intercepts", metavar="VALUE|FILE",
+                   help="keV: a number or a per-pixel map file (default 0 keV with --gradients)")
+    g.add_argument("--calibration", metavar="FILE",
+                   help="hexspec HDF5 calibration (from `hexspec calibrate`): gradients, intercepts and its good-pixel "
+                        "mask (rejected pixels give no events)")
     g.add_argument("--next-frame", dest="next_frame", action=argparse.BooleanOptionalAction, default=None,
-                   help="discard hits at pixels hit in the previous frame (--no-next-frame to keep them)")
-    g.add_argument("--charge-sharing", choices=("none", "csd", "csa"), help="charge-sharing handling (default csd)")
-    g.add_argument("--window", type=int, choices=(3, 5), help="charge-sharing window (default 3)")
-    g.add_argument("--max-cluster-size", type=positive_int, metavar="N", help="with csa: drop clusters of more than N pixels")
-    g.add_argument("--bins", nargs=3, type=float, metavar=("START", "STOP", "WIDTH"), help="histogram bins (keV, or ADU uncalibrated)")
+                   help="discard hits at pixels hit in the previous frame (--no-next-frame to keep them; "
+                        "default: discard)")
+    g.add_argument("--charge-sharing", choices=("none", "csd", "csa"),
+                   help="charge-sharing handling: none, csd (discrimination) or csa (addition) (default csd)")
+    add_option(g, "--cluster-window", aliases=("--window",), dest="window", type=int, choices=(3, 5),
+               help="charge-sharing neighbourhood, 3 or 5 pixels square (default 3)")
+    g.add_argument("--max-cluster-size", type=positive_int, metavar="N",
+                   help="with csa: drop clusters of more than N pixels (default: keep all)")
+    g.add_argument("--bins", nargs=3, type=float, metavar=("START", "STOP", "WIDTH"),
+                   help="histogram bins in keV, or ADU uncalibrated (default 0 200 0.25 keV; 0 16384 16 ADU)")
     g.add_argument("--shape", nargs=2, type=positive_int, metavar=("ROWS", "COLS"), help="detector shape for headerless raw files (default 80 80)")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import add_quiet_option, read_kev_cube
+from .common import add_option, add_quiet_option, read_kev_cube
 
 
 def register(sub) -> None:
@@ -17,13 +17,14 @@ def register(sub) -> None:
                                    "(centre, FWHM, area, Lorentz fraction, background, errors, reduced chi-square, "
                                    "ok flag) to /entry/results/peak_fit of a hexspec HDF5 file, plus a PNG.")
     p.add_argument("cube", help="hexspec HDF5 file holding /entry/spectra")
-    p.add_argument("--window", nargs=2, type=float, metavar=("EMIN", "EMAX"), required=True,
-                   help="energy window in keV (e.g. 88.5 101 around the 93.9 keV Compton peak)")
+    add_option(p, "--energy-window-kev", aliases=("--window",), dest="window", nargs=2, type=float,
+               metavar=("EMIN", "EMAX"), required=True,
+               help="energy window in keV (e.g. 88.5 101 around the 93.9 keV Compton peak)")
     p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (results are added if it exists)")
     p.add_argument("--model", choices=("pseudo_voigt", "gaussian", "lorentzian"), default="pseudo_voigt",
                    help="peak shape (default pseudo_voigt)")
     p.add_argument("--method", choices=("ls", "ml"), default="ls",
-                   help="ls: Poisson-weighted least squares; ml: Poisson maximum likelihood (low counts)")
+                   help="ls: Poisson-weighted least squares; ml: Poisson maximum likelihood (low counts) (default ls)")
     p.add_argument("--min-counts", type=float, default=50, help="skip pixels with fewer counts in the window (default 50)")
     p.add_argument("--png", help="PNG of the maps (default: OUTPUT with .png)")
     add_quiet_option(p)
@@ -38,7 +39,7 @@ def run(args) -> int:
     cube = read_kev_cube(path, "fit")
     emin, emax = args.window
     if not emin < emax:
-        raise ConfigError(f"--window: expected EMIN < EMAX, found {emin} {emax}")
+        raise ConfigError(f"--energy-window-kev: expected EMIN < EMAX, found {emin} {emax}")
     peaks = fit.fit_cube(cube, (emin, emax), model=args.model, method=args.method, min_counts=args.min_counts)
     attrs = {"window_kev": [float(emin), float(emax)], "model": args.model, "method": args.method,
              "min_counts": float(args.min_counts), "input": str(path.resolve()),

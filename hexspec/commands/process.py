@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from .common import Progress, add_processing_options, add_quiet_option, config_from_args, positive_int
+from .common import (Progress, add_batch_option, add_frames_option, add_processing_options, add_quiet_option,
+                     config_from_args, positive_int)
 
 
 def register(sub) -> None:
@@ -18,15 +19,15 @@ def register(sub) -> None:
                                    "A hexspec file holding only events is re-histogrammed with the given bins.")
     p.add_argument("input", help="input file: .bin (raw GigE frames), odin-data HDF5, or hexspec HDF5 (frames or events)")
     p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file")
-    p.add_argument("--events", action="store_true", help="store events")
-    p.add_argument("--spectra", action="store_true", help="store the per-pixel spectral cube")
-    p.add_argument("--batch-size", type=positive_int, default=1000, help="frames per batch (default 1000)")
+    p.add_argument("--events", action="store_true", help="store events (default: events and spectra)")
+    p.add_argument("--spectra", action="store_true", help="store the per-pixel spectral cube (default: events and spectra)")
+    add_batch_option(p)
     p.add_argument("--threads", type=positive_int, default=1,
                    help="worker threads for event extraction and histogramming (default 1); they meet once "
                         "per batch, so give them large batches, e.g. --threads 2 --batch-size 10000")
     p.add_argument("--reorder", action="store_true", help="undo the ASIC pixel order of older firmware (.bin files)")
     p.add_argument("--allow-partial", action="store_true", help="read the whole frames of a truncated .bin file")
-    p.add_argument("--max-frames", type=positive_int, help="stop after N frames")
+    add_frames_option(p, dest="max_frames")
     p.add_argument("--png", help="picture of the count image and summed spectrum (default: OUTPUT with .png)")
     add_processing_options(p)
     add_quiet_option(p)
@@ -48,9 +49,9 @@ def run(args) -> int:
     if events_only:
         # The events already carry energies (keV or ADU, as their stored config says):
         # only the binning can change.
-        for name in ("threshold", "gradients", "intercepts", "calibration", "charge_sharing", "window",
+        for name in ("threshold", "gradients", "intercepts", "calibration", "charge_sharing", "cluster_window",
                      "max_cluster_size", "next_frame"):
-            if getattr(args, name, None) is not None:
+            if getattr(args, "window" if name == "cluster_window" else name, None) is not None:
                 raise FormatError(f"{path} holds events that were already extracted; --{name.replace('_', '-')} "
                                   "does not apply (only --bins does); process the raw frames to change it")
         stored = hdf5.read_config(path)

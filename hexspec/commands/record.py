@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import Progress, add_processing_options, add_quiet_option, config_from_args
+from .common import Progress, add_frames_option, add_processing_options, add_quiet_option, config_from_args
 
 _LIVE_HWM = 10_000   # ZMQ messages queued for the recorder: ~1 s of single 80x80 frames at 9 kHz (128 MB)
 
@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--raw", action="store_true", help="store raw frames")
     p.add_argument("--events", action="store_true", help="store photon events")
     p.add_argument("--spectra", action="store_true", help="store the per-pixel spectral cube")
-    p.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+    add_frames_option(p, help="stop after N frames (default: until the source ends, --timeout or Ctrl-C)")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="live sources: end after S seconds without data (default 10; 0 waits until Ctrl-C)")
     p.add_argument("-v", "--verbose", action="store_true", help="print a line to stderr after every flush")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import Progress, add_quiet_option
+from .common import Progress, add_batch_option, add_quiet_option
 
 #: Truth photon fields stored in /entry/results/truth/photons (name, dtype).
 _PHOTON_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("x", np.float64),
@@ -67,9 +67,9 @@ def register(sub) -> None:
                     "calibration in /entry/results/calibration (usable with --calibration) and the full truth "
                     "(maps and every absorbed photon) in /entry/results/truth. A .bin output holds headerless "
                     "uint16 frames; the true gradients and intercepts go to text maps beside it.")
-    p.add_argument("-n", "--frames", type=int, required=True, metavar="FRAMES", help="number of frames")
+    p.add_argument("-n", "--frames", type=int, required=True, metavar="N", help="number of frames to simulate")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="frames.h5 (hexspec HDF5) or frames.bin (GigE raw)")
-    p.add_argument("--batch", type=int, default=1000, metavar="N", help="frames simulated per batch (default 1000)")
+    add_batch_option(p, dest="batch", help="frames simulated per batch")
     add_simulation_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -163,7 +163,7 @@ def run(args) -> int:
     if args.frames < 0:
         raise ConfigError(f"--frames: expected a number of frames >= 0, found {args.frames}")
     if args.batch < 1:
-        raise ConfigError(f"--batch: expected >= 1, found {args.batch}")
+        raise ConfigError(f"--batch-size: expected >= 1, found {args.batch}")
     path = Path(args.output)
     suffix = path.suffix.lower()
     if suffix not in (".h5", ".hdf5", ".nxs", ".bin"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import add_quiet_option, positive_int, read_kev_cube
+from .common import add_option, add_quiet_option, positive_int, read_kev_cube
 
 
 def register(sub) -> None:
@@ -17,34 +17,37 @@ def register(sub) -> None:
                                    "integral of J(p_z) over |p_z| < LOW and S_H over LOW < |p_z| < HIGH "
                                    "(PHYSICS.md eqs. 2-4), using the scattering angle of each pixel. The fitted "
                                    "linear background of a peak fit is subtracted when one is given (--fits) or "
-                                   "made (--fit-window). With --lithium-cal, S is converted to Li content 1 - x "
+                                   "made (--energy-window-kev). With --lithium-cal, S is converted to Li content 1 - x "
                                    "(eq. 5). Writes /entry/results/s_parameter (and lithium, profile) and a PNG.")
     p.add_argument("cube", help="hexspec HDF5 file holding /entry/spectra (keV)")
-    p.add_argument("--e1", type=float, default=115.0, help="incident energy in keV (default 115)")
+    p.add_argument("--e1", type=float, default=115.0, metavar="KEV", help="incident energy in keV (default 115)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--theta", type=float, metavar="DEG", help="one scattering angle for every pixel, degrees")
     g.add_argument("--geometry", nargs=2, type=float, metavar=("D1_MM", "D2_MM"),
                    help="pinhole geometry: sample-pinhole and pinhole-detector distances in mm; theta per pixel "
                         "(PHYSICS.md section 3). This is the default, with 160 150")
     g.add_argument("--theta-from-fits", action="store_true",
-                   help="theta per pixel from the fitted Compton peak centres (needs --fits or --fit-window)")
+                   help="theta per pixel from the fitted Compton peak centres (needs --fits or --energy-window-kev)")
     p.add_argument("--beam-axis", choices=("cols", "rows"), default="cols", help="detector axis along the beam (default cols)")
     p.add_argument("--fits", metavar="FITS.h5", help="peak fits from `hexspec fit`: their linear background is subtracted")
-    p.add_argument("--fit-window", nargs=2, type=float, metavar=("EMIN", "EMAX"),
-                   help="fit the peak now in this window (keV) and subtract its background")
+    add_option(p, "--energy-window-kev", aliases=("--fit-window",), dest="fit_window", nargs=2, type=float,
+               metavar=("EMIN", "EMAX"),
+               help="fit the peak now in this window (keV) and subtract its background")
     p.add_argument("--fit-method", choices=("ml", "ls"), default="ml",
-                   help="with --fit-window: Poisson maximum likelihood (default; unbiased at the low counts of "
-                        "single pixels) or least squares")
+                   help="with --energy-window-kev: ml, Poisson maximum likelihood (unbiased at the low counts of "
+                        "single pixels), or ls, least squares (default ml)")
     p.add_argument("--no-background", action="store_true", help="do not subtract a fitted background")
     p.add_argument("--block", nargs=2, type=positive_int, metavar=("ROWS", "COLS"),
                    help="S of blocks of ROWS x COLS pixels (each pixel's counts mapped to p_z with its own theta, "
-                        "then summed), for data with too few counts per pixel")
+                        "then summed), for data with too few counts per pixel (default: one S per pixel)")
     p.add_argument("--low", type=float, default=1.0, help="S_L window |p_z| < LOW a.u. (default 1)")
     p.add_argument("--high", type=float, default=5.0, help="S_H window LOW < |p_z| < HIGH a.u. (default 5)")
-    p.add_argument("--factor", choices=("impulse", "jacobian"), default="impulse", help="profile factor of eq. (3)")
+    p.add_argument("--factor", choices=("impulse", "jacobian"), default="impulse", help="profile factor of the Compton cross-section, impulse approximation or Jacobian "
+                        "(docs/physics.md; default impulse)")
     p.add_argument("--min-counts", type=float, default=100, help="minimum counts in each window per pixel (default 100)")
     p.add_argument("--attenuation-factor", type=float, default=1.0,
-                   help="multiply S by this sample-attenuation correction (1.015, 1.010, 1.005 for depth regions 1-3)")
+                   help="multiply S by this sample-attenuation correction (1.015, 1.010, 1.005 for depth regions 1-3; "
+                        "default 1)")
     p.add_argument("--lithium-cal", metavar="CAL.json", help="Li calibration (LithiumCalibration JSON): adds a 1-x map")
     p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (results are added if it exists)")
     p.add_argument("--png", help="PNG of the maps (default: OUTPUT with .png; the profile goes to *_profile.png)")
@@ -62,7 +65,7 @@ def run(args) -> int:
     cube = read_kev_cube(path, "the S-parameter")
     peaks = None
     if args.fits and args.fit_window:
-        raise ConfigError("give either --fits or --fit-window, not both")
+        raise ConfigError("give either --fits or --energy-window-kev, not both")
     if args.fits:
         arrays, attrs = hdf5.read_results(args.fits, "peak_fit")
         peaks = fit.PeakMaps.from_dict(arrays, attrs)
@@ -76,7 +79,7 @@ def run(args) -> int:
         theta_note = f"{args.theta:g} deg for every pixel"
     elif args.theta_from_fits:
         if peaks is None:
-            raise ConfigError("--theta-from-fits needs peak fits: give --fits FITS.h5 or --fit-window EMIN EMAX")
+            raise ConfigError("--theta-from-fits needs peak fits: give --fits FITS.h5 or --energy-window-kev EMIN EMAX")
         theta = compton.theta_map_from_peaks(peaks, args.e1)
         theta_note = "per pixel from fitted peak centres"
     else:

@@ -31,12 +31,18 @@ from ..errors import FormatError
 from ..events import EventList
 from ..frames import FrameBatch
 from ..spectra import SpectralCube
+from . import nexus, provenance
 from .h5open import open_h5
 
 EVENT_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("energy", np.float32), ("size", np.uint8))
 ACQ_INT = ("frames_received", "frames_dropped", "first_frame", "last_frame", "corrupt_messages", "events_written")
 ACQ_STR = ("start_time", "end_time", "source")
 _COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
+#: HDF5 file-format bounds. The upper bound 1.10 keeps every file readable by HDF5 1.10
+#: tools (Debian's h5ls, MATLAB, HDFView); "latest" would use 1.12+ object headers that they
+#: list as "*ERROR*". SWMR needs superblock version 3, i.e. a lower bound of 1.10 as well.
+LIBVER = ("earliest", "v110")
+LIBVER_SWMR = ("v110", "v110")
 
 
 def _now_iso() -> str:
@@ -111,7 +117,7 @@ class HexspecWriter:
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.f = h5py.File(self.path, "w", libver="latest" if swmr else "earliest", locking=False)
+                self.f = h5py.File(self.path, "w", libver=LIBVER_SWMR if swmr else LIBVER, locking=False)
             except OSError as exc:
                 raise FormatError(f"{self.path}: cannot create the output file ({exc})") from None
             self._create(config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk)
@@ -125,17 +131,23 @@ class HexspecWriter:
     def _create(self, config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk):
         f = self.f
         rows, cols = self.shape
+        nexus.root_attributes(f)
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"
         entry.attrs["program"] = "hexspec"
         entry.attrs["version"] = _version()
         entry.attrs["created"] = _now_iso()
-        det = entry.create_group("instrument").create_group("detector")
+        inst = entry.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        inst["name"] = "HEXITEC"
+        det = inst.create_group("detector")
         det.attrs["NX_class"] = "NXdetector"
         spec = detector or DetectorSpec(rows, cols, HEXITEC.pitch_mm, HEXITEC.frame_rate_hz)
         det["rows"], det["cols"] = rows, cols
         det["pitch_mm"] = spec.pitch_mm
         det["pitch_mm"].attrs["units"] = "mm"
+        det["x_pixel_size"] = det["pitch_mm"]   # NXdetector's names for the pitch (hard links)
+        det["y_pixel_size"] = det["pitch_mm"]
         det["frame_rate_hz"] = spec.frame_rate_hz
         det["frame_rate_hz"].attrs["units"] = "Hz"
         if config is not None:
@@ -153,6 +165,8 @@ class HexspecWriter:
                 ds = g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(event_chunk,), **_COMPRESSION)
                 if name == "energy":
                     ds.attrs["units"] = unit
+            g["pulse_height"] = g["energy"]
+            g.attrs["field_mapping"] = nexus.EVENT_FIELD_MAPPING
         if frames:
             g = entry.create_group("frames")
             g.attrs["NX_class"] = "NXdata"
@@ -160,6 +174,9 @@ class HexspecWriter:
                              chunks=(frame_chunk, rows, cols), **_COMPRESSION)
             g["data"].attrs["units"] = "ADU"
             g.create_dataset("frame_number", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+            g.attrs["signal"] = "data"
+            g.attrs["axes"] = ["frame_number", ".", "."]
+            g.attrs["frame_number_indices"] = 0
         if spectra:
             if bins is None:
                 bins = (config or ProcessingConfig()).resolved_bins()
@@ -167,6 +184,7 @@ class HexspecWriter:
             g.attrs["NX_class"] = "NXdata"
             g.attrs["signal"] = "counts"
             g.attrs["axes"] = [".", ".", "energy"]
+            g.attrs["energy_indices"] = 2
             g.create_dataset("counts", shape=(rows, cols, bins.n), dtype=np.uint32,
                              chunks=(min(rows, 16), min(cols, 16), bins.n), **_COMPRESSION)
             g["energy"] = bins.centers
@@ -176,13 +194,16 @@ class HexspecWriter:
             g["underflow"] = np.int64(0)
             g["overflow"] = np.int64(0)
         acq = entry.create_group("acquisition")
+        acq.attrs["NX_class"] = "NXcollection"
         for name in ACQ_INT:
             acq[name] = np.int64(-1 if name in ("first_frame", "last_frame") else 0)
         for name in ACQ_STR:
             acq.create_dataset(name, data=np.bytes_(""), dtype="S1024")
         acq["source"][()] = np.bytes_((source or "")[:1024])
         acq["start_time"][()] = np.bytes_(_now_iso())
-        entry.create_group("results")
+        entry.create_group("results").attrs["NX_class"] = "NXcollection"
+        nexus.set_default(entry)
+        provenance.write_process(entry)
 
     def _attach(self):
         e = _entry(self.f, self.path)
@@ -253,6 +274,10 @@ class HexspecWriter:
         self._closed = True
         try:
             self._acq["end_time"][()] = np.bytes_(_now_iso())
+            entry = _entry(self.f, self.path)
+            provenance.write_process(entry, create=not self.swmr)   # the end time
+            if not self.swmr:   # SWMR files are complete from their creation
+                nexus.finalise(self.f)
             self.f.flush()
         finally:
             self.f.close()
@@ -284,7 +309,17 @@ def _write_results_group(entry, group_name, arrays, attrs):
         if v.dtype.kind == "U":
             v = v.astype("S")
         g.create_dataset(k, data=v, **(_COMPRESSION if v.size > 1024 else {}))
-    for k, v in (attrs or {}).items():
+    attrs = dict(attrs or {})
+    units = attrs.get("units")
+    if isinstance(units, dict):
+        # units belong on each dataset (NeXus), not in one JSON attribute of the group
+        nexus.apply_units(g, attrs.pop("units"))
+    nexus.describe_codes(g, attrs)
+    if nexus.make_plottable(g):
+        res.attrs["default"] = group_name
+        if isinstance(units, str):   # one unit for the group: that of its signal
+            g[g.attrs["signal"]].attrs["units"] = attrs.pop("units")
+    for k, v in attrs.items():
         if isinstance(v, (dict, list, tuple)) and not (isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v)):
             v = json.dumps(v)
         g.attrs[k] = "" if v is None else v
@@ -307,7 +342,7 @@ def write_cube(path, cube: SpectralCube, config: ProcessingConfig | None = None,
         else:
             _check_counts(cube.counts, path)
             g = w.f["entry"].create_group("spectra")
-            g.attrs.update(NX_class="NXdata", signal="counts")
+            g.attrs.update(NX_class="NXdata", signal="counts", axes=[".", ".", "energy"], energy_indices=2)
             g["counts"] = np.asarray(cube.counts).astype(np.uint32)
             g["energy"] = cube.centers
             g["energy_edges"] = cube.edges
@@ -320,11 +355,19 @@ def write_results(path, group_name: str, arrays: dict, attrs: dict | None = None
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "w", locking=False) as f:
+        with h5py.File(path, "w", libver=LIBVER, locking=False) as f:
             e = f.create_group("entry")
             e.attrs.update(NX_class="NXentry", program="hexspec", version=_version(), created=_now_iso())
+            # NeXus wants the instrument even where only results are stored (their input names the detector)
+            inst = e.create_group("instrument")
+            inst.attrs["NX_class"] = "NXinstrument"
+            inst["name"] = "HEXITEC"
+            inst.create_group("detector").attrs["NX_class"] = "NXdetector"
     with _open(path, "a") as f:
-        _write_results_group(_entry(f, path), group_name, arrays, attrs)
+        entry = _entry(f, path)
+        _write_results_group(entry, group_name, arrays, attrs)
+        provenance.write_process(entry, group_name)
+        nexus.finalise(f)
 
 
 # ------------------------------------------------------------------ readers
