@@ -175,9 +175,12 @@ class LithiumCalibration:
     @classmethod
     def load(cls, path) -> "LithiumCalibration":
         """Read a calibration written by :meth:`save`."""
+        if not Path(path).is_file():
+            raise FormatError(f"{path}: expected a Li calibration JSON file, found "
+                              f"{'a directory' if Path(path).is_dir() else 'no such file'}")
         try:
             d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FormatError(f"{path}: not a JSON Li calibration ({exc})") from None
         return cls.from_dict(d)
 

@@ -23,6 +23,13 @@ ADU_BINS = (0.0, 16384.0, 16.0)
 KEV_BINS = (0.0, 200.0, 0.25)
 
 
+def _describe(value) -> str:
+    if isinstance(value, (list, tuple)):
+        lengths = sorted({len(v) if isinstance(v, (list, tuple)) else 1 for v in value})
+        return f"a list of {len(value)} rows of lengths {lengths}" if len(lengths) > 1 else f"a list of {len(value)}"
+    return f"{type(value).__name__} {value!r:.60}"
+
+
 def _as_map_or_scalar(name, value, allow_none):
     if value is None:
         if allow_none:
@@ -32,7 +39,12 @@ def _as_map_or_scalar(name, value, allow_none):
         raise ConfigError(
             f"ProcessingConfig.{name}: expected a number or a (rows, cols) array, found the path {str(value)!r}; "
             "read it first with hexspec.calibration.read_map(path, shape)")
-    arr = np.asarray(value, dtype=np.float64)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        # a ragged list of rows, or text among the numbers
+        raise ConfigError(f"ProcessingConfig.{name}: expected a number or a (rows, cols) array of numbers, "
+                          f"found {_describe(value)} ({str(exc).split('.')[0]})") from None
     if arr.ndim == 0:
         v = float(arr)
         if not np.isfinite(v):
@@ -205,23 +217,39 @@ class ProcessingConfig:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"{path}: expected a JSON or TOML config file, found a directory")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: expected a UTF-8 text JSON or TOML file, found binary data "
+                              f"(byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})") from None
         if path.suffix.lower() == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python < 3.11
                 import tomli as tomllib
             try:
-                d = tomllib.loads(path.read_text())
+                d = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: the TOML does not parse: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{path}: expected a table of options, found arrays or tables nested too "
+                                  "deeply to read") from None
         else:
             try:
-                d = json.loads(path.read_text())
+                d = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}: the JSON does not parse: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{path}: expected a table of options, found arrays or objects nested too "
+                                  "deeply to read") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a table of options, found {type(d).__name__}")
-        cls.from_dict(d)   # every option checked now, naming the file's mistakes
+        try:
+            cls.from_dict(d)   # every option checked now, naming the file's mistakes
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         return d
 
     def replace(self, **changes) -> "ProcessingConfig":

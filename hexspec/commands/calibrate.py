@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CalibrationError, FormatError
-from .common import Progress, add_batch_option, add_frames_option, add_quiet_option, positive_int
+from .common import Progress, add_batch_option, add_frames_option, add_quiet_option, input_shape, positive_int
 
 
 def register(sub) -> None:
@@ -66,7 +66,7 @@ def _cube_from_input(args, progress):
     if not path.exists():
         raise FormatError(f"{path}: no such file")
     kind = framefile.frame_file_kind(path)
-    shape = framefile.frame_shape(path, default=tuple(args.shape) if args.shape else (80, 80))
+    shape = input_shape(path, args)
     if kind == "hexspec" and hdf5.count_frames(path) == 0:
         cfg = hdf5.read_config(path)
         if cfg is not None and cfg.calibrated:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from ..config import ProcessingConfig
 from ..errors import ConfigError
@@ -116,6 +117,42 @@ def config_from_args(args, shape=None, base: ProcessingConfig | None = None) -> 
     if shape is not None:
         cfg.pixel_maps(shape)   # fail now, naming the shape, if a map does not fit
     return cfg
+
+
+def input_shape(path, args, default=(80, 80)):
+    """(rows, cols) of an input frame file: from the file, else --shape, else ``default``.
+
+    A headerless .bin read without --shape is read as ``default``: that is said in one line
+    on stderr and recorded in the output's provenance (a wrong shape gives wrong images, not
+    an error, whenever the file size happens to fit).
+    """
+    from ..io import framefile, provenance
+    if getattr(args, "shape", None):
+        return framefile.frame_shape(path, default=tuple(args.shape))
+    if framefile.frame_file_kind(path) == "gige":
+        note = (f"{Path(path).name}: a headerless .bin file read as {default[0]} x {default[1]} pixels "
+                "(give --shape ROWS COLS for another detector)")
+        print(note, file=sys.stderr)
+        provenance.add_note(note)
+    return framefile.frame_shape(path, default=default)
+
+
+def check_writable(path, option: str) -> Path:
+    """Fail now, before any output is written, if ``path`` cannot be created."""
+    import os
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: expected a file name, found a directory")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: cannot create the output file: expected a directory at {parent}, "
+                          "found a file")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: cannot create the output file: expected a writable directory, "
+                          f"found {parent} read-only")
+    return path
 
 
 def read_kev_cube(path, purpose: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import add_option, add_quiet_option, read_kev_cube
+from .common import add_option, add_quiet_option, check_writable, read_kev_cube
 
 
 def register(sub) -> None:
@@ -36,6 +36,7 @@ def run(args) -> int:
     from ..io import hdf5
 
     path = Path(args.cube)
+    check_writable(args.png if args.png else Path(args.output).with_suffix(".png"), "--png")
     cube = read_kev_cube(path, "fit")
     emin, emax = args.window
     if not emin < emax:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .common import (Progress, add_batch_option, add_frames_option, add_processing_options, add_quiet_option,
-                     config_from_args, positive_int)
+                     check_writable, config_from_args, input_shape, positive_int)
 
 
 def register(sub) -> None:
@@ -45,7 +45,9 @@ def run(args) -> int:
         raise FormatError(f"{path}: the output would overwrite the input; give another -o")
     kind = framefile.frame_file_kind(path)
     events_only = kind == "hexspec" and hdf5.count_frames(path) == 0
-    shape = framefile.frame_shape(path, default=tuple(args.shape) if args.shape else (80, 80))
+    shape = input_shape(path, args)
+    check_writable(args.output, "-o")
+    png = check_writable(args.png if args.png else Path(args.output).with_suffix(".png"), "--png")
     if events_only:
         # The events already carry energies (keV or ADU, as their stored config says):
         # only the binning can change.
@@ -85,7 +87,6 @@ def run(args) -> int:
     prog.close(frames=st.frames, events=st.events, dropped=st.frames_dropped)
     ex = result.extractor_stats
     unit = cfg.energy_unit
-    png = Path(args.png) if args.png else Path(args.output).with_suffix(".png")
     save_overview_png(png, result.cube, title=f"{path.name}: {st.events:,} events")
     what = f"{st.frames} frames ({st.frames_dropped} dropped)" if not events_only else "events re-histogrammed"
     print(f"{path.name}: {what}, {st.events} events "

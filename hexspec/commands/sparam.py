@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import add_option, add_quiet_option, positive_int, read_kev_cube
+from .common import add_option, add_quiet_option, check_writable, positive_int, read_kev_cube
 
 
 def register(sub) -> None:
@@ -62,6 +62,7 @@ def run(args) -> int:
     from .fit import save_maps_png
 
     path = Path(args.cube)
+    check_writable(args.png if args.png else Path(args.output).with_suffix(".png"), "--png")
     cube = read_kev_cube(path, "the S-parameter")
     peaks = None
     if args.fits and args.fit_window:

@@ -19,6 +19,8 @@ def frame_file_kind(path) -> str:
     with open(path, "rb") as fh:
         magic = fh.read(8)
     if magic == b"\x89HDF\r\n\x1a\n":
+        from .h5open import open_h5
+        open_h5(path).close()   # a damaged or truncated file says so, rather than "neither"
         if is_hexspec_file(path):
             return "hexspec"
         if is_odin_file(path):
@@ -33,9 +35,8 @@ def count_frames(path, shape=(80, 80)) -> int:
     if kind == "gige":
         return Path(path).stat().st_size // (int(shape[0]) * int(shape[1]) * 2)
     if kind == "odin":
-        from .h5open import open_h5
-        with open_h5(path) as f:
-            return f["raw_frames"].shape[0] if "raw_frames" in f else 0
+        from .odin import odin_frames_shape
+        return odin_frames_shape(path)[0]
     from .hdf5 import count_frames as _count
     return _count(path)
 
@@ -58,11 +59,8 @@ def frame_shape(path, default=(80, 80)):
     kind = frame_file_kind(path)
     if kind == "gige":
         return tuple(default)
-    from .h5open import open_h5
-    with open_h5(path) as f:
-        if kind == "odin":
-            return tuple(f["raw_frames"].shape[1:])
-        if "entry/instrument/detector" not in f:
-            raise FormatError(f"{path}: a hexspec file without /entry/instrument/detector holds no frames or events")
-        d = f["entry/instrument/detector"]
-        return (int(d["rows"][()]), int(d["cols"][()]))
+    if kind == "odin":
+        from .odin import odin_frames_shape
+        return odin_frames_shape(path)[1:]
+    from .hdf5 import read_shape
+    return read_shape(path)

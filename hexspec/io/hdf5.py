@@ -372,12 +372,67 @@ def write_results(path, group_name: str, arrays: dict, attrs: dict | None = None
 
 # ------------------------------------------------------------------ readers
 
+def read_slice(ds, start, stop, path):
+    """``ds[start:stop]``, with a damaged chunk reported as a FormatError naming the rows."""
+    try:
+        return np.asarray(ds[start:stop])
+    except (OSError, RuntimeError) as exc:
+        raise FormatError(f"{path}: expected readable data in {ds.name}[{start}:{stop}], found a corrupt chunk "
+                          f"({exc})") from None
+
+
+def _dataset(g, name, path, ndim=None, kinds="iuf"):
+    """g[name] checked to be a dataset of ``ndim`` dimensions and a numeric kind."""
+    where = f"{g.name.rstrip('/')}/{name}"
+    if name not in g:
+        raise FormatError(f"{path}: expected a dataset {where}, found {sorted(g.keys())}")
+    ds = g[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise FormatError(f"{path}: expected {where} to be a dataset, found a group")
+    if ds.dtype.kind not in kinds or (ndim is not None and ds.ndim != ndim):
+        kind = {"iu": "integer", "iuf": "numeric", "iufb": "numeric"}.get(kinds, kinds)
+        raise FormatError(f"{path}: expected {where} to be {kind} with {ndim} dimension(s), "
+                          f"found {ds.dtype} of shape {ds.shape}")
+    return ds
+
+
+def _event_datasets(f, path):
+    g = _group(f, path, "events")
+    return [_dataset(g, name, path, 1) for name, _ in EVENT_FIELDS]
+
+
+def _frame_datasets(f, path):
+    g = _group(f, path, "frames")
+    return _dataset(g, "data", path, 3, "iu"), _dataset(g, "frame_number", path, 1, "iu")
+
+
+def read_shape(path) -> tuple:
+    """(rows, cols) of a hexspec file's detector, checked to be whole numbers >= 1."""
+    with _open(path) as f:
+        e = _entry(f, path)
+        if "instrument/detector" not in e:
+            raise FormatError(f"{path}: a hexspec file without /entry/instrument/detector holds no frames or events")
+        d = e["instrument/detector"]
+        out = []
+        for name in ("rows", "cols"):
+            v = d.get(name)
+            if not isinstance(v, h5py.Dataset) or v.shape != () or v.dtype.kind not in "iu" or int(v[()]) < 1:
+                if isinstance(v, h5py.Dataset) and v.size < 10:
+                    x = v[()]
+                    found = repr(x.decode() if isinstance(x, bytes) else (x.tolist() if hasattr(x, "tolist") else x))
+                else:
+                    found = "nothing" if v is None else str(v)
+                raise FormatError(f"{path}: expected /entry/instrument/detector/{name} to be a whole number >= 1, "
+                                  f"found {found}")
+            out.append(int(v[()]))
+        return tuple(out)
+
 def read_events(path) -> EventList:
     """All events of a hexspec file (those up to the last flush, for a cut-off file)."""
     with _open(path) as f:
-        g = _group(f, path, "events")
-        n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
-        return EventList(*(g[name][:n] for name, _ in EVENT_FIELDS))
+        ds = _event_datasets(f, path)
+        n = min(d.shape[0] for d in ds)
+        return EventList(*(read_slice(d, 0, n, path) for d in ds))
 
 
 def iter_events(path, batch_size: int = 1_000_000):
@@ -385,10 +440,10 @@ def iter_events(path, batch_size: int = 1_000_000):
     if batch_size < 1:
         raise FormatError(f"iter_events: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
-        g = _group(f, path, "events")
-        n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
+        ds = _event_datasets(f, path)
+        n = min(d.shape[0] for d in ds)
         for s in range(0, n, batch_size):
-            yield EventList(*(g[name][s:min(s + batch_size, n)] for name, _ in EVENT_FIELDS))
+            yield EventList(*(read_slice(d, s, min(s + batch_size, n), path) for d in ds))
 
 
 def read_cube(path) -> SpectralCube:
@@ -408,17 +463,17 @@ def count_frames(path) -> int:
         e = _entry(f, path)
         if "frames" not in e:
             return 0
-        return min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0])
+        data, fn = _frame_datasets(f, path)
+        return min(data.shape[0], fn.shape[0])
 
 
 def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
     """Raw frames [start, stop) of a hexspec file."""
     with _open(path) as f:
-        e = _entry(f, path)
-        _group(f, path, "frames")
-        n = min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0])
+        data, fn = _frame_datasets(f, path)
+        n = min(data.shape[0], fn.shape[0])
         stop = n if stop is None else min(stop, n)
-        return FrameBatch(e["frames/data"][start:stop], e["frames/frame_number"][start:stop])
+        return FrameBatch(read_slice(data, start, stop, path), read_slice(fn, start, stop, path))
 
 
 def iter_frames(path, batch_size: int = 1000):
@@ -426,13 +481,11 @@ def iter_frames(path, batch_size: int = 1000):
     if batch_size < 1:
         raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
-        e = _entry(f, path)
-        _group(f, path, "frames")
-        data, fn = e["frames/data"], e["frames/frame_number"]
+        data, fn = _frame_datasets(f, path)
         n = min(data.shape[0], fn.shape[0])
         for s in range(0, n, batch_size):
             t = min(s + batch_size, n)
-            yield FrameBatch(data[s:t], fn[s:t])
+            yield FrameBatch(read_slice(data, s, t, path), read_slice(fn, s, t, path))
 
 
 def read_detector(path) -> DetectorSpec:
