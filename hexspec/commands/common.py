@@ -7,9 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..config import ProcessingConfig
 from ..errors import ConfigError
 from ..spectra import EnergyBins
+
+
+#: Largest reading of the 14-bit ADC: a threshold there switches a pixel off.
+ADC_MAX_ADU = 16383
 
 
 def positive_int(text):
@@ -99,14 +105,23 @@ def config_from_args(args, shape=None, base: ProcessingConfig | None = None) -> 
     base = base.to_dict() if base is not None else {}
     if getattr(args, "config", None):
         base.update(ProcessingConfig.read_options(args.config))
+    good = None
     if getattr(args, "calibration", None):
         from ..io.hdf5 import read_calibration
         cal = read_calibration(args.calibration)
         base["gradients"], base["intercepts"] = cal["gradients"], cal["intercepts"]
+        good = cal.get("good")
     for name in ("threshold", "gradients", "intercepts"):
         v = _value_or_map(getattr(args, name, None), shape, name)
         if v is not None:
             base[name] = v
+    if good is not None:
+        # Pixels the calibration rejected (dead, hot, unfitted: gradient 0 or NaN) would put
+        # their hits at 0 keV; a threshold at the top of the 14-bit range switches them off,
+        # as HEXITEC threshold files do.
+        good = np.asarray(good).astype(bool)
+        thr = np.broadcast_to(np.asarray(base.get("threshold", 0.0), dtype=np.float64), good.shape)
+        base["threshold"] = np.where(good, thr, ADC_MAX_ADU)
     for name in ("next_frame", "charge_sharing", "window", "max_cluster_size"):
         v = getattr(args, name, None)
         if v is not None:
