@@ -172,3 +172,19 @@ def test_every_run_that_adds_results_adds_its_own_process_step(outputs, tmp_path
         assert math.isfinite(len(f["entry/results/s_parameter/s"][()]))
         assert f["entry"].attrs["default"] == "results"
         assert f["entry/results"].attrs["default"] == "profile"   # the last result written
+
+
+def test_equations_cited_in_results_are_in_the_repository(outputs):
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "physics.md"
+    text = doc.read_text()
+    for kind, group in (("fit", "peak_fit"), ("sparam", "s_parameter")):
+        with h5py.File(outputs[kind], "r") as f:
+            eq = f[f"entry/results/{group}"].attrs["equation"]
+        m = re.match(r"docs/physics\.md eq\. \((\d+)\)", eq)
+        assert m, eq
+        assert f"**({m.group(1)}) " in text
+    with h5py.File(outputs["fit"], "r") as f:
+        assert "Pseudo-Voigt" in text.split(f"**(8) ")[1].split("\n")[0]

@@ -13,7 +13,7 @@ from .common import add_option, add_quiet_option, check_writable, read_kev_cube
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit the Compton peak of every pixel of a spectral cube",
                        description="Fit a Lorentz-Gaussian (pseudo-Voigt) peak on a linear background to every "
-                                   "pixel's spectrum in an energy window (PHYSICS.md section 4) and write the maps "
+                                   "pixel's spectrum in an energy window (docs/physics.md eq. 8) and write the maps "
                                    "(centre, FWHM, area, Lorentz fraction, background, errors, reduced chi-square, "
                                    "ok flag) to /entry/results/peak_fit of a hexspec HDF5 file, plus a PNG.")
     p.add_argument("cube", help="hexspec HDF5 file holding /entry/spectra")
@@ -44,7 +44,8 @@ def run(args) -> int:
     peaks = fit.fit_cube(cube, (emin, emax), model=args.model, method=args.method, min_counts=args.min_counts)
     attrs = {"window_kev": [float(emin), float(emax)], "model": args.model, "method": args.method,
              "min_counts": float(args.min_counts), "input": str(path.resolve()),
-             "equation": "PHYSICS.md eq. (4): A [eta L + (1-eta) G] + b0 + b1 (E - c)",
+             "equation": "docs/physics.md eq. (8), pseudo-Voigt (Wertheim et al., Rev. Sci. Instrum. 45, 1369, 1974): "
+                         "A [eta L + (1-eta) G] + b0 + b1 (E - c)",
              "units": json_units()}
     hdf5.write_results(args.output, "peak_fit", peaks.to_dict(), attrs)
     png = Path(args.png) if args.png else Path(args.output).with_suffix(".png")

@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser("sparam", help="S-parameter (and Li content) map of a spectral cube",
                        description="Compton profile S-parameter of every pixel, S = S_L / S_H with S_L the "
                                    "integral of J(p_z) over |p_z| < LOW and S_H over LOW < |p_z| < HIGH "
-                                   "(PHYSICS.md eqs. 2-4), using the scattering angle of each pixel. The fitted "
+                                   "(docs/physics.md eqs. 2-4), using the scattering angle of each pixel. The fitted "
                                    "linear background of a peak fit is subtracted when one is given (--fits) or "
                                    "made (--energy-window-kev). With --lithium-cal, S is converted to Li content 1 - x "
                                    "(eq. 5). Writes /entry/results/s_parameter (and lithium, profile) and a PNG.")
@@ -25,7 +25,7 @@ def register(sub) -> None:
     g.add_argument("--theta", type=float, metavar="DEG", help="one scattering angle for every pixel, degrees")
     g.add_argument("--geometry", nargs=2, type=float, metavar=("D1_MM", "D2_MM"),
                    help="pinhole geometry: sample-pinhole and pinhole-detector distances in mm; theta per pixel "
-                        "(PHYSICS.md section 3). This is the default, with 160 150")
+                        "(docs/physics.md eq. 6). This is the default, with 160 150")
     g.add_argument("--theta-from-fits", action="store_true",
                    help="theta per pixel from the fitted Compton peak centres (needs --fits or --energy-window-kev)")
     p.add_argument("--beam-axis", choices=("cols", "rows"), default="cols", help="detector axis along the beam (default cols)")
@@ -108,7 +108,7 @@ def run(args) -> int:
     attrs = {"e1_kev": args.e1, "low_au": args.low, "high_au": args.high, "factor": args.factor,
              "theta": theta_note, "background": "fitted linear background" if background is not None else "none",
              "attenuation_factor": args.attenuation_factor, "min_counts": args.min_counts,
-             "input": str(path.resolve()), "equation": "PHYSICS.md eq. (4): S = S_L / S_H",
+             "input": str(path.resolve()), "equation": "docs/physics.md eq. (4): S = S_L / S_H",
              "block": list(args.block) if args.block else [1, 1]}
     hdf5.write_results(args.output, "s_parameter", {**smap.to_dict(), "theta_rad": theta_map}, attrs)
     maps = {"S": smap.s, "S standard error": smap.s_err}
@@ -118,7 +118,7 @@ def run(args) -> int:
         cal = LithiumCalibration.load(args.lithium_cal)
         lmap = cal.apply(smap)
         hdf5.write_results(args.output, "lithium", lmap.to_dict(),
-                           {"calibration": cal.to_dict(), "equation": "PHYSICS.md eq. (5): 1 - x = a S + b"})
+                           {"calibration": cal.to_dict(), "equation": "docs/physics.md eq. (5): 1 - x = a S + b"})
         maps.update({"Li content 1-x": lmap.li, "1-x standard error": lmap.li_err})
 
     ok = pixel_ok
