@@ -72,7 +72,7 @@ PHYSICAL = {"energy": None, "energy_edges": None, "pitch_mm": "mm", "frame_rate_
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_nexus_classes_units_and_default_plot(outputs, kind):
-    with h5py.File(outputs[kind], "r") as f:
+    with h5py.File(outputs[kind], "r", locking=False) as f:
         assert f.attrs["NX_class"] == "NXroot"
         groups, missing_units = [], []
 
@@ -122,12 +122,12 @@ def test_nexusformat_finds_the_default_plot(outputs, kind):
 
 
 def test_status_codes_are_explained_in_the_file(outputs):
-    with h5py.File(outputs["fit"], "r") as f:
+    with h5py.File(outputs["fit"], "r", locking=False) as f:
         st = f["entry/results/peak_fit/status"]
         assert st[0, 0] == 2                               # the empty pixel was not fitted
         assert "2 too few counts" in st.attrs["status_codes"]
         assert "0 converged" in st.attrs["status_codes"]
-    with h5py.File(outputs["calibrate"], "r") as f:
+    with h5py.File(outputs["calibrate"], "r", locking=False) as f:
         g = f["entry/results/calibration"]
         codes = g["reasons"].attrs["status_codes"]
         assert "1 dead" in codes and "2 hot" in codes
@@ -137,7 +137,7 @@ def test_status_codes_are_explained_in_the_file(outputs):
 
 def test_provenance_names_command_line_libraries_inputs_and_times(outputs):
     cal = outputs["calibrate"]
-    with h5py.File(outputs["process"], "r") as f:
+    with h5py.File(outputs["process"], "r", locking=False) as f:
         procs = [g for g in f["entry"].values() if g.attrs.get("NX_class") == "NXprocess"]
         assert len(procs) == 1
         p = procs[0]
@@ -163,7 +163,7 @@ def test_every_run_that_adds_results_adds_its_own_process_step(outputs, tmp_path
     shutil.copy(outputs["fit"], target)
     cube = outputs["fit"].parent / "cube.h5"
     assert main(["sparam", str(cube), "--theta", "90", "--no-background", "-o", str(target), "-q"]) == 0
-    with h5py.File(target, "r") as f:
+    with h5py.File(target, "r", locking=False) as f:
         names = sorted(k for k, g in f["entry"].items() if g.attrs.get("NX_class") == "NXprocess")
         assert names == ["process_fit", "process_sparam"]
         assert math.isfinite(len(f["entry/results/s_parameter/s"][()]))
@@ -178,10 +178,10 @@ def test_equations_cited_in_results_are_in_the_repository(outputs):
     doc = Path(__file__).resolve().parents[1] / "docs" / "physics.md"
     text = doc.read_text()
     for kind, group in (("fit", "peak_fit"), ("sparam", "s_parameter")):
-        with h5py.File(outputs[kind], "r") as f:
+        with h5py.File(outputs[kind], "r", locking=False) as f:
             eq = f[f"entry/results/{group}"].attrs["equation"]
         m = re.match(r"docs/physics\.md eq\. \((\d+)\)", eq)
         assert m, eq
         assert f"**({m.group(1)}) " in text
-    with h5py.File(outputs["fit"], "r") as f:
+    with h5py.File(outputs["fit"], "r", locking=False) as f:
         assert "Pseudo-Voigt" in text.split(f"**(8) ")[1].split("\n")[0]
