@@ -9,6 +9,11 @@ Layout::
     /entry/spectra              NXdata: counts (R, C, nbins) uint32, energy, energy_edges
     /entry/acquisition          counters and provenance of the recording
     /entry/results/<name>       fits, maps, calibrations, with their parameters as attributes
+    /entry/process_<command>    NXprocess of each run that wrote to the file (hexspec.io.provenance)
+
+The NeXus conventions on top (NXroot default chain, NX_class on every group, units on
+every dataset, explained status codes) are in :mod:`hexspec.io.nexus`. Files use the
+HDF5 1.10 format at most (:data:`LIBVER`), which HDF5 1.10 tools read.
 
 Event and frame datasets are resizable, chunked and compressed; :class:`HexspecWriter`
 appends to them and, in SWMR mode (``swmr=True``, used by the recorder), every flush
