@@ -61,6 +61,11 @@ def test_every_option_with_a_default_shows_it_in_its_help():
     assert lacking == []
 
 
+#: options naming an optional input or output: without them nothing happens, no default to show
+OPTIONAL_INPUTS = ("output", "png", "config", "calibration", "screenshot", "fits", "lithium_cal", "zmq", "serial",
+                   "theta", "geometry", "energy_window", "fit_window", "keep")
+
+
 def _required_in_group(parser, action):
     return any(g.required and action in g._group_actions for g in parser._mutually_exclusive_groups)
 
@@ -72,9 +77,7 @@ def test_options_without_a_stored_default_still_say_what_happens_by_default():
         for action in parser._actions:
             if (not action.option_strings or action.help is argparse.SUPPRESS or action.default is not None
                     or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
-                    or action.required or _required_in_group(parser, action) or action.dest in ("output", "png", "config", "calibration", "screenshot",
-                                                           "fits", "lithium_cal", "zmq", "serial", "theta",
-                                                           "geometry", "energy_window", "fit_window")):
+                    or action.required or _required_in_group(parser, action) or action.dest in OPTIONAL_INPUTS):
                 continue
             if "default" not in (action.help or ""):
                 lacking.append(f"hexspec {' '.join(words)} {action.option_strings[-1]}: {action.help!r}")

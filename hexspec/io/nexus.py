@@ -23,7 +23,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import h5py
-import numpy as np
 
 EVENT_FIELD_MAPPING = (
     "frame: frame number (time = frame / frame_rate_hz; NeXus event_time_zero/event_index not used); "
