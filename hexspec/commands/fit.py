@@ -65,8 +65,11 @@ def json_units() -> dict:
     return {"center": "keV", "fwhm": "keV", "area": "counts", "eta": "1", "b0": "counts/keV", "b1": "counts/keV^2"}
 
 
-def save_maps_png(path, maps: dict, mask=None, title=None, ncols=3, cmap="viridis"):
+def save_maps_png(path, maps: dict, mask=None, title=None, ncols=3, cmap="viridis", marks=None, marks_label=None):
     """Write a grid of (rows, cols) maps as one PNG; values outside ``mask`` are left blank.
+
+    ``marks``: a boolean map (of any of the maps' shapes) whose True cells get an "x" on
+    every map of that shape, e.g. Li values outside the calibrated range.
 
     Colour limits are the 1st-99th percentiles of the shown values so a few wild pixels
     do not wash out the image.
@@ -95,6 +98,13 @@ def save_maps_png(path, maps: dict, mask=None, title=None, ncols=3, cmap="viridi
         # Block maps (coarser than the detector) are drawn over the same pixel coordinates.
         im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest",
                        extent=(-0.5, full_cols - 0.5, full_rows - 0.5, -0.5))
+        if marks is not None and np.shape(marks) == a.shape and np.any(marks):
+            r, c = np.nonzero(marks)
+            sy, sx = full_rows / a.shape[0], full_cols / a.shape[1]
+            ax.plot((c + 0.5) * sx - 0.5, (r + 0.5) * sy - 0.5, "x", color="red", ms=7, mew=1.5,
+                    label=marks_label)
+            if marks_label:
+                ax.legend(fontsize=6, loc="upper right")
         ax.set_title(name, fontsize=10)
         ax.tick_params(labelsize=7)
         fig.colorbar(im, ax=ax, shrink=0.85)
