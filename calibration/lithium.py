@@ -263,6 +263,8 @@ def theoretical_calibration(li_points=(0.0, 0.25, 0.5, 0.75, 1.0), low=1.0, high
 class LithiumCalibrationMap:
     """A calibration line 1 - x = slope S + intercept for every pixel or block (a flat field for S).
 
+    ``s_min`` and ``s_max`` bound the S that each cell's line maps into the range of the
+    reference Li contents; S outside is flagged ``extrapolated``.
     Built by :meth:`fit` from S maps of reference samples of known Li content measured on
     the same detector with the same analysis (block size, windows, background), so that
     whatever makes S differ between pixels or blocks (resolution, angle, gain) is
@@ -284,7 +286,8 @@ class LithiumCalibrationMap:
         return self.slope.shape
 
     @classmethod
-    def fit(cls, s_maps, s_err_maps, stoichiometry, li_err=None, block=(1, 1), max_iter=20) -> "LithiumCalibrationMap":
+    def fit(cls, s_maps, s_err_maps, stoichiometry, li_err=None, block=(1, 1), max_iter=20,
+            slope="common") -> "LithiumCalibrationMap":
         """Fit one line per pixel or block through the reference S maps, PHYSICS.md eq. (5).
 
         Parameters
@@ -297,6 +300,13 @@ class LithiumCalibrationMap:
             Standard errors of the known contents (0 by default).
         block : (int, int)
             Pixels per block of the maps (recorded, and checked when applied).
+        slope : {"common", "per-cell"}
+            "common" (default): one slope for all cells, an intercept per cell. The slope is
+            the sensitivity of S to Li, the same physics everywhere, and comes from all
+            cells together; each cell's offset absorbs what shifts its S. With references
+            as short as the measurement, a slope per cell ("per-cell") is 1/(S_1 - S_0) of
+            two noisy numbers a few errors apart, and its 1 - x scatters far beyond what
+            its linearised error says.
 
         Notes
         -----
@@ -317,6 +327,10 @@ class LithiumCalibrationMap:
         good = np.all(np.isfinite(s) & np.isfinite(se), axis=0)
         s0 = np.where(good, s, 0.0)
         se0 = np.where(good, se, 1.0)
+        if slope not in ("common", "per-cell"):
+            raise CalibrationError(f"LithiumCalibrationMap.fit: slope must be 'common' or 'per-cell', found {slope!r}")
+        if slope == "common":
+            return cls._fit_common_slope(s0, se0, good, y, ye, block, max_iter)
         with np.errstate(divide="ignore", invalid="ignore"):
             a = (y[-1] - y[0]) / (s0[-1] - s0[0])
             for _ in range(max_iter):
@@ -335,8 +349,41 @@ class LithiumCalibrationMap:
         a = np.where(bad, np.nan, a)
         b = np.where(bad, np.nan, b)
         cov = np.where(bad[..., None, None], np.nan, cov)
-        return cls(a, b, cov, np.where(bad, np.nan, s0.min(0)), np.where(bad, np.nan, s0.max(0)), y.tolist(),
-                   (int(block[0]), int(block[1])))
+        s_lo, s_hi = _line_range(a, b, y)
+        return cls(a, b, cov, s_lo, s_hi, y.tolist(), (int(block[0]), int(block[1])),
+                   "reference samples: a line per cell")
+
+    @classmethod
+    def _fit_common_slope(cls, s, se, good, y, ye, block, max_iter):
+        yy = np.broadcast_to(y[:, None, None], s.shape)
+        g = good[None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = float(np.polyfit(s[:, good].mean(axis=1), y, 1)[0]) if good.any() else np.nan
+            for _ in range(max_iter):
+                w = np.where(g, 1.0 / (ye[:, None, None] ** 2 + a * a * se * se), 0.0)
+                sw = w.sum(0)
+                s_bar = (w * s).sum(0) / sw
+                y_bar = (w * yy).sum(0) / sw
+                ds, dy = s - s_bar, yy - y_bar
+                sxx = np.nansum(w * ds * ds)
+                a_new = float(np.nansum(w * ds * dy) / sxx)
+                done = abs(a_new - a) <= 1e-12 * max(1.0, abs(a_new))
+                a = a_new
+                if done:
+                    break
+            var_a = 1.0 / sxx
+            c = y_bar - a * s_bar
+            cov = np.empty(s.shape[1:] + (2, 2))
+            cov[..., 0, 0] = var_a
+            cov[..., 0, 1] = cov[..., 1, 0] = -s_bar * var_a
+            cov[..., 1, 1] = 1.0 / sw + s_bar * s_bar * var_a
+        bad = ~good
+        slope = np.where(bad, np.nan, a)
+        c = np.where(bad, np.nan, c)
+        cov[bad] = np.nan
+        s_lo, s_hi = _line_range(slope, c, y)
+        return cls(slope, c, cov, s_lo, s_hi, y.tolist(), (int(block[0]), int(block[1])),
+                   "reference samples: common slope, intercept per cell")
 
     def apply(self, s, s_err=None) -> LithiumMap:
         """Li content of an S map of the same shape (an SMap or arrays), with propagated errors and range flags."""
@@ -384,6 +431,13 @@ class LithiumCalibrationMap:
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))
+
+
+def _line_range(slope, intercept, li):
+    """The S range of each cell's line between the lowest and highest reference Li content."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ends = np.stack([(li.min() - intercept) / slope, (li.max() - intercept) / slope])
+    return np.min(ends, axis=0), np.max(ends, axis=0)
 
 
 def load_calibration(path):

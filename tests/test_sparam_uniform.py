@@ -48,7 +48,9 @@ def test_readme_walkthrough_gives_uniform_block_and_column_s(tmp_path, offset_mm
     # -12 mm moves E_C by about -1.4 keV, across the 88.5-101 keV fit window of the walk-through
     cube, _ = source_cube(offset_mm=offset_mm)
     hdf5.write_cube(tmp_path / "cube.h5", cube)
-    common = ["--fit-window", "88.5", "101", "--center-offset-mm", str(offset_mm), "0", "-q"]
+    assert main(["fit", str(tmp_path / "cube.h5"), "--window", "88.5", "101", "--method", "ml",
+                 "-o", str(tmp_path / "fits.h5"), "-q"]) == 0
+    common = ["--fits", str(tmp_path / "fits.h5"), "--center-offset-mm", str(offset_mm), "0", "-q"]
     assert main(["sparam", str(tmp_path / "cube.h5"), "--block", "8", "16", "-o", str(tmp_path / "b.h5")] + common) == 0
     assert main(["sparam", str(tmp_path / "cube.h5"), "--block", "40", "16", "-o", str(tmp_path / "c.h5")] + common) == 0
     blocks, attrs = hdf5.read_results(tmp_path / "b.h5", "s_parameter")
@@ -119,9 +121,10 @@ def test_flat_field_turns_a_later_uniform_cube_into_a_uniform_li_map(tmp_path, c
     assert "give --block 20 16" in capsys.readouterr().err
 
 
-def test_out_of_range_blocks_are_flagged_in_file_message_and_picture(tmp_path, capsys):
+def test_out_of_range_cells_are_flagged_and_errors_follow_the_two_point_line():
     s = np.array([[0.9, 1.0], [1.1, 1.0]])
-    cal = LithiumCalibrationMap.fit([s - 0.05, s + 0.05], [np.full((2, 2), 0.001)] * 2, [0.0, 1.0], block=(20, 40))
+    cal = LithiumCalibrationMap.fit([s - 0.05, s + 0.05], [np.full((2, 2), 0.001)] * 2, [0.0, 1.0], block=(20, 40),
+                                    slope="per-cell")
     lmap = cal.apply(s + np.array([[0.0, 0.08], [0.0, 0.0]]), np.full((2, 2), 0.001))
     assert lmap.extrapolated.tolist() == [[False, True], [False, False]]
     assert lmap.li[0, 0] == pytest.approx(0.5) and lmap.li[0, 1] == pytest.approx(1.3)

@@ -66,6 +66,10 @@ def register(sub) -> None:
                    help="a reference cube of known Li content 1-x measured on the same detector (repeat, at least "
                         "two contents): S of each pixel or block of the references gives that pixel's or block's "
                         "own calibration line, used for the 1-x map of CUBE")
+    p.add_argument("--reference-slope", choices=("common", "per-cell"), default="common",
+                   help="with --reference: one Li sensitivity (slope) for all pixels/blocks and an offset each "
+                        "(default; the slope is the same physics everywhere and needs all the reference counts), "
+                        "or a whole line per pixel/block (needs references far longer than the measurement)")
     p.add_argument("--save-lithium-cal", metavar="CAL.json", help="with --reference: write the per-pixel/per-block "
                                                                   "calibration for later runs (--lithium-cal)")
     p.add_argument("--target-error", type=float, default=0.01,
@@ -195,7 +199,8 @@ def run(args) -> int:
             s_refs.append(ref_map.s)
             e_refs.append(ref_map.s_err)
             li_refs.append(li_ref)
-        cal = LithiumCalibrationMap.fit(s_refs, e_refs, li_refs, block=tuple(args.block) if args.block else (1, 1))
+        cal = LithiumCalibrationMap.fit(s_refs, e_refs, li_refs, block=tuple(args.block) if args.block else (1, 1),
+                                        slope=args.reference_slope)
         if args.save_lithium_cal:
             cal.save(args.save_lithium_cal)
     elif args.lithium_cal:
