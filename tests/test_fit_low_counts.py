@@ -40,3 +40,31 @@ def test_every_failed_fit_says_why():
     assert not peaks.ok[2, 0] and peaks.status[2, 0] in (3, 4, 5)
     assert set(np.unique(peaks.status)) <= set(fit.FIT_STATUS)
     assert np.array_equal(peaks.ok, peaks.status == 0)
+
+
+def test_fit_cli_without_any_fit_exits_non_zero_with_advice_and_writes_nothing(tmp_path, capsys):
+    from hexspec.cli import main
+    from hexspec.io import hdf5
+
+    hdf5.write_cube(tmp_path / "cube.h5", poisson_cube(6, seed=23, area=20.0, b0=0.2, b1=0.0))
+    rc = main(["fit", str(tmp_path / "cube.h5"), "--window", "84", "104", "-o", str(tmp_path / "f.h5")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "no pixel fitted ok" in err and "(status 2)" in err and "counts per pixel" in err and "--block" in err
+    assert not (tmp_path / "f.h5").exists() and not (tmp_path / "f.png").exists()
+
+
+def test_fit_cli_blocks_fit_the_summed_spectra(tmp_path, capsys):
+    from hexspec.cli import main
+    from hexspec.io import hdf5
+
+    cube = poisson_cube(6, seed=24, area=150.0, b0=2.0, b1=0.0)
+    cube = hx.SpectralCube(cube.counts.reshape(2, 3, -1), EDGES)
+    hdf5.write_cube(tmp_path / "cube.h5", cube)
+    assert main(["fit", str(tmp_path / "cube.h5"), "--window", "84", "104", "--block", "2", "3", "--eta", "free",
+                 "-o", str(tmp_path / "f.h5")]) == 0
+    arrays, attrs = hdf5.read_results(tmp_path / "f.h5", "peak_fit")
+    assert arrays["center"].shape == (1, 1) and list(attrs["block"]) == [2, 3]
+    one = fit.fit_peak(X, cube.counts.sum(axis=(0, 1)), window=WINDOW)      # lmfit, the summed spectrum
+    assert abs(arrays["center"][0, 0] - one.center) < 0.05 * one.center_err
+    assert "counts per pixel in the window" in capsys.readouterr().out
