@@ -56,3 +56,18 @@ def test_blocks_without_counts_say_why():
     res = compton_forward.fit_li_blocks(cube, 115.0, math.pi / 2)
     assert not res.ok.any() and np.all(res.status == 2)
     assert "too few counts" in compton_forward.FIT_STATUS[2]
+
+
+def test_sparam_forward_model_writes_a_li_map_with_errors(tmp_path, capsys):
+    from hexspec.cli import main
+    from hexspec.io import hdf5
+
+    det = DetectorSpec(rows=20, cols=40)
+    cube, _ = source_cube(li=0.6, n=800_000, seed=41, det=det)
+    hdf5.write_cube(tmp_path / "cube.h5", cube)
+    assert main(["sparam", str(tmp_path / "cube.h5"), "--block", "20", "20", "--forward-model",
+                 "-o", str(tmp_path / "s.h5")]) == 0
+    res, attrs = hdf5.read_results(tmp_path / "s.h5", "lithium_forward")
+    assert res["li"].shape == (1, 2) and res["ok"].all()
+    assert np.all(np.abs(res["li"] - 0.6) < 3 * res["li_err"])
+    assert "forward model: 1-x for 2 of 2 blocks" in capsys.readouterr().out

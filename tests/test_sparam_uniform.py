@@ -142,3 +142,16 @@ def test_sparam_without_any_result_exits_non_zero_and_writes_nothing(tmp_path, c
     assert rc == 1
     assert "S for 0 of 3200 pixels" in err and "counts per pixel" in err and "--block" in err
     assert not (tmp_path / "s.h5").exists() and not (tmp_path / "s.png").exists()
+
+
+def test_source_without_background_emits_only_compton_photons():
+    det = DetectorSpec(rows=4, cols=4)
+    src = hx.sim.ComptonSource(geometry=compton.PinholeGeometry(detector=det), background=False)
+    e = src.sample(200_000, np.random.default_rng(1))
+    assert src.line_fraction == 0 and src.fractions["background"] == 0
+    # the Compton photons of NMC811 at 86-94 degrees: none near the lines (W 59, Pb 75, Cd/Te 23-31 keV)
+    # beyond the few far-tail core electrons, and none at the elastic energy
+    assert np.mean(np.abs(e - 115.0) < 0.05) < 1e-4
+    assert np.mean(e < 40.0) < 1e-3
+    with_bg = hx.sim.ComptonSource(geometry=compton.PinholeGeometry(detector=det)).sample(200_000, np.random.default_rng(1))
+    assert np.mean(np.abs(with_bg - 115.0) < 0.05) == pytest.approx(0.02, abs=0.002)    # elastic_fraction
