@@ -3,6 +3,10 @@
 Equation numbers refer to PHYSICS.md (section 2 for kinematics, profiles and the
 S-parameter, section 3 for the pinhole geometry).
 
+Background under the profile: :func:`sideband_estimator` takes a flat continuum from the
+energies beyond p_z = 7 a.u., with the Compton tail there from the free-atom forward model
+(:mod:`hexspec.compton_forward`); the peak fit's straight line is kept for comparison only.
+
 Conventions: energies in keV, momenta p_z in atomic units, angles in radians; maps are
 (rows, cols) and cubes (rows, cols, energy). A profile J(p_z) is stored as a density per
 a.u. that is constant within each p_z bin, so integrals over any p_z window use the

@@ -153,7 +153,13 @@ class ForwardFit:
 
 
 def _fit_linear_poisson(y, basis, max_iter=50):
-    """Poisson ML of mu = basis @ p (basis (nbins, 3)); returns p, covariance, deviance, status."""
+    """Poisson ML of mu = basis @ p (basis (nbins, 3)); returns p, covariance, deviance, status.
+
+    Newton steps on the log-likelihood from the weighted least-squares start, halved while
+    any expected count would turn non-positive; the covariance is the inverse Fisher
+    information sum basis basis^T / mu at the optimum. Three linear parameters: written
+    out here rather than through lmfit because blocks and pixels number in the thousands.
+    """
     wls = basis / np.sqrt(np.maximum(y, 1.0))[:, None]
     try:
         p = np.linalg.lstsq(wls, y / np.sqrt(np.maximum(y, 1.0)), rcond=None)[0]
@@ -164,8 +170,7 @@ def _fit_linear_poisson(y, basis, max_iter=50):
     for _ in range(max_iter):
         mu = np.maximum(basis @ p, mu_floor)
         grad = basis.T @ (y / mu - 1.0)
-        info = basis.T @ (basis * (y / (mu * mu))[:, None] + 0.0)
-        info_fisher = basis.T @ (basis / mu[:, None])
+        info = basis.T @ (basis * (y / (mu * mu))[:, None])       # Hessian of -log L (Newton)
         try:
             step = np.linalg.solve(info + 1e-12 * np.eye(3) * np.trace(info), grad)
         except np.linalg.LinAlgError:

@@ -200,7 +200,7 @@ def run(args) -> int:
             ref = read_kev_cube(Path(ref_path), "a Li reference")
             if ref.shape != cube.shape:
                 raise ConfigError(f"--reference {ref_path}: a cube of shape {ref.shape}, expected the cube's {cube.shape}")
-            ref_map = _s_map(compton, ref, args, theta, background if choice != "peak-fit" else None)
+            ref_map = _s_map(compton, ref, args, theta, background)
             s_refs.append(ref_map.s)
             e_refs.append(ref_map.s_err)
             li_refs.append(li_ref)
