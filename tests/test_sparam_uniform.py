@@ -43,6 +43,7 @@ def chi2_per_dof(s, s_err):
     return float(np.sum(((s[ok] - mean) / s_err[ok]) ** 2) / (ok.sum() - 1)), float(mean)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset_mm", [0.0, -12.0])
 def test_readme_walkthrough_gives_uniform_block_and_column_s(tmp_path, offset_mm):
     # -12 mm moves E_C by about -1.4 keV, across the 88.5-101 keV fit window of the walk-through
@@ -96,6 +97,7 @@ def test_sideband_s_error_is_honest_over_blocks_of_one_sample():
     assert 0.85 < np.std(pull) < 1.15                     # 128 blocks: 1 +- 0.06
 
 
+@pytest.mark.slow
 def test_flat_field_turns_a_later_uniform_cube_into_a_uniform_li_map(tmp_path, capsys):
     for name, li, seed in (("ref0.h5", 0.0, 11), ("ref1.h5", 1.0, 12), ("cube.h5", 0.5, 13)):
         hdf5.write_cube(tmp_path / name, source_cube(li=li, n=1_200_000, seed=seed)[0])
