@@ -235,6 +235,9 @@ class ComptonSource:
         and a flat background from ``background_kev[0]`` to E1. The rest is Compton.
     background_kev : float
         Lower edge of the flat background in keV.
+    background : bool
+        False switches every component but Compton off (all the fractions above become 0):
+        the photons of a background-free measurement, for checking background subtraction.
 
     Notes
     -----
@@ -251,7 +254,13 @@ class ComptonSource:
 
     def __init__(self, e1_kev=115.0, li_content=0.5, geometry=None, flux=None, composition=None,
                  elastic_fraction=0.02, tungsten_fraction=0.04, lead_fraction=0.03,
-                 detector_fluorescence_fraction=0.03, background_fraction=0.08, background_kev=5.0):
+                 detector_fluorescence_fraction=0.03, background_fraction=0.08, background_kev=5.0,
+                 background=True):
+        if not background:
+            # the same Compton photons without any other component (truth for background tests)
+            elastic_fraction = tungsten_fraction = lead_fraction = detector_fluorescence_fraction = 0.0
+            background_fraction = 0.0
+        self.background = bool(background)
         self.geometry = geometry if geometry is not None else PinholeGeometry()
         shape = self.geometry.detector.shape
         self.e1_kev = float(e1_kev)
