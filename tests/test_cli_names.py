@@ -53,7 +53,12 @@ def test_every_option_with_a_default_shows_it_in_its_help():
             text = action.help or ""
             m = re.search(r"default[:;]? ([^)]*)", text)
             shown = m.group(1) if m else ""
-            values = {f"{d:g}"} if isinstance(d, float) else {str(d)}
+            if isinstance(d, (list, tuple)):
+                if not d:
+                    continue        # an empty list (append options): nothing to show
+                values = {" ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in d)}
+            else:
+                values = {f"{d:g}"} if isinstance(d, float) else {str(d)}
             if isinstance(d, float) and d == int(d):
                 values.add(str(int(d)))
             if not any(v in shown for v in values):
@@ -63,7 +68,7 @@ def test_every_option_with_a_default_shows_it_in_its_help():
 
 #: options naming an optional input or output: without them nothing happens, no default to show
 OPTIONAL_INPUTS = ("output", "png", "config", "calibration", "screenshot", "fits", "lithium_cal", "zmq", "serial",
-                   "theta", "geometry", "energy_window", "fit_window", "keep")
+                   "theta", "geometry", "energy_window", "fit_window", "keep", "save_lithium_cal")
 
 
 def _required_in_group(parser, action):

@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--eta", default="auto", metavar="auto|free|VALUE",
                    help="Lorentz fraction: auto (default) fits the summed spectrum first and ties pixels with fewer "
                         "than 5000 window counts to its value (their data cannot fix it; free, it runs to 0 or 1); "
-                        "free fits it in every pixel; a number in [0, 1] fixes it")
+                        "free fits it in every pixel; a number in [0, 1] fixes it (default auto)")
     p.add_argument("--block", nargs=2, type=positive_int, metavar=("ROWS", "COLS"),
                    help="fit the summed spectra of blocks of ROWS x COLS pixels (for too few counts per pixel; the "
                         "peak moves by about 0.02 keV per pixel along the beam, so keep blocks small along it; default: every pixel)")

@@ -68,7 +68,7 @@ def register(sub) -> None:
                         "own calibration line, used for the 1-x map of CUBE")
     p.add_argument("--reference-slope", choices=("common", "per-cell"), default="common",
                    help="with --reference: one Li sensitivity (slope) for all pixels/blocks and an offset each "
-                        "(default; the slope is the same physics everywhere and needs all the reference counts), "
+                        "(default common; the slope is the same physics everywhere and needs all the reference counts), "
                         "or a whole line per pixel/block (needs references far longer than the measurement)")
     p.add_argument("--save-lithium-cal", metavar="CAL.json", help="with --reference: write the per-pixel/per-block "
                                                                   "calibration for later runs (--lithium-cal)")
