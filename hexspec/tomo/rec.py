@@ -286,8 +286,8 @@ def reconstruct(proj, theta_rad, flat=None, dark=None, center=None, ring_removal
 def _rows(field, z0, z1):
     if field is None:
         return None
-    field = np.asarray(field)
-    return field[:, z0:z1] if field.ndim == 3 else field[z0:z1]
+    # slice first: an h5py dataset or memmap then reads only these rows
+    return np.asarray(field[:, z0:z1] if field.ndim == 3 else field[z0:z1])
 
 
 def _row_range(rows, nrow):
@@ -324,7 +324,6 @@ def find_center_of(proj, theta_rad, flat=None, dark=None, row=None, take_log=Tru
     -------
     prep.CenterResult
     """
-    proj = np.asarray(proj) if not hasattr(proj, "shape") else proj
     nrow = proj.shape[1]
     row = nrow // 2 if row is None else int(row)
     sino = prepare_sinograms(np.asarray(proj[:, row:row + 1, :]), _rows(flat, row, row + 1),
@@ -351,3 +350,90 @@ def reconstruct_iterative(sinogram, theta_rad, center, method="SIRT", iterations
         raise ConfigError(f"iterative method: expected SIRT or CGLS, found {method!r}")
     return astra_reconstruction(np.asarray(sinogram, np.float32), center, angles=np.asarray(theta_rad),
                                 method=method, num_iter=iterations, apply_log=False)
+
+
+# --------------------------------------------------------------------------- streaming
+
+def machine_memory_bytes() -> int:
+    """Physical memory of the machine (bytes)."""
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def default_max_memory_bytes() -> int:
+    """Default working-memory budget of a reconstruction: a quarter of the machine's memory."""
+    return machine_memory_bytes() // 4
+
+
+def bytes_per_slice(n_angles, n_cols) -> int:
+    """Working memory of one detector row through the chain (bytes, float32).
+
+    Counted from the largest moment, the filtering: the row's projections as read and
+    corrected, the sinogram, its padded copy (about twice the width), the complex
+    spectrum and the inverse transform (each ~8 bytes per angle and column), the filtered
+    output; then the slice itself twice (back projection and its transposed copy).
+    """
+    return int(40 * n_angles * n_cols + 8 * n_cols * n_cols)
+
+
+def slab_rows(n_angles, n_cols, max_memory_bytes, flat_frames=0, dark_frames=0) -> int:
+    """Rows per slab that keep the working memory within ``max_memory_bytes``."""
+    per_row = bytes_per_slice(n_angles, n_cols) + 4 * n_cols * (flat_frames + dark_frames)
+    rows = int(max_memory_bytes // per_row)
+    if rows < 1:
+        raise ConfigError(f"--max-memory: reconstructing even one row of {n_angles} x {n_cols} needs about "
+                          f"{per_row / 2**20:.0f} MB, found a budget of {max_memory_bytes / 2**20:.0f} MB")
+    return min(rows, 64)
+
+
+def reconstruct_to_file(projections, writer_factory, *, center=None, ring_removal=True, filter_name="ramlak",
+                        voxel_size_mm=None, max_memory_bytes=None, rows=None, progress=None, take_log=True):
+    """Reconstruct projections slab by slab into a volume file, within a memory budget.
+
+    Parameters
+    ----------
+    projections : hexspec.tomo.io.Projections
+        Opened with :func:`hexspec.tomo.io.open_projections` (HDF5 read lazily, .npy mapped).
+    writer_factory : callable(shape, center_result) -> hexspec.tomo.io.VolumeWriter
+        Called once the centre is known, to create the output.
+    center, ring_removal, filter_name, voxel_size_mm, rows, take_log : as :func:`reconstruct`
+    max_memory_bytes : int, optional
+        Working-memory budget (default :func:`default_max_memory_bytes`); the number of
+        rows reconstructed together is chosen from it (see :func:`bytes_per_slice`).
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    dict: center_px, center_confidence (None if given), slab_rows, shape
+    """
+    proj = projections.proj
+    nang, nrow, ncol = proj.shape
+    theta = np.asarray(projections.theta_rad, dtype=np.float64)
+    if theta.shape != (nang,):
+        raise ConfigError(f"theta_rad: expected {nang} angles, found {theta.shape}")
+    r0, r1 = _row_range(rows, nrow)
+    budget = default_max_memory_bytes() if max_memory_bytes is None else int(max_memory_bytes)
+    nflat = projections.flat.shape[0] if projections.flat is not None else 0
+    ndark = projections.dark.shape[0] if projections.dark is not None else 0
+    slab = slab_rows(nang, ncol, budget, nflat, ndark)
+    found = None
+    if center is None:
+        found = find_center_of(proj, theta, projections.flat, projections.dark, row=(r0 + r1) // 2,
+                               take_log=take_log)
+        center = found.center_px
+    center = float(center)
+    if not 0 <= center <= ncol - 1:
+        raise ConfigError(f"center: expected a detector column in [0, {ncol - 1}], found {center:g}")
+    scale = np.float32(1.0 / voxel_size_mm) if voxel_size_mm else np.float32(1.0)
+    with writer_factory((r1 - r0, ncol, ncol), found) as writer:
+        for z0 in range(r0, r1, slab):
+            z1 = min(z0 + slab, r1)
+            block = reconstruct_slab(np.asarray(proj[:, z0:z1, :]), theta, _rows(projections.flat, z0, z1),
+                                     _rows(projections.dark, z0, z1), center, ring_removal, filter_name,
+                                     take_log=take_log)
+            block *= scale
+            writer[z0 - r0:z1 - r0] = block
+            del block
+            if progress is not None:
+                progress(z1 - r0, r1 - r0)
+    return {"center_px": center, "center_confidence": None if found is None else found.confidence,
+            "slab_rows": slab, "shape": (r1 - r0, ncol, ncol)}
