@@ -79,9 +79,10 @@ def minus_log(transmission, min_transmission=MIN_TRANSMISSION):
     -------
     float32 array, finite everywhere, in [-ln(MAX_TRANSMISSION), -ln(min_transmission)].
     """
-    t = np.nan_to_num(np.asarray(transmission, dtype=np.float32), nan=min_transmission,
+    t = np.asarray(transmission)
+    t = np.nan_to_num(t.astype(np.float64) if t.dtype.kind != "f" else t, nan=min_transmission,
                       posinf=MAX_TRANSMISSION, neginf=min_transmission)
-    np.clip(t, min_transmission, MAX_TRANSMISSION, out=t)
+    t = np.clip(t, min_transmission, MAX_TRANSMISSION).astype(np.float32)   # clip first: no float32 overflow
     return -np.log(t)
 
 
@@ -229,7 +230,7 @@ def remove_stripes_masked(sinogram, snr=5.0, width=5):
     """Subtract the offsets of the columns :func:`find_stripes` flags; change nothing else.
 
     Each run of flagged columns (widened by one on each side) is bridged, at every angle,
-    by the straight line between its unflagged neighbours; the median over angles of the
+    by a parabola through the two unflagged columns on each side; the median over angles of the
     data's excess over that line is the column's offset, and is subtracted. Exact for the
     constant offset of a miscalibrated pixel on a locally linear profile, and a no-op on
     clean data, whereas Vo's methods ("sorting" and the others of :func:`remove_stripes`)
@@ -255,14 +256,15 @@ def remove_stripes_masked(sinogram, snr=5.0, width=5):
         return sino
     idx = np.flatnonzero(mask)
     for g in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1):
-        left, right = g[0] - 1, g[-1] + 1
-        if left < 0:
-            line = np.repeat(sino[:, right:right + 1], len(g), axis=1)
-        elif right >= ncol:
-            line = np.repeat(sino[:, left:left + 1], len(g), axis=1)
-        else:
-            frac = ((g - left) / (right - left)).astype(np.float32)
-            line = sino[:, left:left + 1] + frac[None, :] * (sino[:, right:right + 1] - sino[:, left:left + 1])
+        # the two unflagged columns on each side (fewer at an edge) carry the bridge: a
+        # parabola per angle, so the curvature of the object's profile is not read as offset
+        known = [c for c in (g[0] - 2, g[0] - 1, g[-1] + 1, g[-1] + 2) if 0 <= c < ncol and not mask[c]]
+        if len(known) < 2:
+            continue
+        order = min(2, len(known) - 1)
+        basis = np.vander(np.asarray(known, float) - g.mean(), order + 1)
+        coef = np.linalg.lstsq(basis, sino[:, known].T.astype(float), rcond=None)[0]      # (order+1, angles)
+        line = (np.vander(g - g.mean(), order + 1) @ coef).T
         sino[:, g] -= np.median(sino[:, g] - line, axis=0)[None, :]
     return sino
 
@@ -395,8 +397,8 @@ def find_center(sinogram, theta_rad=None, start=None, stop=None, ratio=0.5, radi
     Raises
     ------
     CalibrationError
-        If no centre in [start, stop] matches (the views do not overlap enough, or the
-        best match lies at an end of the range).
+        If no centre in [start, stop] can be compared (the views do not overlap enough),
+        or the best match over the whole detector lies outside [start, stop].
     """
     from scipy import ndimage as ndi
     sino = np.asarray(sinogram, dtype=np.float32)
@@ -415,11 +417,13 @@ def find_center(sinogram, theta_rad=None, start=None, stop=None, ratio=0.5, radi
     if not inside.any():
         raise CalibrationError(f"rotation centre: no centre between {lo:.0f} and {hi:.0f} px leaves opposite views "
                                f"overlapping enough to compare; give it with --center")
-    idx = np.flatnonzero(inside)
-    best = idx[int(np.argmax(ncc[idx]))]
-    if (best == idx[0] and lo > 0) or (best == idx[-1] and hi < ncol - 1):
-        raise CalibrationError(f"rotation centre: the best match ({centers[best]:.1f} px) lies at the end of the "
+    valid = np.flatnonzero(ncc > -1)
+    overall = valid[int(np.argmax(ncc[valid]))]
+    if not lo <= centers[overall] <= hi:
+        raise CalibrationError(f"rotation centre: the best match ({centers[overall]:.1f} px) lies outside the "
                                f"range searched ({lo:.0f}-{hi:.0f} px); give the centre with --center or widen the range")
+    idx = np.flatnonzero(inside)
+    best = overall
     confidence = _confidence(-ncc[idx], int(np.flatnonzero(idx == best)[0]))
     c0 = float(centers[best])
     fine = np.arange(c0 - radius, c0 + radius + step / 2, step)
