@@ -107,8 +107,8 @@ def quantify_regions(labels, voxel_size_mm, n_regions, axis, d_bulk, ssa_method,
                         "d_eff_in_plane": d_bulk * eps / tau_in if np.isfinite(tau_in) else 0.0,
                         "non_percolating_percent": 100 * through.non_percolating_fraction})
         if do_impedance:
-            from ..tomo.impedance import impedance
-            from ..tomo.tortuosity import percolating_pores
+            from ..tomo.diffusion import impedance
+            from ..tomo.diffusion import percolating_pores
             if percolating_pores(solve_pores, axis).any():
                 spectra.append(impedance(solve_pores, axis=axis, d_bulk=d_bulk,
                                          voxel_size_mm=float(voxel_size_mm[axis]), n_frequencies=13))

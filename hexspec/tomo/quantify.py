@@ -2,7 +2,7 @@
 
 Volumes are (z, y, x) arrays of voxels; ``spacing`` is the voxel edge (one number, or
 (dz, dy, dx)) in any length unit, and areas and specific surface areas come out in that
-unit (mm^2, 1/mm for spacing in mm). Tortuosity lives in :mod:`hexspec.tomo.tortuosity`
+unit (mm^2, 1/mm for spacing in mm). Tortuosity lives in :mod:`hexspec.tomo.diffusion`
 and particle statistics in :mod:`hexspec.tomo.particles`; both are re-exported here.
 
 Porosity per region follows the reference study (PHYSICS.md section 6): the electrode
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .particles import ParticleStats, particle_statistics, sphericity  # noqa: F401  (re-exported)
-from .tortuosity import TortuosityResult, check_axis, check_mask, percolating_pores, tortuosity  # noqa: F401
+from .diffusion import TortuosityResult, check_axis, check_mask, percolating_pores, tortuosity  # noqa: F401
 
 SSA_METHODS = ("marching_cubes", "faces")
 
