@@ -231,7 +231,8 @@ def _maps_png(path, reg, axis_name):
         im = ax.imshow(100 * reg.maps[i], vmin=0, vmax=100, cmap="viridis")
         ax.set_title(f"region {i + 1}: {100 * reg.porosity[i]:.1f} vol%")
         ax.set_xlabel(f"{lateral[1]} (voxel)")
-        ax.set_ylabel(f"{lateral[0]} (voxel)")
+        if i == 0:
+            ax.set_ylabel(f"{lateral[0]} (voxel)")
     fig.colorbar(im, ax=axes[0].tolist(), label="porosity (vol%)")
     fig.savefig(path)
     plt.close(fig)
