@@ -1,7 +1,7 @@
 """Diffusion in the pore phase: tortuosity factor (steady state) and impedance (frequency domain).
 
-Steady state (:func:`tortuosity`): diffusion in the pore voxels of a box: C = 1 on the face at index 0 of
-``axis``, C = 0 on the face at the far end, zero normal flux on the pore walls and on
+Steady state (:func:`tortuosity`): diffusion in the pore voxels of a box: C = 1 on the
+face at index 0 of ``axis``, C = 0 on the face at the far end, zero normal flux on the pore walls and on
 the four side faces. Finite volumes on the voxel grid as in TauFactor (Cooper et al.,
 SoftwareX 5 (2016) 203): each pair of face-adjacent pore voxels is joined by a
 conductance D h, and a voxel on a Dirichlet face by 2 D h (its centre is half a voxel
@@ -25,7 +25,8 @@ gradients. On 100^3 random media this needs 7-9 cycles to a relative residual of
 smoothed aggregation converges in as many cycles but its setup costs more.
 ``solver="direct"`` (SuperLU) gives the over-converged reference used in the tests.
 
-Frequency domain (:func:`impedance`, PHYSICS.md section 6): in the pore phase of a cuboid of length L (along ``axis``) and face area A, solve
+Frequency domain (:func:`impedance`, PHYSICS.md section 6): in the pore phase of a cuboid
+of length L (along ``axis``) and face area A, solve
 
     del^2 C - (i omega / D) C = 0,    C = 1 at the inlet face, C = 0 at the outlet face,
 
