@@ -182,6 +182,10 @@ class HexitecSimulator:
     threads : int, optional
         Threads simulating blocks of frames at once (default: one per CPU). Frames and truth
         are bit-identical for a seed whatever the number of threads.
+    detector_seed : int, optional
+        Seeds the detector's own maps (gains, offsets, noise, dead and hot pixels) apart
+        from the photon streams (default ``seed``): simulators with one ``detector_seed`` and
+        different ``seed`` are one detector measuring independent exposures.
     """
 
     def __init__(self, source, detector: DetectorSpec = HEXITEC, photon_rate_hz=3.0e5, noise_fwhm_kev=0.8, seed=0, *,
@@ -189,7 +193,7 @@ class HexitecSimulator:
                  gradient_kev_per_adu=0.027, gradient_spread=0.03, intercept_kev=4.5, intercept_spread_kev=0.8,
                  noise_spread=0.15, thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0, escape=True,
                  next_frame_probability=0.01, dead_pixels=3, hot_pixels=2, hot_probability=0.2,
-                 hot_mean_adu=400.0, hot_sigma_adu=80.0, share_min_kev=5.0, cloud_fwhm_um=None, first_frame=0, threads=None):
+                 hot_mean_adu=400.0, hot_sigma_adu=80.0, share_min_kev=5.0, cloud_fwhm_um=None, first_frame=0, threads=None, detector_seed=None):
         self.source = source
         self.detector = detector
         shape = detector.shape
@@ -215,7 +219,8 @@ class HexitecSimulator:
             raise ConfigError(f"HexitecSimulator: {dead_pixels} dead + {hot_pixels} hot pixels exceed {npix} pixels")
 
         self.seed = int(seed)
-        map_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
+        self.detector_seed = self.seed if detector_seed is None else int(detector_seed)
+        map_rng = np.random.default_rng(np.random.SeedSequence(self.detector_seed, spawn_key=(0,)))
         self._block = None
         self._block_index = 0
         if threads is None:

@@ -430,8 +430,16 @@ def correlate(pore_mask, electrode_mask, voxel_size_mm, compton_image, s, s_err,
 
 
 def _region_tortuosity(pore_mask, axis):
-    """Through-thickness tortuosity factor of a region's pores (NaN when the pores do not percolate)."""
-    from . import tortuosity
+    """Through-thickness tortuosity factor of a region's pores (hexspec.tomo.tortuosity).
+
+    NaN when the pores do not percolate, or in a build without hexspec.tomo.quantify.
+    """
+    try:
+        from .quantify import tortuosity
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__package__}.quantify":
+            return float("nan")
+        raise
     try:
         return float(tortuosity(pore_mask, axis=axis).tau)
     except ConfigError:
