@@ -332,9 +332,12 @@ class Correlation:
     pixel_mask: np.ndarray
     fit: LinearFit
     meta: dict = field(default_factory=dict)
+    scatter_points: tuple = None
 
     def scatter(self):
-        """(porosity, li, li_err, region) of every pixel used in the fit."""
+        """(porosity, value, error, region) of every pixel (or block) used in the fit."""
+        if self.scatter_points is not None:
+            return self.scatter_points
         m = self.pixel_mask
         reg = np.broadcast_to(np.arange(1, m.shape[0] + 1)[:, None, None], m.shape)
         return self.porosity[m], self.li[m], self.li_err[m], reg[m]
@@ -354,7 +357,7 @@ def _stack_maps(name, maps, n_regions, shape=None):
 
 def correlate(pore_mask, electrode_mask, voxel_size_mm, compton_image, s, s_err, li=None, li_err=None, *,
               n_regions=3, axis=0, pixel_mm=COMPTON_PIXEL_MM, inverted=True, transform="rigid",
-              min_electrode_fraction=0.95, tortuosity=True):
+              min_electrode_fraction=0.95, tortuosity=True, block=(1, 1), block_values=None):
     """Register each depth region's porosity onto its Compton image and read S and Li against it.
 
     Parameters
@@ -376,6 +379,11 @@ def correlate(pore_mask, electrode_mask, voxel_size_mm, compton_image, s, s_err,
         region means (edges of the electrode).
     tortuosity : bool
         Compute each region's through-thickness tortuosity factor (hexspec.tomo.tortuosity).
+    block, block_values : (int, int) and (values, errors), optional
+        Fit over blocks of ``block`` pixels instead of single pixels: ``block_values`` holds
+        the fitted quantity and its error per block, (n_regions, rows // br, cols // bc),
+        measured from each block's summed spectra (single pixels rarely hold the counts
+        for a useful S). A block enters the fit when 75 % of its pixels are used.
 
     Returns
     -------
@@ -421,12 +429,33 @@ def correlate(pore_mask, electrode_mask, voxel_size_mm, compton_image, s, s_err,
         li_mean, li_sem = weighted_mean(y[k][use], y_err[k][use]) if use_li else (float("nan"), float("nan"))
         rows.append(RegionResult(k + 1, (a * voxel_size_mm, b * voxel_size_mm), porosity, por_err, tau, s_mean, s_sem,
                                  li_mean, li_sem, int(use.sum()), reg))
-    fit = weighted_linear_fit(por_grid[used], y[used], y_err[used])
+    if block_values is not None:
+        # Fit over blocks: porosity averaged over each block's used pixels, against the
+        # values the caller measured from each block's summed spectra.
+        bv, be = (np.asarray(v, dtype=np.float64) for v in block_values)
+        br, bc = block
+        nb = (shape[0] // br, shape[1] // bc)
+        if bv.shape != (n_regions,) + nb or be.shape != bv.shape:
+            raise ConfigError(f"correlate: block_values must be ({n_regions}, {nb[0]}, {nb[1]}) for blocks of {block}, "
+                              f"found {bv.shape} and {be.shape}")
+        cut = (slice(None), slice(0, nb[0] * br), slice(0, nb[1] * bc))
+        share = used[cut].reshape(n_regions, nb[0], br, nb[1], bc).mean(axis=(2, 4))
+        summed = np.where(used, por_grid, 0.0)[cut].reshape(n_regions, nb[0], br, nb[1], bc).sum(axis=(2, 4))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            por_fit = summed / (share * br * bc)
+        used_fit = (share >= 0.75) & np.isfinite(bv) & np.isfinite(be) & (be > 0)
+        fit = weighted_linear_fit(por_fit[used_fit], bv[used_fit], be[used_fit])
+        scatter = (por_fit[used_fit], bv[used_fit], be[used_fit],
+                   np.broadcast_to(np.arange(1, n_regions + 1)[:, None, None], used_fit.shape)[used_fit])
+    else:
+        fit = weighted_linear_fit(por_grid[used], y[used], y_err[used])
+        scatter = None
     return Correlation(rows, por_grid, frac_grid, compton, s, y if use_li else np.full_like(s, np.nan),
-                       y_err if use_li else np.full_like(s, np.nan), used, fit,
+                       y_err if use_li else np.full_like(s, np.nan), used, fit, scatter_points=scatter,
                        meta={"voxel_size_mm": float(voxel_size_mm), "pixel_mm": float(pixel_mm), "axis": int(axis),
                              "inverted": bool(inverted), "transform": transform, "fit_of": "li" if use_li else "s",
-                             "min_electrode_fraction": float(min_electrode_fraction)})
+                             "min_electrode_fraction": float(min_electrode_fraction),
+                             "fit_block": list(block) if block_values is not None else [1, 1]})
 
 
 def _region_tortuosity(pore_mask, axis):

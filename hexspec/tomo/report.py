@@ -74,7 +74,9 @@ def save_png_overlay(path, corr, title=""):
         axes[k, 2].set_title("overlay: porosity quartiles on Compton", fontsize=8)
         quantity = "Li content 1-x" if corr.meta.get("fit_of") == "li" else "S"
         shown = li if corr.meta.get("fit_of") == "li" else corr.s[k]
-        im = axes[k, 3].imshow(np.where(mask, shown, np.nan), cmap="plasma")
+        shown = np.where(mask, shown, np.nan)
+        lim = np.nanpercentile(shown, [5, 95]) if np.isfinite(shown).any() else (0, 1)
+        im = axes[k, 3].imshow(shown, cmap="plasma", vmin=lim[0], vmax=lim[1])
         fig.colorbar(im, ax=axes[k, 3], fraction=0.046)
         axes[k, 3].set_title(f"{quantity} (pixels used)", fontsize=8)
         for ax in axes[k]:
