@@ -413,8 +413,11 @@ def correlate(pore_mask, electrode_mask, voxel_size_mm, compton_image, s, s_err,
         # (electrode share of the column times one minus porosity), outline included.
         solid = f * (1.0 - np.where(np.isfinite(p), p, 0.0))
         reg = register(compton[k], solid, transform)
-        por_grid[k] = reg.apply(np.where(np.isfinite(p), p, 0.0))
         frac_grid[k] = reg.apply(f)
+        # pore share and electrode share interpolated apart: at the electrode's edge the
+        # porosity is not diluted by the empty pixels beside it
+        with np.errstate(invalid="ignore", divide="ignore"):
+            por_grid[k] = reg.apply(np.where(np.isfinite(p), p, 0.0) * f) / frac_grid[k]
         use = (frac_grid[k] >= min_electrode_fraction) & np.isfinite(y[k]) & np.isfinite(y_err[k]) & (y_err[k] > 0)
         used[k] = use
         a, b = bounds[k]
