@@ -7,8 +7,9 @@ arrays:
     prep      flat/dark normalisation, -log, zingers, stripes/rings, centre, 360->180, Paganin
     rec       filtered back projection (and astra's iterative methods where installed)
     segment   median, opening, thresholds, largest component, unsharp mask, phases
-    quantify  volume fractions, porosity per depth region, surface area, tortuosity, REV, particles
-    impedance frequency-domain diffusion in the pores (the reference study's impedance)
+    quantify  volume fractions, porosity per depth region, surface area, REV (re-exports tortuosity)
+    diffusion tortuosity (steady diffusion in the pores) and the reference study's impedance
+    particles particle sizes and sphericity
     register  XCT projections onto the Compton map grid (SimpleITK, phase correlation)
     correlate per-region tables, overlays and scatter of Li content against porosity
 
@@ -24,10 +25,12 @@ _NAMES = {
     "reconstruct": "rec",
     "tortuosity": "quantify",
     "specific_surface_area": "quantify",
-    "impedance": "impedance",
+    "impedance": "diffusion",
     "register": "register",
 }
-_SUBMODULES = {"io", "prep", "rec", "segment", "quantify", "impedance", "register", "correlate"}
+# a submodule must not share a public function's name: importing it would set the
+# package attribute to the module (so tortuosity and impedance live in diffusion)
+_SUBMODULES = {"io", "prep", "rec", "segment", "quantify", "diffusion", "particles", "register", "correlate"}
 
 __all__ = sorted(set(_NAMES) | _SUBMODULES)
 

@@ -489,3 +489,112 @@ def read_projections(path):
                       stacklevel=2)
         theta = np.linspace(0.0, np.pi, proj.shape[0], endpoint=False)
     return proj, flat, dark, theta
+
+
+class Projections:
+    """Projections opened for reading slab by slab (see :func:`open_projections`).
+
+    Attributes
+    ----------
+    proj : h5py.Dataset, numpy memmap or array (angles, rows, cols)
+        Sliced as ``proj[:, r0:r1, :]`` without reading the rest.
+    flat, dark : same kind (n, rows, cols), or None
+    theta_rad : ndarray (angles,)
+    pixel_size_mm : float or None
+        Detector pixel size if the file records it.
+    """
+
+    def __init__(self, proj, flat, dark, theta_rad, pixel_size_mm=None, file=None):
+        self.proj, self.flat, self.dark, self.theta_rad = proj, flat, dark, theta_rad
+        self.pixel_size_mm = pixel_size_mm
+        self._file = file
+
+    @property
+    def shape(self):
+        return tuple(self.proj.shape)
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+_PIXEL_SIZE_PATHS = ("measurement/instrument/detection_system/objective/resolution",
+                     "measurement/instrument/detector/actual_pixel_size_x",
+                     "measurement/instrument/detector/pixel_size_x")
+
+
+def open_projections(path) -> Projections:
+    """Open projections without reading them: Data Exchange HDF5 lazily, ``.npy`` memory-mapped,
+    TIFF and ``.npz`` read whole (their formats do not allow slab reads here).
+
+    Returns
+    -------
+    Projections (a context manager)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            proj = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"{path}: not a readable NumPy file ({exc})") from None
+        if proj.ndim != 3 or proj.dtype.kind not in "biuf":
+            raise FormatError(f"{path}: expected numeric projections (angles, rows, cols), found {proj.dtype} {proj.shape}")
+        warnings.warn(f"{path}: no angles in the file; assuming {proj.shape[0]} angles evenly spaced over 180 degrees",
+                      stacklevel=2)
+        return Projections(proj, None, None, np.linspace(0.0, np.pi, proj.shape[0], endpoint=False))
+    if path.is_dir() or suffix in (".tif", ".tiff", ".npz") or not h5py.is_hdf5(path):
+        return Projections(*read_projections(path))
+    f = _open_projection_h5(path)
+    try:
+        if "exchange" not in f or "data" not in f["exchange"]:
+            raise FormatError(f"{path}: expected APS Data Exchange projections at /exchange/data, "
+                              f"found top-level {sorted(f.keys())}")
+        ex = f["exchange"]
+        proj = ex["data"]
+        if not isinstance(proj, h5py.Dataset) or proj.ndim != 3:
+            raise FormatError(f"{path}: exchange/data: expected (angles, rows, cols), found "
+                              f"{getattr(proj, 'shape', 'a group')}")
+        fields = []
+        for key in ("data_white", "data_dark"):
+            d = ex.get(key)
+            if d is not None and (not isinstance(d, h5py.Dataset) or d.ndim != 3 or d.shape[1:] != proj.shape[1:]):
+                raise FormatError(f"{path}: exchange/{key}: expected (n, {proj.shape[1]}, {proj.shape[2]}), "
+                                  f"found {getattr(d, 'shape', 'a group')}")
+            fields.append(d)
+        theta = None
+        if "theta" in ex:
+            t = ex["theta"]
+            if t.ndim != 1 or t.shape[0] != proj.shape[0]:
+                raise FormatError(f"{path}: exchange/theta: expected {proj.shape[0]} angles, found shape {t.shape}")
+            units = t.attrs.get("units", "degrees")
+            units = (units.decode() if isinstance(units, bytes) else str(units)).lower()
+            theta = np.asarray(t[()], dtype=np.float64)
+            theta = theta if units.startswith("rad") else np.deg2rad(theta)
+        else:
+            warnings.warn(f"{path}: no exchange/theta; assuming {proj.shape[0]} angles evenly spaced over 180 degrees",
+                          stacklevel=2)
+            theta = np.linspace(0.0, np.pi, proj.shape[0], endpoint=False)
+        pixel = None
+        for p in _PIXEL_SIZE_PATHS:
+            if p in f and isinstance(f[p], h5py.Dataset) and f[p].size == 1:
+                units = f[p].attrs.get("units", "")
+                units = units.decode() if isinstance(units, bytes) else str(units)
+                scale = {"mm": 1.0, "um": 1e-3, "micron": 1e-3, "microns": 1e-3, "m": 1e3, "nm": 1e-6}.get(units.strip())
+                if scale:
+                    pixel = float(f[p][()]) * scale
+                    break
+        return Projections(proj, fields[0], fields[1], theta, pixel, file=f)
+    except BaseException:
+        f.close()
+        raise
