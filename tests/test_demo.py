@@ -36,6 +36,9 @@ def test_demo_recovers_true_li_content_and_porosity_within_the_printed_uncertain
     # porosity falls from the separator (region 1) to the current collector (region 3)
     por = [r["porosity"] for r in records if r["state"] == "charged"]
     assert por[0] > por[1] > por[2]
+    # the cathode sits turned by 1.5 degrees in front of the pinhole: registration finds it
+    for r in records:
+        assert r["angle_deg"] == pytest.approx(1.5, abs=0.3)
     # the charged cathode holds less Li than the discharged one
     li = {s: np.mean([r["li"] for r in records if r["state"] == s]) for s in ("charged", "discharged")}
     assert li["charged"] < li["discharged"] - 0.2
