@@ -80,12 +80,14 @@ def user_call(args):
 
     call(1)   # compile / load kernels
     walls = {1: [], None: []}
+    cpus = {1: [], None: []}
     digests = set()
     occupancy = 0.0
     for _ in range(args.repeat):
         for threads in (None, 1):
-            (batch, _), _, w = timed(lambda: call(threads))
+            (batch, _), c, w = timed(lambda: call(threads))
             walls[threads].append(w)
+            cpus[threads].append(c)
             digests.add(hashlib.sha1(batch.frames.tobytes()).hexdigest())
             occupancy = np.count_nonzero(batch.frames) / batch.frames.size
             del batch
@@ -95,11 +97,15 @@ def user_call(args):
           f".frames({args.frames}), {occupancy:.2%} occupancy, wall clock, {args.repeat} interleaved runs:")
     for k, label in ((None, f"all {n_cpu} CPUs"), (1, "one thread")):
         v = fps[k]
+        c = sorted(args.frames / np.array(cpus[k]))
         print(f"  {label:>12}: {statistics.median(v):,.0f} frames/s (range {v[0]:,.0f}-{v[-1]:,.0f}), "
-              f"{statistics.median(v) / TARGET_FPS:.2f} of the {TARGET_FPS:,} target")
+              f"{statistics.median(v) / TARGET_FPS:.2f} of the {TARGET_FPS:,} target; per CPU-second of the "
+              f"process {statistics.median(c):,.0f} (range {c[0]:,.0f}-{c[-1]:,.0f})")
     print(f"  threads / one thread: {statistics.median(fps[None]) / statistics.median(fps[1]):.2f}x; "
           f"same frames in every run: {len(digests) == 1}; "
           f"first ComptonSource of a process (tables built): {cold * 1e3:.0f} ms, not in the runs above")
+    print("  (on a machine shared with other jobs the wall clock says little; frames per CPU-second of the "
+          "threaded run, times the idle CPUs, bounds what a quiet machine gives)")
 
 
 def per_frame_parts(args):
