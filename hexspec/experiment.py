@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -270,7 +271,6 @@ def run(out_dir, quick=False, seed=2024, say=print, progress=None):
     DemoResult
     """
     from . import compton
-    from .calibration.lithium import LithiumCalibration
     from .io import hdf5
     from .sim.cell import Placement, VirtualCathode
     from .tomo.correlate import correlate
@@ -374,7 +374,7 @@ def run(out_dir, quick=False, seed=2024, say=print, progress=None):
                             "compton_image": corr.compton_image, "pixel_mask": corr.pixel_mask.astype(np.uint8),
                             "li_true": np.stack([li_true[(state, r)] for r in range(N_REGIONS)]),
                             "porosity_true": truth["porosity"]},
-                           {"fit": __import__("json").dumps(corr.fit.to_dict())})
+                           {"fit": json.dumps(corr.fit.to_dict())})
     stage["registration and correlation"] = time.perf_counter() - t
     info = {"quick": bool(quick), "seed": int(seed), "e1_kev": E1_KEV, "fit_window_kev": list(FIT_WINDOW_KEV),
             "exposure": exposure.__dict__, "reference_li": list(REFERENCE_LI), "states": {k: list(v) for k, v in STATES.items()},

@@ -95,8 +95,8 @@ def run(args) -> int:
         sections.append((f"{state}: pixel correlation",
                          f"<p>1-x = {f.intercept:.3f} (+- {f.intercept_err:.3f}) + {f.slope:.3f} (+- {f.slope_err:.3f})"
                          f" x porosity over {f.n} pixels (true: {a} {b:+} x porosity)</p>"
-                         + report._img_tag(out / f"scatter_{state}.png")))
-        sections.append((f"{state}: maps and overlays", report._img_tag(out / f"overlay_{state}.png")))
+                         + report.img_tag(out / f"scatter_{state}.png")))
+        sections.append((f"{state}: maps and overlays", report.img_tag(out / f"overlay_{state}.png")))
     columns = ["state", "region", "porosity_true", "porosity", "porosity_err", "tortuosity", "s", "s_err", "li_true",
                "li", "li_err", "pixels", "shift_px", "angle_deg"]
     report.write_html(out / "report.html", "hexspec demo: correlative XCT and XCS-I of a virtual cathode",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -148,7 +147,8 @@ def write_hdf5(path, corr, extra_attrs=None):
     hdf5.write_results(path, "correlation_regions", arrays, {"table": json.dumps(rows)})
 
 
-def _img_tag(path):
+def img_tag(path):
+    """An <img> tag holding the PNG at ``path`` (base64), so that the page travels alone."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
@@ -192,6 +192,6 @@ def save_correlation(corr, out_dir, force=False, title="hexspec correlation", tr
     columns = ["region", "depth_mm", "porosity", "porosity_err", "tortuosity", "s", "s_err", "li", "li_err", "pixels",
                "shift_px", "angle_deg", "registration_quality"]
     write_html(out / "report.html", title,
-               [("Depth regions", html_table(rows, columns)), ("Pixel correlation", fit_line + _img_tag(out / "scatter.png")),
-                ("Maps and overlays", _img_tag(out / "overlay.png"))])
+               [("Depth regions", html_table(rows, columns)), ("Pixel correlation", fit_line + img_tag(out / "scatter.png")),
+                ("Maps and overlays", img_tag(out / "overlay.png"))])
     return {n: out / n for n in FILES}
