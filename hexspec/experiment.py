@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,15 +82,21 @@ def measure(li_map, flux, geometry, exposure, seed, detector_seed, progress=None
     acc = hx.SpectrumAccumulator(cfg, shape)
     photons = absorbed = done = 0
     batch_frames = 4 * 1024
-    while done < exposure.frames:
-        k = min(batch_frames, exposure.frames - done)
-        batch, truth = sim.frames(k)
-        photons += truth.n_incident
-        absorbed += len(truth.photons)
-        acc.add(extractor(batch))
-        done += k
-        if progress is not None:
-            progress(done, exposure.frames)
+    sizes = [min(batch_frames, exposure.frames - a) for a in range(0, exposure.frames, batch_frames)]
+    # The next batch is simulated while this one is extracted (both release the GIL); the
+    # simulator sees the same calls in the same order, so the result does not change.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(sim.frames, sizes[0]) if sizes else None
+        for j in range(len(sizes)):
+            batch, truth = pending.result()
+            if j + 1 < len(sizes):
+                pending = pool.submit(sim.frames, sizes[j + 1])
+            photons += truth.n_incident
+            absorbed += len(truth.photons)
+            acc.add(extractor(batch))
+            done += len(batch)
+            if progress is not None:
+                progress(done, exposure.frames)
     cube = acc.cube
     record = {"frames_simulated": int(done), "photons_simulated": int(photons), "photons_absorbed": int(absorbed),
               "events_counted": int(cube.counts.sum()), "events_extracted": int(acc.n_events)}
