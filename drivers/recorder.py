@@ -193,14 +193,18 @@ class Recorder:
         How often the cube is rewritten while recording (it is always written at
         close; events and frames are enough to rebuild it after a crash).
     compress_threads : int
-        Threads compressing raw frames.
+        Threads compressing raw frames (gzip: chunks deflated here; the hdf5plugin
+        filters compress inside HDF5).
+    frame_compression : {"bslz4", "blosc", "lz4", "gzip", "none"}
+        Filter of the raw frames (:func:`hexspec.io.framefile.frame_compression`).
     on_flush : callable, optional
         Called as ``on_flush(recorder)`` after every flush.
     """
 
     def __init__(self, path, shape, config: ProcessingConfig | None = None, source: str = "",
                  raw: bool = False, events: bool = True, spectra: bool = True, flush_interval_s: float = 1.0,
-                 spectra_interval_s: float = 10.0, compress_threads: int = 2, on_flush=None):
+                 spectra_interval_s: float = 10.0, compress_threads: int = 2, on_flush=None,
+                 frame_compression: str = "bslz4"):
         from ..io.hdf5 import HexspecWriter
         self.config = config or ProcessingConfig()
         self.shape = (int(shape[0]), int(shape[1]))
@@ -209,7 +213,7 @@ class Recorder:
         self.spectra_interval_s = float(spectra_interval_s)
         self.on_flush = on_flush
         self.writer = HexspecWriter(path, self.shape, config=self.config, source=source, frames=raw,
-                                    events=events, spectra=spectra, swmr=True)
+                                    events=events, spectra=spectra, swmr=True, frame_compression=frame_compression)
         self.path = self.writer.path
         entry = self.writer.f["entry"]
         self._frames = FrameChunkWriter(entry["frames/data"], entry["frames/frame_number"], compress_threads) \
@@ -366,7 +370,8 @@ class _StopOnSignals:
 
 def record(source, path, config: ProcessingConfig | None = None, shape=None, raw: bool = False,
            events: bool = True, spectra: bool = True, source_name: str = "", progress=None,
-           flush_interval_s: float = 1.0, on_flush=None, compress_threads: int = 2) -> RecordResult:
+           flush_interval_s: float = 1.0, on_flush=None, compress_threads: int = 2,
+           frame_compression: str = "bslz4") -> RecordResult:
     """Record every batch of ``source`` into ``path`` until the source ends or a signal stops it.
 
     Parameters
@@ -377,7 +382,7 @@ def record(source, path, config: ProcessingConfig | None = None, shape=None, raw
     path : str or Path
         Output hexspec HDF5 file, created when the first batch arrives (the detector
         shape comes from the data unless ``shape`` is given).
-    config, raw, events, spectra, flush_interval_s, on_flush, compress_threads
+    config, raw, events, spectra, flush_interval_s, on_flush, compress_threads, frame_compression
         See :class:`Recorder`.
     shape : (rows, cols), optional
     source_name : str
@@ -398,7 +403,7 @@ def record(source, path, config: ProcessingConfig | None = None, shape=None, raw
 
     def start(frame_shape):
         rec = Recorder(path, frame_shape, config, str(name), raw, events, spectra, flush_interval_s,
-                       compress_threads=compress_threads, on_flush=on_flush)
+                       compress_threads=compress_threads, on_flush=on_flush, frame_compression=frame_compression)
         if hasattr(source, "idle_hook"):
             source.idle_hook = rec.flush_if_due
         return rec

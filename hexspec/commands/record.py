@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import Progress, add_processing_options, add_quiet_option, config_from_args
+from .common import Progress, add_compression_option, add_processing_options, add_quiet_option, config_from_args
 
 _LIVE_HWM = 10_000   # ZMQ messages queued for the recorder: ~1 s of single 80x80 frames at 9 kHz (128 MB)
 
@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("source", metavar="SOURCE_URL", help="where the frames come from")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="output hexspec HDF5 file")
     p.add_argument("--raw", action="store_true", help="store raw frames")
+    add_compression_option(p)
     p.add_argument("--events", action="store_true", help="store photon events")
     p.add_argument("--spectra", action="store_true", help="store the per-pixel spectral cube")
     p.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
@@ -66,7 +67,8 @@ def run(args) -> int:
         prog.update(frames=recorder.frames_received, events=recorder.events_received, **extra)
 
     result = record(source, args.output, config, raw=store_raw, events=store_events, spectra=store_spectra,
-                    source_name=args.source, progress=progress, on_flush=_flush_line if args.verbose else None)
+                    source_name=args.source, progress=progress, on_flush=_flush_line if args.verbose else None,
+                    frame_compression=args.compression)
     prog.close(frames=result.frames, events=result.events, dropped=result.dropped, corrupt=result.corrupt)
     rate = result.frames / result.elapsed_s if result.elapsed_s > 0 else 0.0
     print(f"{args.source}: {result.frames} frames ({result.dropped} dropped, {result.corrupt} corrupt messages), "

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import Progress, add_quiet_option
+from .common import Progress, add_compression_option, add_quiet_option
 
 #: Truth photon fields stored in /entry/results/truth/photons (name, dtype).
 _PHOTON_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("x", np.float64),
@@ -70,6 +70,7 @@ def register(sub) -> None:
     p.add_argument("-n", "--frames", type=int, required=True, metavar="FRAMES", help="number of frames")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="frames.h5 (hexspec HDF5) or frames.bin (GigE raw)")
     p.add_argument("--batch", type=int, default=1000, metavar="N", help="frames simulated per batch (default 1000)")
+    add_compression_option(p)
     add_simulation_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -92,7 +93,7 @@ def _write_h5(args, sim, path, prog):
     url = source_url(args)
     photons_written = incident = transmitted = 0
     with HexspecWriter(path, shape, config=None, source=url, frames=True, events=False, spectra=False,
-                       detector=sim.detector) as writer:
+                       detector=sim.detector, frame_compression=args.compression) as writer:
         truth_group = writer.f["entry/results"].create_group("truth")
         pg = truth_group.create_group("photons")
         pds = {name: pg.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(65536,),

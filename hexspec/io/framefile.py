@@ -66,3 +66,67 @@ def frame_shape(path, default=(80, 80)):
             raise FormatError(f"{path}: a hexspec file without /entry/instrument/detector holds no frames or events")
         d = f["entry/instrument/detector"]
         return (int(d["rows"][()]), int(d["cols"][()]))
+
+
+# ------------------------------------------------------------------ frame compression
+
+#: Frame-dataset compressions hexspec writes (``--compression``). bslz4 and blosc are
+#: HDF5 filter plugins (shipped by hdf5plugin, also what odin-data and the synchrotron
+#: HDF5 world use); gzip is HDF5's built-in deflate after byte shuffle; lz4 is the
+#: plain LZ4 plugin.
+COMPRESSIONS = ("bslz4", "blosc", "lz4", "gzip", "none")
+DEFAULT_COMPRESSION = "bslz4"
+
+# HDF5 filter ids (registered with the HDF Group) -> hexspec's name for them
+_FILTER_NAMES = {32008: "bslz4", 32001: "blosc", 32004: "lz4", 1: "gzip"}
+
+
+def frame_compression(name: str = DEFAULT_COMPRESSION) -> dict:
+    """h5py ``create_dataset`` keywords for frames compressed as ``name``.
+
+    Parameters
+    ----------
+    name : {"bslz4", "blosc", "lz4", "gzip", "none"}
+        bslz4: bitshuffle + LZ4 (hdf5plugin.Bitshuffle); blosc: Blosc with LZ4 after
+        byte shuffle (hdf5plugin.Blosc, level 5); lz4: plain LZ4 (hdf5plugin.LZ4);
+        gzip: byte shuffle + deflate level 1; none: stored as is.
+    """
+    import hdf5plugin
+    from ..errors import ConfigError
+    if name == "bslz4":
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    if name == "blosc":
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    if name == "lz4":
+        return dict(hdf5plugin.LZ4())
+    if name == "gzip":
+        return dict(compression="gzip", compression_opts=1, shuffle=True)
+    if name == "none":
+        return {}
+    raise ConfigError(f"compression: expected one of {', '.join(COMPRESSIONS)}, found {name!r}")
+
+
+def dataset_compression(ds) -> str:
+    """hexspec's name for the compression of an h5py dataset ("bslz4", "blosc", "lz4",
+    "gzip", "none"), or "filter <id>" for another HDF5 filter."""
+    plist = ds.id.get_create_plist()
+    names = []
+    for i in range(plist.get_nfilters()):
+        fid = plist.get_filter(i)[0]
+        if fid == 2:          # byte shuffle: part of gzip (and of nothing else hexspec writes)
+            continue
+        names.append(_FILTER_NAMES.get(fid, f"filter {fid}"))
+    return "+".join(names) if names else "none"
+
+
+def file_compression(path) -> str:
+    """Compression of the frames of a frame file ("none" for .bin files)."""
+    kind = frame_file_kind(path)
+    if kind == "gige":
+        return "none"
+    from .h5open import open_h5
+    with open_h5(path) as f:
+        ds = f["raw_frames"] if kind == "odin" else f.get("entry/frames/data")
+        if ds is None:
+            raise FormatError(f"{path}: a hexspec file without /entry/frames/data holds no frames")
+        return dataset_compression(ds)
