@@ -25,6 +25,7 @@ damaged in its middle, the chunks that could be read count and the others are na
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -158,7 +159,7 @@ def plan_chunks(paths, chunk_frames: int = 100_000, batch_frames: int = 1000, sh
         except HexspecError as exc:
             failed[p] = str(exc)
             continue
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             failed[p] = f"{p}: cannot be read ({exc})"
             continue
         for a in range(0, n, step):
@@ -192,9 +193,14 @@ def process_chunk(chunk: Chunk, config: ProcessingConfig, shape, batch_frames: i
     extractor = EventExtractor(config, shape)
     acc = SpectrumAccumulator(config, shape)
     stats = RunStats()
-    try:
-        if chunk.prev is not None:
+    prev = None
+    if chunk.prev is not None:
+        try:
             prev = _read_one(chunk.prev[0], chunk.prev[1], shape)
+        except (HexspecError, OSError, RuntimeError):
+            pass      # that frame's own chunk reports the damage; this one starts afresh, as after a restart
+    try:
+        if prev is not None:
             # the serial loop's next-frame state after that frame depends on it alone
             # (see EventExtractor._run_parallel, which primes its thread chunks the same way)
             _prime_state(prev.frames.reshape(1, -1)[0], extractor.thr, extractor._last_hit, extractor._state,
@@ -207,7 +213,7 @@ def process_chunk(chunk: Chunk, config: ProcessingConfig, shape, batch_frames: i
             stats.count_batch(batch.frame_numbers)
             stats.events += len(extractor(batch, accumulator=acc))
             stats.batches += 1
-    except (HexspecError, OSError) as exc:
+    except (HexspecError, OSError, RuntimeError) as exc:
         msg = str(exc) if isinstance(exc, HexspecError) else f"{chunk.path}: cannot be read ({exc})"
         return ChunkResult(chunks=[], errors={chunk.path: msg})
     finally:
@@ -354,7 +360,7 @@ def _client(workers, scheduler, processes):
     # loopback only (DESIGN.md: endpoints bind to 127.0.0.1); threads use in-process comms
     where = {"host": "127.0.0.1"} if processes else {}
     cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
-                           dashboard_address="127.0.0.1:0", **where)
+                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **where)
     return Client(cluster), cluster
 
 
@@ -381,7 +387,7 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
         Frame shape of headerless .bin files.
     manifest : path, optional
         Record finished chunks here (and their sum in ``manifest + ".partial.h5"``);
-        both are removed when the run completes without failed files.
+        both are removed once every planned chunk is done.
     resume : bool
         Continue from an existing manifest (otherwise its presence is an error).
     progress : callable, optional
@@ -466,8 +472,8 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
                 client.close()
                 if cluster is not None:
                     cluster.close()
-    if ckpt is not None and not failed:
-        ckpt.remove()
+    if ckpt is not None and set(result.chunks) >= {c.index for c in chunks}:
+        ckpt.remove()     # complete: the output will hold it all (files missing at planning cannot resume)
     return _to_run_result(result, config, shape, time.monotonic() - t0, cls=ParallelResult, failed=failed,
                           chunks=len(chunks), resumed=resumed, dashboard_link=link)
 

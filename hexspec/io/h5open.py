@@ -22,8 +22,8 @@ def open_h5(path) -> h5py.File:
         raise FormatError(f"{path}: no such file")
     try:
         return h5py.File(path, "r", locking=False)
-    except OSError:
+    except (OSError, RuntimeError):     # a damaged superblock raises RuntimeError
         try:
             return h5py.File(path, "r", locking=False, swmr=True)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
