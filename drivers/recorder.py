@@ -204,7 +204,7 @@ class Recorder:
     def __init__(self, path, shape, config: ProcessingConfig | None = None, source: str = "",
                  raw: bool = False, events: bool = True, spectra: bool = True, flush_interval_s: float = 1.0,
                  spectra_interval_s: float = 10.0, compress_threads: int = 2, on_flush=None,
-                 frame_compression: str = "bslz4"):
+                 frame_compression: str = "blosc"):
         from ..io.hdf5 import HexspecWriter
         self.config = config or ProcessingConfig()
         self.shape = (int(shape[0]), int(shape[1]))
@@ -371,7 +371,7 @@ class _StopOnSignals:
 def record(source, path, config: ProcessingConfig | None = None, shape=None, raw: bool = False,
            events: bool = True, spectra: bool = True, source_name: str = "", progress=None,
            flush_interval_s: float = 1.0, on_flush=None, compress_threads: int = 2,
-           frame_compression: str = "bslz4") -> RecordResult:
+           frame_compression: str = "blosc") -> RecordResult:
     """Record every batch of ``source`` into ``path`` until the source ends or a signal stops it.
 
     Parameters

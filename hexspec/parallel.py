@@ -367,7 +367,8 @@ def _client(workers, scheduler, processes):
 def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: str | None = None, *,
                   chunk_frames: int = 100_000, batch_frames: int = 1000, shape=None, manifest=None,
                   resume: bool = False, progress=None, processes: bool = True, client=None,
-                  group_chunks: int | None = None, checkpoint_interval_s: float = 2.0) -> ParallelResult:
+                  group_chunks: int | None = None, checkpoint_interval_s: float = 2.0,
+                  read_ahead: bool = False) -> ParallelResult:
     """Process frame files on Dask; the result equals :func:`serial` over the same files.
 
     Parameters
@@ -402,6 +403,9 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
         Chunks reduced together before their sum reaches the client (default: 2 per worker).
     checkpoint_interval_s : float
         Longest time between manifest saves while groups complete.
+    read_ahead : bool
+        Read each chunk in a thread ahead of its kernel. Off by default: a worker of one
+        thread is given one core, which the extra thread would share with the others.
 
     Returns
     -------
@@ -439,7 +443,8 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
             groups = [todo[i:i + group] for i in range(0, len(todo), group)]
             futures = {}
             for g in groups:
-                level = client.map(process_chunk, g, config=config, shape=shape, batch_frames=batch_frames, pure=False)
+                level = client.map(process_chunk, g, config=config, shape=shape, batch_frames=batch_frames,
+                                   read_ahead=read_ahead, pure=False)
                 while len(level) > 1:      # tree reduction on the workers, pairs at each level
                     level = [client.submit(_sum, *level[i:i + 2], pure=False) for i in range(0, len(level), 2)]
                 futures[level[0]] = g

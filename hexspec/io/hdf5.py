@@ -105,7 +105,7 @@ class HexspecWriter:
     def __init__(self, path, shape, config: ProcessingConfig | None = None, source: str | None = None,
                  frames: bool = False, events: bool = True, spectra: bool = True, bins=None,
                  detector: DetectorSpec | None = None, swmr: bool = False, mode: str = "w",
-                 frame_chunk: int = 64, event_chunk: int = 65536, frame_compression: str = "bslz4"):
+                 frame_chunk: int = 64, event_chunk: int = 65536, frame_compression: str = "blosc"):
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
         self.config = config
@@ -131,7 +131,7 @@ class HexspecWriter:
 
     # -------------------------------------------------------------- layout
     def _create(self, config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk,
-                frame_compression="bslz4"):
+                frame_compression="blosc"):
         f = self.f
         rows, cols = self.shape
         entry = f.create_group("entry")
