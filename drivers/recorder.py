@@ -343,7 +343,7 @@ class Recorder:
         self._last_check = now
         if self._closed or self.frames_received == self.frames_flushed:
             return
-        margin = min(self._check_gap_s + self._flush_time_s, 0.5 * self.flush_interval_s)
+        margin = min(1.25 * self._check_gap_s + self._flush_time_s, 0.5 * self.flush_interval_s)
         if now - self._last_flush + margin >= self.flush_interval_s:
             self.flush()
 
