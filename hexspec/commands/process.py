@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, FormatError
+from ..io.outputs import add_force_option, atomic_output
 from .common import Progress, add_processing_options, add_quiet_option, config_from_args, positive_int
 
 
@@ -40,25 +41,29 @@ def register(sub) -> None:
     g.add_argument("--chunk-frames", type=positive_int, default=100_000, metavar="N",
                    help="frames per parallel task (default 100000)")
     add_processing_options(p)
+    add_force_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    many = len(args.input) > 1 or args.workers or args.scheduler
+    if not many:
+        if args.resume:
+            raise ConfigError("--resume continues a --workers or --scheduler run; give one of them")
+        path = Path(args.input[0])
+        if not path.exists():
+            raise FormatError(f"{path}: no such file")
+    inputs = (*args.input, getattr(args, "calibration", None), getattr(args, "config", None))
+    with atomic_output(args.output, inputs, args.force) as out:
+        return run_many(args, out) if many else _run(args, path, out)
+
+
+def _run(args, path, out) -> int:
     from .. import pipeline
     from ..io import framefile, hdf5
     from ..io.readahead import ReadAhead
 
-    for p in args.input:
-        if Path(args.output).resolve() == Path(p).resolve():
-            raise FormatError(f"{p}: the output would overwrite the input; give another -o")
-    if len(args.input) > 1 or args.workers or args.scheduler:
-        return run_many(args)
-    if args.resume:
-        raise ConfigError("--resume continues a --workers or --scheduler run; give one of them")
-    path = Path(args.input[0])
-    if not path.exists():
-        raise FormatError(f"{path}: no such file")
     kind = framefile.frame_file_kind(path)
     events_only = kind == "hexspec" and hdf5.count_frames(path) == 0
     shape = framefile.frame_shape(path, default=tuple(args.shape) if args.shape else (80, 80))
@@ -89,7 +94,7 @@ def run(args) -> int:
         total = framefile.count_frames(path, shape)
     source = ReadAhead(source)    # reading and decompression overlap the kernel
     prog = Progress("process", quiet=args.quiet, total=total)
-    sink = pipeline.HDF5Sink(args.output, shape, cfg, source=str(path.resolve()),
+    sink = pipeline.HDF5Sink(out, shape, cfg, source=str(path.resolve()),
                              events=store_events, spectra=store_spectra)
     try:
         result = pipeline.run(source, cfg, sinks=[sink], shape=shape, threads=args.threads, max_frames=args.max_frames,
@@ -112,7 +117,7 @@ def run(args) -> int:
     return 0
 
 
-def run_many(args) -> int:
+def run_many(args, out) -> int:
     """Several frame files as one run, serial or on Dask (--workers / --scheduler)."""
     from .. import parallel, pipeline
     from ..io import framefile
@@ -166,7 +171,7 @@ def run_many(args) -> int:
                 failed[p] = str(exc)
         prog.total = sum(framefile.count_frames(p, shape) for p in good)
         result = None
-    sink = pipeline.HDF5Sink(args.output, shape, cfg, source="; ".join(str(Path(p).resolve()) for p in paths),
+    sink = pipeline.HDF5Sink(out, shape, cfg, source="; ".join(str(Path(p).resolve()) for p in paths),
                              events=store_events, spectra=True)
     try:
         if result is None:
