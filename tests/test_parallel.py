@@ -85,6 +85,16 @@ def test_parallel_equals_serial_bit_for_bit(run_files, serial, client):
     assert_same(res, serial)
 
 
+def test_an_existing_cluster_by_address_gives_the_same_result(run_files, serial, client):
+    calls = []
+    res = parallel.process_files(run_files, CFG, scheduler=client.scheduler.address, chunk_frames=CHUNK,
+                                 batch_frames=BATCH, progress=lambda *a: calls.append(a))
+    assert_same(res, serial)
+    done, total, rate, link = calls[-1]
+    assert done == total == 1350 and rate > 0
+    assert link is None or link.startswith("http")
+
+
 def test_chunks_that_ignored_the_frame_before_them_would_differ(run_files, serial):
     # what the boundary reads buy: chunks processed from a cold state disagree with serial
     chunks, shape, _ = parallel.plan_chunks(run_files, CHUNK, BATCH, SHAPE)
