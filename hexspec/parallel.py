@@ -353,8 +353,17 @@ class _Checkpoint:
 
 # ------------------------------------------------------------------ the run
 
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError("parallel processing needs Dask's distributed scheduler, which is not installed: "
+                          "pip install 'hexspec[cluster]'") from None
+    return distributed
+
+
 def _client(workers, scheduler, processes):
-    from distributed import Client, LocalCluster
+    Client, LocalCluster = _distributed().Client, _distributed().LocalCluster
     if scheduler is not None:
         return Client(scheduler), None
     import dask
@@ -456,7 +465,7 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
                 while len(level) > 1:      # tree reduction on the workers, pairs at each level
                     level = [client.submit(_sum, *level[i:i + 2], pure=False) for i in range(0, len(level), 2)]
                 futures[level[0]] = g
-            from distributed import as_completed
+            as_completed = _distributed().as_completed
             t_run = time.monotonic()
             frames_run = 0
             for fut in as_completed(list(futures)):
