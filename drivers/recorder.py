@@ -87,9 +87,20 @@ class FrameChunkWriter:
         self.frame_shape = data.shape[1:]
         # direct writes must reproduce the dataset's filters exactly; any other filter
         # setup is left to HDF5
-        self.direct = (data.compression == "gzip" and data.shuffle and not data.fletcher32
-                       and data.scaleoffset is None and data.chunks[1:] == data.shape[1:])
-        self.level = int(data.compression_opts or 4) if self.direct else 0
+        whole_frames = not data.fletcher32 and data.scaleoffset is None and data.chunks[1:] == data.shape[1:]
+        gzip = data.compression == "gzip" and data.shuffle and whole_frames
+        # hdf5plugin's filters (their name in the dataset's "compression" attribute, as
+        # HexspecWriter writes it): chunks encoded through the filter itself, stored alike
+        plugin = str(data.attrs.get("compression", "")) if whole_frames else ""
+        plugin = plugin if plugin in ("bslz4", "blosc", "lz4") and data.compression not in ("gzip", "lzf", "szip") \
+            else ""
+        self.direct = gzip or bool(plugin)
+        self.level = int(data.compression_opts or 4) if gzip else 0
+        if gzip:
+            self._encode = lambda block: shuffle_deflate(block, self.level)
+        elif plugin:
+            from ..io.framefile import encode_chunk
+            self._encode = lambda block: encode_chunk(plugin, block)
         self.written = data.shape[0]      # frames stored (extent of the dataset)
         self.appended = self.written      # frames handed to append()
         self._tail = np.empty((self.chunk,) + self.frame_shape, dtype=np.uint16)
@@ -137,7 +148,7 @@ class FrameChunkWriter:
                 block, block_numbers = self._tail.copy(), self._tail_numbers.copy()
                 self._tail_n = 0
             start = self.appended - self.chunk
-            self._pending.append((start, block_numbers, self._pool.submit(shuffle_deflate, block, self.level)))
+            self._pending.append((start, block_numbers, self._pool.submit(self._encode, block)))
             self.drain(block=len(self._pending) > self._max_pending)
 
     def drain(self, block: bool = False) -> None:
@@ -409,7 +420,11 @@ class Recorder:
                     self.writer.close()
                 else:
                     with contextlib.suppress(Exception):   # writes go to /dev/null now (see _fail)
-                        self.writer.close()
+                        # no end_time: looking it up can need metadata HDF5 would now read back
+                        # from /dev/null, where it waits for ever (seen with uncompressed and
+                        # Blosc frames); closing needs no reads
+                        self.writer._closed = True
+                        self.writer.f.close()
             finally:
                 self._lock.release()
 

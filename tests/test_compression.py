@@ -1,6 +1,11 @@
 """Compressed frame files: every compression round-trips bit-exact, is recorded in the file,
 and files written by other software with the hdf5plugin filters (odin-data's layout) read."""
 
+import resource
+import signal
+import subprocess
+import sys
+
 import h5py
 import hdf5plugin
 import numpy as np
@@ -111,3 +116,21 @@ def test_simulate_and_record_write_the_compression_asked_for(tmp_path):
     assert main(["record", f"file://{sim}", "-o", str(rec2), "--raw", "--quiet"]) == 0
     assert framefile.file_compression(rec2) == "blosc"
     np.testing.assert_array_equal(hdf5.read_frames(rec2).frames, hdf5.read_frames(sim).frames)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["blosc", "none"])
+def test_record_stops_with_one_line_when_the_file_cannot_grow(tmp_path, name):
+    # a write failing under RLIMIT_FSIZE used to leave the recorder waiting for ever in its
+    # close (HDF5 reading metadata back from /dev/null) for these compressions
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+    out = tmp_path / "full.h5"
+    r = subprocess.run([sys.executable, "-m", "hexspec.cli", "record", "sim://?seed=1&frames=20000&shape=80,80",
+                        "--raw", "-q", "--compression", name, "-o", str(out)], capture_output=True, text=True,
+                       timeout=90, preexec_fn=limit)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "write failed" in lines[0] and "File too large" in lines[0], r.stderr
+    assert framefile.file_compression(out) == name

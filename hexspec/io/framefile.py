@@ -194,3 +194,36 @@ def iter_frame_range(path, start: int, stop: int, batch_size: int = 1000, shape=
             except OSError as exc:     # a damaged chunk: HDF5 names no frame, so say which ones
                 raise FormatError(f"{path}: frames {s}-{t - 1} cannot be read ({exc})") from None
             yield FrameBatch(block, fn)
+
+
+# ------------------------------------------------------------------ chunk encoding (recorder)
+
+_ENCODERS = {}
+_ENCODERS_LOCK = __import__("threading").Lock()
+
+
+def encode_chunk(name: str, block):
+    """The bytes HDF5's ``name`` filter (bslz4, blosc, lz4) stores for one whole chunk.
+
+    hdf5plugin offers its codecs only as HDF5 filters, so the block is written through
+    the filter into an in-memory HDF5 file and its stored chunk read back: the recorder
+    can then store chunks with direct writes for every compression, as it does for gzip.
+    """
+    import threading
+
+    import h5py
+    import numpy as np
+    block = np.ascontiguousarray(block)
+    key = (name, block.shape, block.dtype.str)
+    with _ENCODERS_LOCK:      # compression threads ask at once; in-memory file names must differ
+        entry = _ENCODERS.get(key)
+        if entry is None:
+            f = h5py.File(f"hexspec-encode-{len(_ENCODERS)}-{id(_ENCODERS)}.h5", "w", driver="core",
+                          backing_store=False)
+            ds = f.create_dataset("chunk", shape=block.shape, dtype=block.dtype, chunks=block.shape,
+                                  **frame_compression(name))
+            entry = _ENCODERS[key] = (ds, threading.Lock())
+    ds, lock = entry
+    with lock:
+        ds[...] = block
+        return ds.id.read_direct_chunk((0,) * block.ndim)[1]
