@@ -50,6 +50,12 @@ class SourceStats:
         Bytes discarded while resynchronising (serial links).
     last_error : str
         Why the most recent corrupt message was rejected ("" if none was).
+    not_sent : int
+        Frames a sampling live view never sent (odin-data's decimated live view,
+        ``per_second`` or ``frame_frequency``): gaps that are not losses, kept apart
+        from ``dropped``.
+    filtered : int
+        Messages of another dataset than the one selected (ZMQ ``dataset=``).
     """
 
     frames: int = 0
@@ -59,6 +65,8 @@ class SourceStats:
     messages: int = 0
     skipped_bytes: int = 0
     last_error: str = ""
+    not_sent: int = 0
+    filtered: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -303,6 +311,10 @@ def open_source(url: str, *, shape=None, max_frames=None, timeout_s="default", *
             kw["hwm"] = _int_option(query, "hwm", minimum=1)
         if "bind" in query:
             kw["bind"] = query.pop("bind").lower() in ("1", "true", "yes")
+        if "dataset" in query:
+            kw["dataset"] = query.pop("dataset")
+        if "sampled" in query:
+            kw["sampled"] = query.pop("sampled").lower()
         _no_leftovers(url, query)
         return ZmqSource(rest, socket_type=socket_type, shape=shape, max_frames=max_frames, **kw)
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io.outputs import add_force_option
 from .common import add_quiet_option
 
 OUTPUTS = ("results.h5", "xct.h5", "summary.json", "run.json", "report.html", "overlay_charged.png",
@@ -37,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default="hexspec-demo", help="output directory (default ./hexspec-demo)")
     p.add_argument("--quick", action="store_true", help="about 10x fewer photons (for tests; larger uncertainties)")
     p.add_argument("--seed", type=int, default=2024, help="random seed (default 2024)")
-    p.add_argument("--force", action="store_true", help="replace the outputs of an earlier run in the directory")
+    add_force_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 

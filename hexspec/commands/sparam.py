@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.outputs import add_force_option, check_output
 from .common import add_option, add_quiet_option, check_writable, positive_int, read_kev_cube
 
 
@@ -79,7 +80,8 @@ def register(sub) -> None:
                         "a detector's low-energy tail biases it (check deviance_per_dof, about 1 when the model fits)")
     p.add_argument("--target-error", type=float, default=0.01,
                    help="relative S error a useful result needs, for the counts advice (default 0.01)")
-    p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (results are added if it exists)")
+    p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (with --force, results are added if it exists)")
+    add_force_option(p)
     p.add_argument("--png", help="PNG of the maps (default: OUTPUT with .png; the profile goes to *_profile.png)")
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -135,6 +137,7 @@ def run(args) -> int:
     from .fit import save_maps_png
 
     path = Path(args.cube)
+    check_output(args.output, [path, args.fits, args.lithium_cal, *(ref for ref, _ in args.reference)], args.force)
     check_writable(args.png if args.png else Path(args.output).with_suffix(".png"), "--png")
     cube = read_kev_cube(path, "the S-parameter")
     peaks = None

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401  registers the Blosc, bitshuffle and LZ4 filters every frame reader needs
 
 from ..errors import FormatError
 

@@ -37,6 +37,7 @@ from ..events import EventList
 from ..frames import FrameBatch
 from ..spectra import SpectralCube
 from . import nexus, provenance
+from .framefile import frame_compression as frame_compression_options
 from .h5open import open_h5
 
 EVENT_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("energy", np.float32), ("size", np.uint8))
@@ -106,16 +107,22 @@ class HexspecWriter:
         :meth:`flush` leaves a consistent file, readable after a crash.
     mode : {"w", "a"}
         "a" appends to an existing hexspec file of the same layout.
+    frame_compression : {"bslz4", "blosc", "lz4", "gzip", "none"}
+        Filter of the raw frames (:func:`hexspec.io.framefile.frame_compression`),
+        recorded as the ``compression`` attribute of /entry/frames/data and the
+        ``frame_compression`` attribute of /entry/acquisition.
     """
 
     def __init__(self, path, shape, config: ProcessingConfig | None = None, source: str | None = None,
                  frames: bool = False, events: bool = True, spectra: bool = True, bins=None,
                  detector: DetectorSpec | None = None, swmr: bool = False, mode: str = "w",
-                 frame_chunk: int = 64, event_chunk: int = 65536):
+                 frame_chunk: int = 64, event_chunk: int = 65536, frame_compression: str = "blosc"):
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
         self.config = config
         self._closed = False
+        if frames:
+            frame_compression_options(frame_compression)   # an unknown name fails before the file exists
         if mode == "a" and self.path.exists():
             self.f = _open(self.path, "a")
             self._attach()
@@ -125,7 +132,8 @@ class HexspecWriter:
                 self.f = h5py.File(self.path, "w", libver=LIBVER_SWMR if swmr else LIBVER, locking=False)
             except OSError as exc:
                 raise FormatError(f"{self.path}: cannot create the output file ({exc})") from None
-            self._create(config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk)
+            self._create(config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk,
+                         frame_compression)
             self._attach()
         self.swmr = swmr
         if swmr:
@@ -133,7 +141,8 @@ class HexspecWriter:
         self.last_flush = time.monotonic()
 
     # -------------------------------------------------------------- layout
-    def _create(self, config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk):
+    def _create(self, config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk,
+                frame_compression="blosc"):
         f = self.f
         rows, cols = self.shape
         nexus.root_attributes(f)
@@ -176,8 +185,9 @@ class HexspecWriter:
             g = entry.create_group("frames")
             g.attrs["NX_class"] = "NXdata"
             g.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=np.uint16,
-                             chunks=(frame_chunk, rows, cols), **_COMPRESSION)
+                             chunks=(frame_chunk, rows, cols), **frame_compression_options(frame_compression))
             g["data"].attrs["units"] = "ADU"
+            g["data"].attrs["compression"] = frame_compression
             g.create_dataset("frame_number", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
             g.attrs["signal"] = "data"
             g.attrs["axes"] = ["frame_number", ".", "."]
@@ -206,6 +216,8 @@ class HexspecWriter:
             acq.create_dataset(name, data=np.bytes_(""), dtype="S1024")
         acq["source"][()] = np.bytes_((source or "")[:1024])
         acq["start_time"][()] = np.bytes_(_now_iso())
+        if frames:
+            acq.attrs["frame_compression"] = frame_compression
         entry.create_group("results").attrs["NX_class"] = "NXcollection"
         nexus.set_default(entry)
         provenance.write_process(entry)
