@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from .config import ProcessingConfig
+from .eventlist import EventList
 from .errors import ConfigError, FormatError
 from .frames import FrameBatch
 from ._simd import LINE_U16, MASK_LANES, cttz64, gt_mask64, prefetch, prefetch_write
@@ -27,64 +28,6 @@ _MODES = {"none": MODE_NONE, "csd": MODE_CSD, "csa": MODE_CSA}
 # Indices into the statistics vector the kernel fills.
 STAT_HITS, STAT_NEXT_FRAME, STAT_SHARED, STAT_TOO_LARGE, STAT_EVENTS = range(5)
 STAT_NAMES = ("hits", "next_frame_removed", "shared_removed", "clusters_too_large", "events")
-
-
-class EventList:
-    """Photon events as a struct of arrays.
-
-    Attributes
-    ----------
-    frame : int64 (n,)      detector frame number
-    row, col : uint16 (n,)  pixel (row 0 at the top)
-    energy : float32 (n,)   keV (ADU when uncalibrated)
-    size : uint8 (n,)       pixels merged into the event (1 unless charge-sharing addition)
-    """
-
-    __slots__ = ("frame", "row", "col", "energy", "size")
-
-    def __init__(self, frame, row, col, energy, size=None):
-        self.frame = np.ascontiguousarray(frame, dtype=np.int64).reshape(-1)
-        self.row = np.ascontiguousarray(row, dtype=np.uint16).reshape(-1)
-        self.col = np.ascontiguousarray(col, dtype=np.uint16).reshape(-1)
-        self.energy = np.ascontiguousarray(energy, dtype=np.float32).reshape(-1)
-        n = self.frame.shape[0]
-        if size is None:
-            self.size = np.ones(n, dtype=np.uint8)
-        else:
-            self.size = np.ascontiguousarray(size, dtype=np.uint8).reshape(-1)
-        for name in ("row", "col", "energy", "size"):
-            if getattr(self, name).shape[0] != n:
-                raise FormatError(f"EventList: {name} has {getattr(self, name).shape[0]} entries, frame has {n}")
-
-    @classmethod
-    def empty(cls) -> "EventList":
-        return cls(np.empty(0, np.int64), np.empty(0, np.uint16), np.empty(0, np.uint16), np.empty(0, np.float32))
-
-    @classmethod
-    def concatenate(cls, lists) -> "EventList":
-        lists = list(lists)
-        if not lists:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(e, n) for e in lists]) for n in cls.__slots__))
-
-    def __len__(self) -> int:
-        return self.frame.shape[0]
-
-    def __getitem__(self, item) -> "EventList":
-        return EventList(self.frame[item], self.row[item], self.col[item], self.energy[item], self.size[item])
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, EventList):
-            return NotImplemented
-        return all(np.array_equal(getattr(self, n), getattr(other, n)) for n in self.__slots__)
-
-    def sorted(self) -> "EventList":
-        """Events ordered by (frame, row, col): a canonical order for comparisons."""
-        order = np.lexsort((self.col, self.row, self.frame))
-        return self[order]
-
-    def __repr__(self) -> str:
-        return f"EventList({len(self)} events)"
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -452,7 +395,7 @@ class EventExtractor:
         npix = self.shape[0] * self.shape[1]
         self.threads = max(1, int(threads))
         self._mode = _MODES[config.charge_sharing]
-        self._half = config.window // 2
+        self._half = config.cluster_window // 2
         self._max_size = config.max_cluster_size or 0
         self._last_hit = np.full(npix, _NEVER, np.int64)
         self._state = np.full(1, _NEVER, np.int64)
@@ -633,22 +576,23 @@ def calibrate_reference(frames, gradients, intercepts):
     return e.astype(np.float32)
 
 
-def csd_reference(kept, window=3):
-    """Keep only hits with no other hit in their window (box sum of hits equal to one)."""
+def csd_reference(kept, cluster_window=3):
+    """Keep only hits with no other hit in their cluster window (box sum of hits equal to one)."""
     from scipy.ndimage import uniform_filter
     kept = np.asarray(kept, dtype=bool)
-    box = np.rint(uniform_filter(kept.astype(np.float64), size=(1, window, window), mode="constant") * window * window)
+    w = cluster_window
+    box = np.rint(uniform_filter(kept.astype(np.float64), size=(1, w, w), mode="constant") * w * w)
     return kept & (box == 1)
 
 
-def csa_reference(kept, energy, frame_numbers, window=3, max_cluster_size=None):
-    """Clusters by connected components of the 'within the window' graph (scipy.sparse.csgraph).
+def csa_reference(kept, energy, frame_numbers, cluster_window=3, max_cluster_size=None):
+    """Clusters by connected components of the 'within the cluster window' graph (scipy.sparse.csgraph).
 
     Returns an EventList in (frame, row, col) order.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
-    half = window // 2
+    half = cluster_window // 2
     out = []
     for f in range(kept.shape[0]):
         r, c = np.nonzero(kept[f])
@@ -682,8 +626,8 @@ def extract_reference(frames, config: ProcessingConfig, frame_numbers=None) -> E
     icpt = 0.0 if config.intercepts is None else config.intercepts
     energy = calibrate_reference(frames, grad, icpt)
     if config.charge_sharing == "csa":
-        return csa_reference(kept, energy, fn, config.window, config.max_cluster_size)
+        return csa_reference(kept, energy, fn, config.cluster_window, config.max_cluster_size)
     if config.charge_sharing == "csd":
-        kept = csd_reference(kept, config.window)
+        kept = csd_reference(kept, config.cluster_window)
     f, r, c = np.nonzero(kept)
     return EventList(fn[f], r, c, energy[f, r, c])

@@ -83,3 +83,33 @@ class FrameBatch:
         else:
             span = "empty"
         return f"FrameBatch(n={len(self)}, shape={self.shape}, {span})"
+
+
+class GapCounter:
+    """Counts frames missing from a stream of frame numbers.
+
+    A batch whose first number is ahead of the expected one adds the difference to
+    ``dropped``. A number that goes backwards means the detector restarted its
+    acquisition (odin-data resets frame_num to 0), so counting restarts without
+    counting anything dropped.
+    """
+
+    def __init__(self):
+        self.expected = None
+        self.dropped = 0
+
+    def add(self, first: int, count: int, last: int | None = None) -> int:
+        """Account for ``count`` frames starting at ``first``; return frames newly found missing.
+
+        ``last`` is the number of the batch's last frame when the batch itself may
+        have holes (default: ``first + count - 1``).
+        """
+        if last is None:
+            last = first + count - 1
+        missing = 0
+        if self.expected is not None and first > self.expected:
+            missing += first - self.expected
+        missing += (last - first + 1) - count   # holes inside the batch
+        self.dropped += missing
+        self.expected = last + 1
+        return missing

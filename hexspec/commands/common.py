@@ -8,7 +8,7 @@ import time
 
 from ..config import ProcessingConfig
 from ..errors import ConfigError
-from ..spectra import EnergyBins
+from ..bins import EnergyBins
 
 
 def positive_int(text):
