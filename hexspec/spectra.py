@@ -6,6 +6,8 @@ kernels, so that reading a file never loads numba; they are re-exported here.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -13,7 +15,18 @@ from .bins import EnergyBins
 from .cube import SpectralCube
 from .errors import ConfigError
 
-__all__ = ["EnergyBins", "SpectralCube", "SpectrumAccumulator", "histogram_events", "histogram_reference"]
+__all__ = ["EnergyBins", "SpectralCube", "SpectrumAccumulator", "HistogramTarget", "histogram_events",
+           "histogram_reference"]
+
+
+class HistogramTarget(NamedTuple):
+    """Cube counters to increment directly (SpectrumAccumulator.histogram_target): event
+    energy E goes to bin ``int((E - start) * inv_width)`` when that is in [0, nbins)."""
+
+    counts: np.ndarray      # flat (rows * cols * nbins,) uint32, pixel-major
+    nbins: int
+    start: float            # keV (ADU when uncalibrated)
+    inv_width: float        # 1 / bin width
 
 
 def _check_event_positions(events, shape):
@@ -128,7 +141,7 @@ class SpectrumAccumulator:
 
     The cube is preallocated once; :meth:`add` histograms events in place, so the
     result is the same whatever the batch sizes. A threaded EventExtractor filling it
-    adds one private cube of the same size per extra thread, once (see :meth:`fused_target`).
+    adds one private cube of the same size per extra thread, once (see :meth:`histogram_target`).
     """
 
     def __init__(self, config, shape):
@@ -137,7 +150,7 @@ class SpectrumAccumulator:
         self.shape = (int(shape[0]), int(shape[1]))
         self.unit = "keV" if config.calibrated else "ADU"
         self._counts = np.zeros((self.shape[0], self.shape[1], self.bins.n), dtype=np.uint32)
-        self._spare = []             # private cubes of extractor threads (see fused_target)
+        self._spare = []             # private cubes of extractor threads (see histogram_target)
         self._spare_dirty = False
         self._flow = np.zeros(2, dtype=np.int64)
         self.n_events = 0
@@ -193,15 +206,26 @@ class SpectrumAccumulator:
             self._flow += flow
             self.n_events += n
 
-    def fused_target(self, shape, part: int = 0):
-        """What an EventExtractor needs to histogram into this cube inside its kernel:
-        (flat counts, nbins, start, 1 / width). Report the events with :meth:`fused_done`.
+    def histogram_target(self, shape, part: int = 0) -> HistogramTarget:
+        """The cube counters an event extractor increments itself, inside its kernel
+        (EventExtractor(batch, accumulator=...)), instead of handing events to :meth:`add`.
 
-        Concurrent threads ask for parts 0, 1, ...: part 0 is the cube itself, each other
-        part a private cube of the same shape (allocated once, on first use) that is
-        folded into it whenever the cube is read. Each thread then increments its own
-        counters with plain adds; atomic adds into one shared cube measured 7% slower
-        with two threads (each is a full memory barrier on x86).
+        Parameters
+        ----------
+        shape : (rows, cols)
+            The extractor's detector shape; must be this accumulator's.
+        part : int
+            Concurrent extractor threads ask for parts 0, 1, ...: part 0 is the cube
+            itself, each other part a private cube of the same shape (allocated once, on
+            first use) that is folded into it whenever the cube is read. Each thread then
+            increments its own counters with plain adds; atomic adds into one shared cube
+            measured 7% slower with two threads (each is a full memory barrier on x86).
+
+        Returns
+        -------
+        HistogramTarget
+            Flat counts (rows * cols * nbins,) uint32 and the binning. Once the events
+            are counted, report them with :meth:`add_counted`.
         """
         if tuple(shape) != self.shape:
             raise ConfigError(f"SpectrumAccumulator: expected events of a {self.shape[0]} x {self.shape[1]} "
@@ -213,7 +237,7 @@ class SpectrumAccumulator:
                 self._spare.append(np.zeros_like(self._counts))
             counts = self._spare[part - 1]
             self._spare_dirty = True
-        return counts.reshape(-1), self.bins.n, self.bins.start, 1.0 / self.bins.width
+        return HistogramTarget(counts.reshape(-1), self.bins.n, self.bins.start, 1.0 / self.bins.width)
 
     def _fold(self) -> None:
         """Add the private cubes of extractor threads into the cube, and zero them."""
@@ -223,8 +247,8 @@ class SpectrumAccumulator:
                 spare.fill(0)
             self._spare_dirty = False
 
-    def fused_done(self, n_events, flow) -> None:
-        """Account for ``n_events`` histogrammed through :meth:`fused_target`, with
+    def add_counted(self, n_events, flow) -> None:
+        """Account for ``n_events`` an extractor counted into :meth:`histogram_target`,
         ``flow`` [under, over] of them outside the bins."""
         self._flow += flow
         self.n_events += int(n_events)
