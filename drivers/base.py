@@ -119,9 +119,7 @@ class BaseSource:
         return self._closed
 
     def _count(self, batch: FrameBatch) -> None:
-        fn = batch.frame_numbers
-        if len(fn):
-            self.stats.dropped += self._gaps.add(int(fn[0]), len(fn), int(fn[-1]))
+        self.stats.dropped += self._gaps.count(batch.frame_numbers)
         self.stats.frames += len(batch)
 
     def __iter__(self) -> Iterator[FrameBatch]:

@@ -86,30 +86,45 @@ class FrameBatch:
 
 
 class GapCounter:
-    """Counts frames missing from a stream of frame numbers.
+    """Counts frames missing from a stream of frame numbers: the one gap counter of
+    sources, the processing chain and the viewer.
 
-    A batch whose first number is ahead of the expected one adds the difference to
-    ``dropped``. A number that goes backwards means the detector restarted its
-    acquisition (odin-data resets frame_num to 0), so counting restarts without
-    counting anything dropped.
+    A frame number more than one ahead of the one before it adds the difference minus
+    one to ``dropped``, within a batch and across batches. A number that does not
+    increase means the detector restarted its acquisition (odin-data resets frame_num
+    to 0), so counting restarts there without counting anything dropped.
     """
 
     def __init__(self):
         self.expected = None
         self.dropped = 0
 
-    def add(self, first: int, count: int, last: int | None = None) -> int:
-        """Account for ``count`` frames starting at ``first``; return frames newly found missing.
+    def count(self, frame_numbers) -> int:
+        """Account for one batch's frame numbers (n,); return the frames newly found missing."""
+        fn = np.asarray(frame_numbers, dtype=np.int64).reshape(-1)
+        if fn.size == 0:
+            return 0
+        steps = np.diff(fn)
+        missing = int(np.sum(steps[steps > 1] - 1))
+        if self.expected is not None and fn[0] > self.expected:
+            missing += int(fn[0] - self.expected)
+        self.dropped += missing
+        self.expected = int(fn[-1]) + 1
+        return missing
 
-        ``last`` is the number of the batch's last frame when the batch itself may
-        have holes (default: ``first + count - 1``).
-        """
+    def add(self, first: int, count: int, last: int | None = None) -> int:
+        """Account for ``count`` increasing frame numbers from ``first`` to ``last`` (default
+        ``first + count - 1``) when only those are known; return frames newly found missing."""
         if last is None:
             last = first + count - 1
         missing = 0
         if self.expected is not None and first > self.expected:
             missing += first - self.expected
-        missing += (last - first + 1) - count   # holes inside the batch
+        missing += max(0, (last - first + 1) - count)   # holes inside the batch; none across a restart
         self.dropped += missing
         self.expected = last + 1
         return missing
+
+    def reset(self) -> None:
+        self.expected = None
+        self.dropped = 0
