@@ -18,12 +18,14 @@ charge-sharing addition     :func:`csa_frame`               :func:`csa_reference
 histogram step              :func:`queue_increments`,       hexspec.spectra.histogram_reference
                             :func:`apply_increments`
 prefetch                    :func:`prefetch_next`,          (no result: only timing)
+                            :func:`prefetch_next_two`,
                             :func:`prefetch_pending`
 ==========================  ==============================  ===========================
 
-The numba stages are ``inline="always"``: numba pastes them into the fused loop, so
-splitting the body costs nothing at run time (benchmarks/bench_events.py), and each can
-still be called alone, which is how tests/test_event_stages.py checks it against its
+Most numba stages are ``inline="always"``: numba pastes them into the fused loop, so
+splitting the body costs nothing at run time (benchmarks/bench_events.py); the scan and
+the histogram step stay separate calls, as they were in the single-body kernel. Each can
+be called alone, which is how tests/test_event_stages.py checks it against its
 reference on random input.
 
 Charge-sharing handling is order-independent: whether a hit is kept, and which
@@ -56,12 +58,16 @@ MODE_NONE, MODE_CSD, MODE_CSA = 0, 1, 2
 #: "no hit yet": no frame number can be one after it
 NEVER = np.iinfo(np.int64).min
 
+#: stages pasted into the fused loop
 stage = njit(cache=True, nogil=True, inline="always")
+#: stages with loops of their own, left as calls: inlining them into the fused loop
+#: measured slower (bench_events.py), as the loop's registers then serve both
+kernel = njit(cache=True, nogil=True)
 
 
 # ----------------------------------------------------------------------------- threshold
 
-@stage
+@kernel
 def scan_hits(frame, thr, hits):
     """Indices of pixels with frame > thr into ``hits`` (in raster order); returns their number.
 
@@ -131,6 +137,14 @@ def prefetch_next(nxt, pf, pf_last):
 
 
 @stage
+def prefetch_next_two(nxt, pf, pf_last):
+    """:func:`prefetch_next` twice, both lines asked for at once (no dependency between them)."""
+    prefetch(nxt, pf)
+    prefetch(nxt, min(pf + LINE_U16, pf_last))
+    return min(pf + 2 * LINE_U16, pf_last)
+
+
+@stage
 def keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, nxt, pf, pf_last):
     """Next-frame correction and calibration in one pass over the ``nh`` raw hits.
 
@@ -148,8 +162,7 @@ def keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, n
         p = hits[i]
         repeat = use_next and last_hit[p] == fnum - 1
         last_hit[p] = fnum
-        pf = prefetch_next(nxt, pf, pf_last)
-        pf = prefetch_next(nxt, pf, pf_last)
+        pf = prefetch_next_two(nxt, pf, pf_last)
         hits[nk] = p
         energy[nk] = calibrated(frame[p], cal[p, 0], cal[p, 1])
         nk += 1 - repeat
@@ -201,22 +214,25 @@ def grow_output(out, nout, nk):
 
 
 @stage
-def store_event(out, k, fnum, rc, energy, size):
-    """Write event ``k``: frame ``fnum``, pixel ``rc`` (row << 16 | col), energy, size."""
-    out[0][k] = fnum
-    out[1][k] = rc >> 16
-    out[2][k] = rc & 0xFFFF
-    out[3][k] = energy
-    out[4][k] = size
+def store_event(of, orow, ocol, oe, osz, k, fnum, rc, energy, size):
+    """Write event ``k`` of the output arrays: frame ``fnum``, pixel ``rc`` (row << 16 | col),
+    energy, size. (The arrays come unpacked: indexing the ``out`` tuple in a hot loop
+    would take a reference on every access.)"""
+    of[k] = fnum
+    orow[k] = rc >> 16
+    ocol[k] = rc & 0xFFFF
+    oe[k] = energy
+    osz[k] = size
 
 
 @stage
 def emit_all(hits, nk, energy, rowcol, fnum, out, nout, nxt, pf, pf_last, counts, pending, last_pend):
     """No charge-sharing handling: every kept hit is an event. Returns (events, cursor)."""
+    of, orow, ocol, oe, osz = out
     for i in range(nk):
         pf = prefetch_next(nxt, pf, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
-        store_event(out, nout, fnum, rowcol[hits[i]], energy[i], 1)
+        store_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[hits[i]], energy[i], 1)
         nout += 1
     return nout, pf
 
@@ -278,9 +294,10 @@ def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, share
             shared[j if found else sink] = 1
         shared[i] |= any_found
     nshared = 0
+    of, orow, ocol, oe, osz = out
     for i in range(nk):
         s = shared[i]
-        store_event(out, nout, fnum, rowcol[hits[i]], energy[i], 1)
+        store_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[hits[i]], energy[i], 1)
         nout += 1 - s
         nshared += s
         shared[i] = 0
@@ -352,6 +369,7 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
     # (the store always happens; the count advances only for emitted clusters)
     merged = 0
     dropped = 0
+    of, orow, ocol, oe, osz = out
     for i in range(nk):
         label[qpos[i]] = -1
         root = parent[parent[i]]   # parent[i] < i is already final
@@ -359,7 +377,7 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
         n_in = csize[root]
         is_best = best[root] == i
         too_large = max_size > 0 and n_in > max_size
-        store_event(out, nout, fnum, rowcol[hits[i]], esum[root], min(n_in, 255))
+        store_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[hits[i]], esum[root], min(n_in, 255))
         nout += is_best and not too_large
         merged += (n_in - 1) if is_best else 0
         dropped += is_best and too_large
@@ -397,7 +415,7 @@ def csa_reference(kept, energy, frame_numbers, cluster_window=3, max_cluster_siz
 
 # ----------------------------------------------------------------------------- histogram
 
-@stage
+@kernel
 def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_start, hist_inv, pending, flow):
     """Cube indices of events lo..hi-1 into ``pending`` (returns how many); under- and
     overflow into ``flow``. The binning is exactly that of
@@ -427,7 +445,7 @@ def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_sta
     return m
 
 
-@stage
+@kernel
 def apply_increments(counts, pending, n):
     """Add one count at each of the first ``n`` cube indices in ``pending``."""
     for k in range(n):
