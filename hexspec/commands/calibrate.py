@@ -86,10 +86,11 @@ def _cube_from_input(args, progress):
     n = 0
     if use_events:
         from ..config import ProcessingConfig
-        from ..events import EventExtractor
+        from ..pipeline import Chain
         cfg = ProcessingConfig(threshold=args.threshold or 0.0, next_frame=bool(args.next_frame),
                                charge_sharing=args.charge_sharing)
-        extractor = EventExtractor(cfg, shape)
+        # extract only: the ADU range of the histogram comes from the first events (cube_from_events)
+        chain = Chain(cfg, shape, accumulate=False)
 
         def events():
             nonlocal n
@@ -100,7 +101,7 @@ def _cube_from_input(args, progress):
                     batch = batch[: args.max_frames - n]
                 n += len(batch)
                 progress.update(frames=n)
-                yield extractor(batch)
+                yield chain.extract(batch)
         cube = cube_from_events(events(), shape, args.bin_width, args.max_adu)
     else:
         acc = FrameSpectra(shape, args.bin_width, args.max_adu)
