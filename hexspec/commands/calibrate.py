@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 from ..errors import CalibrationError, FormatError
 from ..plots import write_report_png  # noqa: F401 (its former home: old imports keep working)
 from .common import Progress, add_quiet_option

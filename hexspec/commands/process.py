@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 from ..errors import FormatError
 from ..plots import save_overview_png  # noqa: F401 (its former home: old imports keep working)
 from .common import Progress, add_processing_options, add_quiet_option, config_from_args, positive_int
