@@ -142,3 +142,25 @@ def test_reading_a_cube_and_events_loads_no_event_kernel_and_no_numba(tmp_path):
     out = subprocess.run([sys.executable, "-c", _READER, str(tmp_path / "cube.h5"), str(tmp_path / "events.h5")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+DATA = {"hexspec", "hexspec.errors", "hexspec.detector", "hexspec.frames", "hexspec.bins", "hexspec.eventlist",
+        "hexspec.cube", "hexspec.config"}
+KERNELS = {"hexspec._simd", "hexspec.event_stages", "hexspec.events", "hexspec.spectra"}
+
+
+def _front_end(name):
+    return name.startswith("hexspec.commands") or name in ("hexspec.cli", "hexspec.viewer.window", "hexspec.viewer.app")
+
+
+def test_each_layer_imports_only_its_own_layer_or_below():
+    """The layers of docs/architecture.md: data and io below the kernels, front ends on top."""
+    _, imports = _graph()
+    for name, deps in imports.items():
+        deps = {d for d in deps if (name, d) not in DEFERRED}
+        if name in DATA or name.startswith("hexspec.io"):
+            assert deps <= DATA | {d for d in deps if d.startswith("hexspec.io")}, name
+        if name in KERNELS:
+            assert deps <= DATA | KERNELS, name
+        if not _front_end(name) and not name.startswith("hexspec.viewer"):
+            assert not {d for d in deps if _front_end(d)}, name
