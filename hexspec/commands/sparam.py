@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..plots import save_profile_png  # noqa: F401 (its former home: old imports keep working)
 from .common import add_quiet_option, positive_int, read_kev_cube
 
 
@@ -147,3 +146,7 @@ def run(args) -> int:
                     msg += f" ({n_ext} pixels outside the calibrated S range)"
         print(msg + f" -> {args.output}, {png}")
     return 0
+
+
+# The plot writer lived here and moved to hexspec.plots; importing it from here still works.
+from ..plots import save_profile_png  # noqa: E402, F401
