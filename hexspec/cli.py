@@ -70,6 +70,10 @@ def main(argv=None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        # the file system or a damaged file (h5py reports both as OSError): one line, no traceback
+        print(f"hexspec {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

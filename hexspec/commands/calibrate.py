@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import CalibrationError, FormatError
+from ..io.outputs import add_force_option, atomic_output, check_output
 from .common import Progress, add_quiet_option
 
 
@@ -27,6 +28,7 @@ def register(sub) -> None:
                     "threshold suggestion (hexspec HDF5 + HEXITEC text maps + PNG report).")
     a.add_argument("input", help="frames (.bin, odin-data HDF5, hexspec HDF5), or a hexspec file of ADU events or spectra")
     a.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file")
+    add_force_option(a)
     a.add_argument("--shape", nargs=2, type=int, metavar=("ROWS", "COLS"), help="detector shape of .bin files (default 80 80)")
     a.add_argument("--reorder", action="store_true", help="undo the ASIC pixel order of older firmware (.bin files)")
     a.add_argument("--allow-partial", action="store_true", help="read the whole frames of a truncated .bin file")
@@ -131,6 +133,7 @@ def run_am241(args) -> int:
     from ..calibration import calibrate_am241, write_map
     from ..io.hdf5 import HexspecWriter
 
+    check_output(args.output, [args.input], args.force)   # before the long work, not after
     progress = Progress("calibrate", quiet=args.quiet)
     cube, described, n_frames = _cube_from_input(args, progress)
     progress.close(frames=n_frames or 0)
@@ -142,8 +145,9 @@ def run_am241(args) -> int:
     attrs.update(source=str(Path(args.input).resolve()), input=described, frames_used=-1 if n_frames is None else n_frames,
                  adu_bin_edges=[float(cube.edges[0]), float(cube.edges[-1]), float(cube.edges[1] - cube.edges[0])],
                  hexspec_version=__version__, charge_sharing=args.charge_sharing, next_frame=bool(args.next_frame))
-    with HexspecWriter(out, cal.shape, config=cal.to_config(threshold=True), source=str(Path(args.input).resolve()),
-                       events=False, spectra=False) as w:
+    with atomic_output(out, [args.input], args.force) as tmp, \
+            HexspecWriter(tmp, cal.shape, config=cal.to_config(threshold=True), source=str(Path(args.input).resolve()),
+                          events=False, spectra=False) as w:
         w.write_results("calibration", cal.arrays(), attrs)
         if n_frames is not None:
             w.set_acquisition(frames_received=n_frames)

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.outputs import add_force_option, check_output
 from .common import add_quiet_option
 
 E1_KEV = 115.0
@@ -85,6 +86,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default="hexspec-demo", help="output directory (default ./hexspec-demo)")
     p.add_argument("--quick", action="store_true", help="about 8x fewer photons (for CI; larger uncertainties)")
     p.add_argument("--seed", type=int, default=2024, help="random seed (default 2024)")
+    add_force_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
@@ -245,6 +247,7 @@ def run(args) -> int:
     geometry = compton.PinholeGeometry(d1_mm=160.0, d2_mm=150.0, detector=hx.HEXITEC)
     shape = geometry.detector.shape
     results_path = out / "results.h5"
+    check_output(results_path, (), args.force, option=f"-o {out}:")   # an earlier demo's results stay unless --force
     if results_path.exists():
         results_path.unlink()
     say(f"hexspec demo: simulated XCS-I of an NMC811 cathode, {E1_KEV:g} keV, 90-degree pinhole camera, "

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.outputs import add_force_option, atomic_output, check_output
 from .common import add_quiet_option, read_kev_cube
 
 
@@ -19,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("cube", help="hexspec HDF5 file holding /entry/spectra")
     p.add_argument("--window", nargs=2, type=float, metavar=("EMIN", "EMAX"), required=True,
                    help="energy window in keV (e.g. 88.5 101 around the 93.9 keV Compton peak)")
-    p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (results are added if it exists)")
+    p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (with --force, results are added if it exists)")
+    add_force_option(p)
     p.add_argument("--model", choices=("pseudo_voigt", "gaussian", "lorentzian"), default="pseudo_voigt",
                    help="peak shape (default pseudo_voigt)")
     p.add_argument("--method", choices=("ls", "ml"), default="ls",
@@ -35,6 +37,7 @@ def run(args) -> int:
     from ..io import hdf5
 
     path = Path(args.cube)
+    check_output(args.output, [path], args.force)   # before the fits, not after
     cube = read_kev_cube(path, "fit")
     emin, emax = args.window
     if not emin < emax:
@@ -44,7 +47,8 @@ def run(args) -> int:
              "min_counts": float(args.min_counts), "input": str(path.resolve()),
              "equation": "PHYSICS.md eq. (4): A [eta L + (1-eta) G] + b0 + b1 (E - c)",
              "units": json_units()}
-    hdf5.write_results(args.output, "peak_fit", peaks.to_dict(), attrs)
+    with atomic_output(args.output, [path], args.force, keep_existing=True) as out:
+        hdf5.write_results(out, "peak_fit", peaks.to_dict(), attrs)
     png = Path(args.png) if args.png else Path(args.output).with_suffix(".png")
     save_maps_png(png, {"centre (keV)": peaks.center, "FWHM (keV)": peaks.fwhm, "area (counts)": peaks.area,
                         "Lorentz fraction": peaks.eta, "reduced chi-square": peaks.redchi,

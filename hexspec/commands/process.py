@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from ..io.outputs import add_force_option, atomic_output
 from .common import Progress, add_processing_options, add_quiet_option, config_from_args, positive_int
 
 
@@ -29,19 +30,24 @@ def register(sub) -> None:
     p.add_argument("--max-frames", type=positive_int, help="stop after N frames")
     p.add_argument("--png", help="picture of the count image and summed spectrum (default: OUTPUT with .png)")
     add_processing_options(p)
+    add_force_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .. import pipeline
-    from ..io import framefile, hdf5
-
     path = Path(args.input)
     if not path.exists():
         raise FormatError(f"{path}: no such file")
-    if Path(args.output).resolve() == path.resolve():
-        raise FormatError(f"{path}: the output would overwrite the input; give another -o")
+    inputs = (path, getattr(args, "calibration", None), getattr(args, "config", None))
+    with atomic_output(args.output, inputs, args.force) as out:
+        return _run(args, path, out)
+
+
+def _run(args, path, out) -> int:
+    from .. import pipeline
+    from ..io import framefile, hdf5
+
     kind = framefile.frame_file_kind(path)
     events_only = kind == "hexspec" and hdf5.count_frames(path) == 0
     shape = framefile.frame_shape(path, default=tuple(args.shape) if args.shape else (80, 80))
@@ -71,7 +77,7 @@ def run(args) -> int:
                                            allow_partial=args.allow_partial)
         total = framefile.count_frames(path, shape)
     prog = Progress("process", quiet=args.quiet, total=total)
-    sink = pipeline.HDF5Sink(args.output, shape, cfg, source=str(path.resolve()),
+    sink = pipeline.HDF5Sink(out, shape, cfg, source=str(path.resolve()),
                              events=store_events, spectra=store_spectra)
     try:
         result = pipeline.run(source, cfg, sinks=[sink], shape=shape, threads=args.threads, max_frames=args.max_frames,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..io.outputs import OutputLock, add_force_option, check_output
 from .common import Progress, add_processing_options, add_quiet_option, config_from_args
 
 _LIVE_HWM = 10_000   # ZMQ messages queued for the recorder: ~1 s of single 80x80 frames at 9 kHz (128 MB)
@@ -28,6 +29,7 @@ def register(sub) -> None:
                    help="live sources: end after S seconds without data (default 10; 0 waits until Ctrl-C)")
     p.add_argument("-v", "--verbose", action="store_true", help="print a line to stderr after every flush")
     add_processing_options(p)
+    add_force_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
@@ -52,12 +54,24 @@ def run(args) -> int:
     if args.timeout is not None and scheme not in ("file", "sim"):
         options["timeout_s"] = None if args.timeout == 0 else args.timeout
     shape = tuple(args.shape) if args.shape else None
-    source = open_source(args.source, shape=shape, max_frames=args.frames, **options)
+    # the output is checked and locked before connecting: frames are never received
+    # only to find that they cannot be stored
+    inputs = [getattr(args, "calibration", None), getattr(args, "config", None)]
+    if scheme == "file":
+        inputs.append(args.source.split("?", 1)[0][len("file://"):])
+    check_output(args.output, inputs, args.force)
+    lock = OutputLock(args.output)
+    try:
+        source = open_source(args.source, shape=shape, max_frames=args.frames, **options)
+    except BaseException:
+        lock.release()
+        raise
     try:
         shape = shape or getattr(source, "shape", None)
         config = config_from_args(args, shape)
     except BaseException:
         source.close()
+        lock.release()
         raise
     prog = Progress("record", quiet=args.quiet)
 
@@ -66,7 +80,8 @@ def run(args) -> int:
         prog.update(frames=recorder.frames_received, events=recorder.events_received, **extra)
 
     result = record(source, args.output, config, raw=store_raw, events=store_events, spectra=store_spectra,
-                    source_name=args.source, progress=progress, on_flush=_flush_line if args.verbose else None)
+                    source_name=args.source, progress=progress, on_flush=_flush_line if args.verbose else None,
+                    lock=lock)
     prog.close(frames=result.frames, events=result.events, dropped=result.dropped, corrupt=result.corrupt)
     rate = result.frames / result.elapsed_s if result.elapsed_s > 0 else 0.0
     print(f"{args.source}: {result.frames} frames ({result.dropped} dropped, {result.corrupt} corrupt messages), "

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.outputs import add_force_option, atomic_output
 from .common import Progress, add_quiet_option
 
 #: Truth photon fields stored in /entry/results/truth/photons (name, dtype).
@@ -70,6 +71,7 @@ def register(sub) -> None:
     p.add_argument("-n", "--frames", type=int, required=True, metavar="FRAMES", help="number of frames")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="frames.h5 (hexspec HDF5) or frames.bin (GigE raw)")
     p.add_argument("--batch", type=int, default=1000, metavar="N", help="frames simulated per batch (default 1000)")
+    add_force_option(p)
     add_simulation_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -153,7 +155,7 @@ def _write_bin(args, sim, path, prog):
             photons += len(truth.photons)
             done += k
             prog.update(frames=done, photons=photons)
-    stem = path.with_suffix("")
+    stem = Path(args.output).with_suffix("")
     write_map(f"{stem}_gradients.txt", sim.gradients)
     write_map(f"{stem}_intercepts.txt", sim.intercepts)
     return photons
@@ -168,11 +170,11 @@ def run(args) -> int:
     suffix = path.suffix.lower()
     if suffix not in (".h5", ".hdf5", ".nxs", ".bin"):
         raise ConfigError(f"-o {args.output}: expected a .h5 (hexspec HDF5) or .bin (GigE raw) file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
     sim = simulator_from_args(args)
     prog = Progress("simulate", quiet=args.quiet, total=args.frames)
     writer = _write_bin if suffix == ".bin" else _write_h5
-    photons = writer(args, sim, path, prog)
+    with atomic_output(path, (), args.force) as tmp:
+        photons = writer(args, sim, tmp, prog)
     prog.close(frames=args.frames, photons=photons)
     extra = "" if suffix != ".bin" else f" (true calibration: {path.with_suffix('')}_gradients.txt, _intercepts.txt)"
     print(f"{source_url(args)}: {args.frames} frames, {photons} photons absorbed -> {path}{extra}")

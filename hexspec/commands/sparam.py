@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.outputs import add_force_option, check_output
 from .common import add_quiet_option, positive_int, read_kev_cube
 
 
@@ -46,7 +47,8 @@ def register(sub) -> None:
     p.add_argument("--attenuation-factor", type=float, default=1.0,
                    help="multiply S by this sample-attenuation correction (1.015, 1.010, 1.005 for depth regions 1-3)")
     p.add_argument("--lithium-cal", metavar="CAL.json", help="Li calibration (LithiumCalibration JSON): adds a 1-x map")
-    p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (results are added if it exists)")
+    p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (with --force, results are added if it exists)")
+    add_force_option(p)
     p.add_argument("--png", help="PNG of the maps (default: OUTPUT with .png; the profile goes to *_profile.png)")
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -59,6 +61,7 @@ def run(args) -> int:
     from .fit import save_maps_png
 
     path = Path(args.cube)
+    check_output(args.output, [path, args.fits, args.lithium_cal], args.force)
     cube = read_kev_cube(path, "the S-parameter")
     peaks = None
     if args.fits and args.fit_window:
