@@ -17,15 +17,15 @@ charge-sharing discrim.     :func:`csd_frame`               :func:`csd_reference
 charge-sharing addition     :func:`csa_frame`               :func:`csa_reference`
 histogram step              :func:`queue_increments`,       hexspec.spectra.histogram_reference
                             :func:`apply_increments`
-prefetch                    :func:`prefetch_next`,          (no result: only timing)
-                            :func:`prefetch_next_two`,
-                            :func:`prefetch_pending`
+prefetch                    :func:`prefetch_pending`, and   (no result: only timing)
+                            two lines in each hit loop
 ==========================  ==============================  ===========================
 
 Most numba stages are ``inline="always"``: numba pastes them into the fused loop, so
 splitting the body costs nothing at run time (benchmarks/bench_events.py); the scan and
-the histogram step stay separate calls, as they were in the single-body kernel. Each can
-be called alone, which is how tests/test_event_stages.py checks it against its
+the histogram step stay separate calls, as they were in the single-body kernel. Inside
+the per-hit loops nothing is a call: a helper taking arrays, even inlined, measured a
+few percent slower there. Each stage can be called alone, which is how tests/test_event_stages.py checks it against its
 reference on random input.
 
 Charge-sharing handling is order-independent: whether a hit is kept, and which
@@ -129,22 +129,6 @@ def calibrated(value, gain, offset):
 
 
 @stage
-def prefetch_next(nxt, pf, pf_last):
-    """Ask for the cache line of the next frame ``nxt`` at cursor ``pf``; return the cursor
-    one line on (never past ``pf_last``, the last position inside the frame)."""
-    prefetch(nxt, pf)
-    return min(pf + LINE_U16, pf_last)
-
-
-@stage
-def prefetch_next_two(nxt, pf, pf_last):
-    """:func:`prefetch_next` twice, both lines asked for at once (no dependency between them)."""
-    prefetch(nxt, pf)
-    prefetch(nxt, min(pf + LINE_U16, pf_last))
-    return min(pf + 2 * LINE_U16, pf_last)
-
-
-@stage
 def keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, nxt, pf, pf_last):
     """Next-frame correction and calibration in one pass over the ``nh`` raw hits.
 
@@ -162,7 +146,9 @@ def keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, n
         p = hits[i]
         repeat = use_next and last_hit[p] == fnum - 1
         last_hit[p] = fnum
-        pf = prefetch_next_two(nxt, pf, pf_last)
+        prefetch(nxt, pf)
+        prefetch(nxt, min(pf + LINE_U16, pf_last))
+        pf = min(pf + 2 * LINE_U16, pf_last)
         hits[nk] = p
         energy[nk] = calibrated(frame[p], cal[p, 0], cal[p, 1])
         nk += 1 - repeat
@@ -214,25 +200,19 @@ def grow_output(out, nout, nk):
 
 
 @stage
-def store_event(of, orow, ocol, oe, osz, k, fnum, rc, energy, size):
-    """Write event ``k`` of the output arrays: frame ``fnum``, pixel ``rc`` (row << 16 | col),
-    energy, size. (The arrays come unpacked: indexing the ``out`` tuple in a hot loop
-    would take a reference on every access.)"""
-    of[k] = fnum
-    orow[k] = rc >> 16
-    ocol[k] = rc & 0xFFFF
-    oe[k] = energy
-    osz[k] = size
-
-
-@stage
 def emit_all(hits, nk, energy, rowcol, fnum, out, nout, nxt, pf, pf_last, counts, pending, last_pend):
     """No charge-sharing handling: every kept hit is an event. Returns (events, cursor)."""
     of, orow, ocol, oe, osz = out
     for i in range(nk):
-        pf = prefetch_next(nxt, pf, pf_last)
+        prefetch(nxt, pf)
+        pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
-        store_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[hits[i]], energy[i], 1)
+        rc = rowcol[hits[i]]
+        of[nout] = fnum
+        orow[nout] = rc >> 16
+        ocol[nout] = rc & 0xFFFF
+        oe[nout] = energy[i]
+        osz[nout] = 1
         nout += 1
     return nout, pf
 
@@ -284,7 +264,8 @@ def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, share
         q = padded_position(rowcol[hits[i]], half, pw)
         qpos[i] = q
         label[q] = i
-        pf = prefetch_next(nxt, pf, pf_last)
+        prefetch(nxt, pf)
+        pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
         any_found = False
         for k in range(nback):
@@ -297,7 +278,12 @@ def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, share
     of, orow, ocol, oe, osz = out
     for i in range(nk):
         s = shared[i]
-        store_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[hits[i]], energy[i], 1)
+        rc = rowcol[hits[i]]
+        of[nout] = fnum
+        orow[nout] = rc >> 16
+        ocol[nout] = rc & 0xFFFF
+        oe[nout] = energy[i]
+        osz[nout] = 1
         nout += 1 - s
         nshared += s
         shared[i] = 0
@@ -344,7 +330,8 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
         q = padded_position(rowcol[hits[i]], half, pw)
         qpos[i] = q
         label[q] = i
-        pf = prefetch_next(nxt, pf, pf_last)
+        prefetch(nxt, pf)
+        pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
         parent[i] = i
         csize[i] = 1
@@ -377,7 +364,12 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
         n_in = csize[root]
         is_best = best[root] == i
         too_large = max_size > 0 and n_in > max_size
-        store_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[hits[i]], esum[root], min(n_in, 255))
+        rc = rowcol[hits[i]]
+        of[nout] = fnum
+        orow[nout] = rc >> 16
+        ocol[nout] = rc & 0xFFFF
+        oe[nout] = esum[root]
+        osz[nout] = min(n_in, 255)
         nout += is_best and not too_large
         merged += (n_in - 1) if is_best else 0
         dropped += is_best and too_large
