@@ -1,4 +1,4 @@
-"""FrameBatch: a block of raw detector frames with their frame numbers."""
+"""FrameBatch: a block of raw detector frames with their frame numbers; GapCounter: frames missing from them."""
 
 from __future__ import annotations
 
