@@ -35,9 +35,9 @@ import numpy as np
 
 from ..config import ProcessingConfig
 from ..errors import ProtocolError, WriteError
-from ..events import EventExtractor, EventList
+from ..eventlist import EventList
 from ..frames import FrameBatch
-from ..spectra import SpectrumAccumulator
+from ..pipeline import Chain
 
 log = logging.getLogger("hexspec.recorder")
 
@@ -251,8 +251,10 @@ class Recorder:
         entry = self.writer.f["entry"]
         self._frames = FrameChunkWriter(entry["frames/data"], entry["frames/frame_number"], compress_threads) \
             if raw else None
-        self._extractor = EventExtractor(self.config, self.shape) if (events or spectra) else None
-        self._accumulator = SpectrumAccumulator(self.config, self.shape) if spectra else None
+        # the extract and accumulate stages of a processing chain; the file is its sink
+        self._chain = Chain(self.config, self.shape, accumulate=spectra) if (events or spectra) else None
+        self._extractor = None if self._chain is None else self._chain.extractor
+        self._accumulator = None if self._chain is None else self._chain.accumulator
         self.frames_received = 0
         self.events_received = 0
         self.first_frame = -1
@@ -328,11 +330,11 @@ class Recorder:
             self._frames.append(batch)
         events = None
         if self._extractor is not None:
-            events = self._extractor(batch)
+            events = self._chain.extract(batch)
             if self.events:
                 self.writer.write_events(events)
             if self._accumulator is not None:
-                self._accumulator.add(events)
+                self._chain.accumulate(events)
             self.events_received += len(events)
         if self.first_frame < 0:
             self.first_frame = int(batch.frame_numbers[0])

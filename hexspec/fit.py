@@ -334,7 +334,8 @@ def _bounds(x, bw):
                 area=(0.0, np.inf), eta=(0.0, 1.0))
 
 
-def fit_peak(energy, counts, window=None, model="pseudo_voigt", method="ls", widths=None, start=None) -> PeakFit:
+def fit_peak(energy, counts, energy_window_kev=None, model="pseudo_voigt", method="ls", widths=None, start=None,
+             *, window=None) -> PeakFit:
     """Fit one peak with lmfit, PHYSICS.md eq. (4).
 
     Parameters
@@ -343,8 +344,9 @@ def fit_peak(energy, counts, window=None, model="pseudo_voigt", method="ls", wid
         Bin centres in keV (or bin edges, shape (nbins + 1,)).
     counts : ndarray (nbins,)
         Counts per bin.
-    window : (emin, emax), optional
+    energy_window_kev : (emin, emax), optional
         Energy range in keV of the bins (by centre) to fit; all bins when None.
+        ``window=`` is its former name, still accepted.
     model : {"pseudo_voigt", "gaussian", "lorentzian", "voigt"}
         Peak shape; the Gaussian and Lorentzian are the pseudo-Voigt with eta fixed at 0 and 1.
     method : {"ls", "ml"}
@@ -363,6 +365,7 @@ def fit_peak(energy, counts, window=None, model="pseudo_voigt", method="ls", wid
         reduced chi-square (Pearson chi-square over degrees of freedom for ``"ml"``),
         and the lmfit result in ``.result``.
     """
+    window = _energy_window(energy_window_kev, window, "fit_peak")
     if model not in MODELS:
         raise ConfigError(f"fit_peak: model must be one of {MODELS}, found {model!r}")
     if method not in METHODS:
@@ -712,8 +715,15 @@ def _fit_all(x, y_all, bw, lo, hi, free0, eta_pix, ml, max_iter, min_counts, out
         out_nfree[k] = nfree
 
 
-def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max_iter=200, eta="auto",
-             eta_free_min_counts=ETA_FREE_MIN_COUNTS) -> PeakMaps:
+def _energy_window(energy_window_kev, window, where):
+    """The energy window given under its name or its former name ``window`` (DESIGN.md)."""
+    if window is not None and energy_window_kev is not None:
+        raise ConfigError(f"{where}: window is the former name of energy_window_kev; give one of them")
+    return energy_window_kev if window is None else window
+
+
+def fit_cube(cube, energy_window_kev=None, model="pseudo_voigt", method="ls", min_counts=50, max_iter=200,
+             eta="auto", eta_free_min_counts=ETA_FREE_MIN_COUNTS, *, window=None) -> PeakMaps:
     """Fit the peak of every pixel of a SpectralCube at once, PHYSICS.md eq. (4).
 
     A batched Levenberg-Marquardt compiled with numba (hand-written because fitting
@@ -725,8 +735,9 @@ def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max
     ----------
     cube : SpectralCube
         Counts (rows, cols, nbins) with energy edges in keV.
-    window : (emin, emax)
-        Energy range in keV; the bins whose centres lie in it are fitted.
+    energy_window_kev : (emin, emax)
+        Energy range in keV; the bins whose centres lie in it are fitted. ``window=``
+        is its former name, still accepted.
     model : {"pseudo_voigt", "gaussian", "lorentzian"}
         Peak shape (Voigt is only available in :func:`fit_peak`).
     method : {"ls", "ml"}
@@ -748,6 +759,9 @@ def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max
     -------
     PeakMaps
     """
+    window = _energy_window(energy_window_kev, window, "fit_cube")
+    if window is None:
+        raise ConfigError("fit_cube: expected an energy window (emin, emax) in keV, found none")
     if model not in ("pseudo_voigt", "gaussian", "lorentzian"):
         raise ConfigError(f"fit_cube: model must be 'pseudo_voigt', 'gaussian' or 'lorentzian', found {model!r}")
     if method not in METHODS:

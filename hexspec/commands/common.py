@@ -11,7 +11,7 @@ import numpy as np
 
 from ..config import ProcessingConfig
 from ..errors import ConfigError
-from ..spectra import EnergyBins
+from ..bins import EnergyBins
 
 
 #: Largest reading of the 14-bit ADC: a threshold there switches a pixel off.

@@ -291,31 +291,5 @@ def run(args) -> int:
     return 0
 
 
-def save_profile_png(path, profiles: dict, title=None, windows=(1.0, 5.0), pz_max=8.0):
-    """Plot Compton profiles J(p_z) with error bands; the S windows are shaded."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, prof in profiles.items():
-        x = np.repeat(prof.pz_edges, 2)[1:-1]
-        y = np.repeat(prof.J, 2)
-        e = np.repeat(prof.J_err, 2)
-        ax.plot(x, y, label=name, lw=1.2)
-        ax.fill_between(x, y - e, y + e, alpha=0.25, lw=0)
-    low, high = windows
-    ax.axvspan(-low, low, color="0.85", zorder=0, label=f"S_L |p_z|<{low:g}")
-    ax.axvspan(-high, -low, color="0.93", zorder=0)
-    ax.axvspan(low, high, color="0.93", zorder=0, label=f"S_H {low:g}<|p_z|<{high:g}")
-    ax.set_xlim(-pz_max, pz_max)
-    ax.set_xlabel("p_z (a.u.)")
-    ax.set_ylabel("J(p_z) (per a.u., unit area)")
-    ax.axhline(0, color="k", lw=0.5)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+# The plot writer lived here and moved to hexspec.plots; importing it from here still works.
+from ..plots import save_profile_png  # noqa: E402, F401

@@ -31,11 +31,11 @@ import h5py
 import numpy as np
 
 from ..config import ProcessingConfig
+from ..cube import SpectralCube
 from ..detector import HEXITEC, DetectorSpec
 from ..errors import FormatError
-from ..events import EventList
+from ..eventlist import EventList
 from ..frames import FrameBatch
-from ..spectra import SpectralCube
 from . import nexus, provenance
 from .framefile import frame_compression as frame_compression_options
 from .h5open import open_h5
@@ -347,7 +347,7 @@ def _write_results_group(entry, group_name, arrays, attrs):
 
 def write_cube(path, cube: SpectralCube, config: ProcessingConfig | None = None, source: str | None = None) -> None:
     """Write a SpectralCube (and optionally the config that made it) as a new hexspec file."""
-    from ..spectra import EnergyBins
+    from ..bins import EnergyBins
     try:
         bins = EnergyBins.from_edges(cube.edges)
     except FormatError:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ..spectra import SpectralCube
+from ..cube import SpectralCube
 
 MAGIC = b"HEXITECH"
 VERSION = 3
