@@ -8,9 +8,14 @@ Prints, from one run:
       timed on the same data: ratio (a) / (b);
   (c) the memory floor: allocating and zero-filling the same frames;
   and the ratios to the 50,000 frames/s target and to the real detector (9118.87 Hz),
-  plus the fraction of photons whose charge is shared at the default settings.
+  plus the fraction of photons whose charge is shared at the default settings;
+  (d) the call as a user makes it, source and simulator built inside the timing:
+      HexitecSimulator(ComptonSource(e1_kev=115.0, li_content=0.5), photon_rate_hz=584e3,
+      seed=3).frames(20000), wall clock, on all CPUs and on one thread, the two interleaved
+      (median and range of --repeat runs each), their ratio and the check that both give the
+      same frames; the first build of a source's tables in a process is timed apart.
 
-    python benchmarks/bench_sim.py [--frames 20000] [--batch 1000] [--repeat 5] [--occupancy 0.01]
+    python benchmarks/bench_sim.py [--frames 20000] [--batch 1000] [--repeat 5] [--occupancy 0.01] [--only-user-call]
 """
 
 from __future__ import annotations
@@ -50,8 +55,60 @@ def main():
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--occupancy", type=float, default=0.01)
+    ap.add_argument("--only-user-call", action="store_true", help="run (d) only")
     args = ap.parse_args()
+    if not args.only_user_call:
+        per_frame_parts(args)
+    user_call(args)
 
+
+def user_call(args):
+    import os
+    import hashlib
+
+    from hexspec.sim import sources
+
+    sources._proposal_tables.cache_clear()
+    w0 = time.perf_counter()
+    ComptonSource(e1_kev=115.0, li_content=0.5)
+    cold = time.perf_counter() - w0
+
+    def call(threads):
+        sim = HexitecSimulator(ComptonSource(e1_kev=115.0, li_content=0.5), photon_rate_hz=584e3, seed=3,
+                               threads=threads)
+        return sim.frames(args.frames)
+
+    call(1)   # compile / load kernels
+    walls = {1: [], None: []}
+    cpus = {1: [], None: []}
+    digests = set()
+    occupancy = 0.0
+    for _ in range(args.repeat):
+        for threads in (None, 1):
+            (batch, _), c, w = timed(lambda: call(threads))
+            walls[threads].append(w)
+            cpus[threads].append(c)
+            digests.add(hashlib.sha1(batch.frames.tobytes()).hexdigest())
+            occupancy = np.count_nonzero(batch.frames) / batch.frames.size
+            del batch
+    fps = {k: sorted(args.frames / np.array(v)) for k, v in walls.items()}
+    n_cpu = os.cpu_count()
+    print(f"(d) HexitecSimulator(ComptonSource(e1_kev=115.0, li_content=0.5), photon_rate_hz=584e3, seed=3)"
+          f".frames({args.frames}), {occupancy:.2%} occupancy, wall clock, {args.repeat} interleaved runs:")
+    for k, label in ((None, f"all {n_cpu} CPUs"), (1, "one thread")):
+        v = fps[k]
+        c = sorted(args.frames / np.array(cpus[k]))
+        print(f"  {label:>12}: {statistics.median(v):,.0f} frames/s (range {v[0]:,.0f}-{v[-1]:,.0f}), "
+              f"{statistics.median(v) / TARGET_FPS:.2f} of the {TARGET_FPS:,} target; per CPU-second of the "
+              f"process {statistics.median(c):,.0f} (range {c[0]:,.0f}-{c[-1]:,.0f})")
+    print(f"  threads / one thread: {statistics.median(fps[None]) / statistics.median(fps[1]):.2f}x; "
+          f"same frames in every run: {len(digests) == 1}; "
+          f"first ComptonSource of a process (tables built): {cold * 1e3:.0f} ms, not in the runs above")
+    print("  (on a machine shared with other jobs the wall clock says little; frames per CPU-second of the "
+          "threaded run, times the idle CPUs, bounds what a quiet machine gives)")
+
+
+def per_frame_parts(args):
     per_frame = photons_for_occupancy(args.occupancy)
     sim = HexitecSimulator(ComptonSource(), photons_per_frame=per_frame, seed=1)
     sim.frames(10)   # compile / load kernels

@@ -175,9 +175,12 @@ class LithiumCalibration:
     @classmethod
     def load(cls, path) -> "LithiumCalibration":
         """Read a calibration written by :meth:`save`."""
+        if not Path(path).is_file():
+            raise FormatError(f"{path}: expected a Li calibration JSON file, found "
+                              f"{'a directory' if Path(path).is_dir() else 'no such file'}")
         try:
             d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FormatError(f"{path}: not a JSON Li calibration ({exc})") from None
         return cls.from_dict(d)
 
@@ -255,3 +258,201 @@ def theoretical_calibration(li_points=(0.0, 0.25, 0.5, 0.75, 1.0), low=1.0, high
     cal = LithiumCalibration.fit(s, li_points)
     cal.method = "free-atom Hartree-Fock theory (xraylib)"
     return cal
+
+
+# ---------------------------------------------------------------------- flat field per pixel or block
+
+@dataclass
+class LithiumCalibrationMap:
+    """A calibration line 1 - x = slope S + intercept for every pixel or block (a flat field for S).
+
+    ``s_min`` and ``s_max`` bound the S that each cell's line maps into the range of the
+    reference Li contents; S outside is flagged ``extrapolated``.
+    Built by :meth:`fit` from S maps of reference samples of known Li content measured on
+    the same detector with the same analysis (block size, windows, background), so that
+    whatever makes S differ between pixels or blocks (resolution, angle, gain) is
+    calibrated out where it happens. Arrays are (rows, cols) of the S map it applies to;
+    ``covariance`` is (rows, cols, 2, 2); NaN where a reference had no S.
+    """
+
+    slope: np.ndarray
+    intercept: np.ndarray
+    covariance: np.ndarray
+    s_min: np.ndarray
+    s_max: np.ndarray
+    reference_li: list = field(default_factory=list)
+    block: tuple = (1, 1)
+    method: str = "reference samples per block"
+
+    @property
+    def shape(self):
+        return self.slope.shape
+
+    @classmethod
+    def fit(cls, s_maps, s_err_maps, stoichiometry, li_err=None, block=(1, 1), max_iter=20,
+            slope="common") -> "LithiumCalibrationMap":
+        """Fit one line per pixel or block through the reference S maps, PHYSICS.md eq. (5).
+
+        Parameters
+        ----------
+        s_maps, s_err_maps : sequence of ndarray (rows, cols)
+            S and its standard error of each reference sample (all of one shape).
+        stoichiometry : sequence of float
+            Known 1 - x of each reference (at least two different values).
+        li_err : sequence of float, optional
+            Standard errors of the known contents (0 by default).
+        block : (int, int)
+            Pixels per block of the maps (recorded, and checked when applied).
+        slope : {"common", "per-cell"}
+            "common" (default): one slope for all cells, an intercept per cell. The slope is
+            the sensitivity of S to Li, the same physics everywhere, and comes from all
+            cells together; each cell's offset absorbs what shifts its S. With references
+            as short as the measurement, a slope per cell ("per-cell") is 1/(S_1 - S_0) of
+            two noisy numbers a few errors apart, and its 1 - x scatters far beyond what
+            its linearised error says.
+
+        Notes
+        -----
+        The same effective-variance straight line as :meth:`LithiumCalibration.fit`
+        (weights 1 / (li_err^2 + a^2 s_err^2), iterated), written in closed form for all
+        cells at once; the covariance of (slope, intercept) is absolute.
+        """
+        s = np.asarray(s_maps, dtype=np.float64)
+        se = np.asarray(s_err_maps, dtype=np.float64)
+        y = np.asarray(stoichiometry, dtype=np.float64).ravel()
+        if s.ndim != 3 or se.shape != s.shape or s.shape[0] != y.size:
+            raise CalibrationError(f"LithiumCalibrationMap.fit: expected {y.size} S maps and error maps of one shape, "
+                                   f"found {s.shape} and {se.shape}")
+        if y.size < 2 or np.ptp(y) <= 0:
+            raise CalibrationError(f"LithiumCalibrationMap.fit: need references of at least two Li contents, found {y.tolist()}")
+        ye = np.zeros_like(y) if li_err is None else np.broadcast_to(np.asarray(li_err, dtype=np.float64), y.shape)
+        yy = y[:, None, None]
+        good = np.all(np.isfinite(s) & np.isfinite(se), axis=0)
+        s0 = np.where(good, s, 0.0)
+        se0 = np.where(good, se, 1.0)
+        if slope not in ("common", "per-cell"):
+            raise CalibrationError(f"LithiumCalibrationMap.fit: slope must be 'common' or 'per-cell', found {slope!r}")
+        if slope == "common":
+            return cls._fit_common_slope(s0, se0, good, y, ye, block, max_iter)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = (y[-1] - y[0]) / (s0[-1] - s0[0])
+            for _ in range(max_iter):
+                w = 1.0 / (ye[:, None, None] ** 2 + a * a * se0 * se0)
+                sw, sx, sxx = w.sum(0), (w * s0).sum(0), (w * s0 * s0).sum(0)
+                sy, sxy = (w * yy).sum(0), (w * s0 * yy).sum(0)
+                det = sw * sxx - sx * sx
+                a_new = (sw * sxy - sx * sy) / det
+                done = np.nanmax(np.abs(a_new - a)) <= 1e-12 * max(1.0, float(np.nanmax(np.abs(a_new))))
+                a = a_new
+                if done:
+                    break
+            b = (sxx * sy - sx * sxy) / det
+            cov = np.stack([np.stack([sw / det, -sx / det], -1), np.stack([-sx / det, sxx / det], -1)], -2)
+        bad = ~good | ~np.isfinite(a) | ~np.isfinite(b)
+        a = np.where(bad, np.nan, a)
+        b = np.where(bad, np.nan, b)
+        cov = np.where(bad[..., None, None], np.nan, cov)
+        s_lo, s_hi = _line_range(a, b, y)
+        return cls(a, b, cov, s_lo, s_hi, y.tolist(), (int(block[0]), int(block[1])),
+                   "reference samples: a line per cell")
+
+    @classmethod
+    def _fit_common_slope(cls, s, se, good, y, ye, block, max_iter):
+        yy = np.broadcast_to(y[:, None, None], s.shape)
+        g = good[None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = float(np.polyfit(s[:, good].mean(axis=1), y, 1)[0]) if good.any() else np.nan
+            for _ in range(max_iter):
+                w = np.where(g, 1.0 / (ye[:, None, None] ** 2 + a * a * se * se), 0.0)
+                sw = w.sum(0)
+                s_bar = (w * s).sum(0) / sw
+                y_bar = (w * yy).sum(0) / sw
+                ds, dy = s - s_bar, yy - y_bar
+                sxx = np.nansum(w * ds * ds)
+                a_new = float(np.nansum(w * ds * dy) / sxx)
+                done = abs(a_new - a) <= 1e-12 * max(1.0, abs(a_new))
+                a = a_new
+                if done:
+                    break
+            var_a = 1.0 / sxx
+            c = y_bar - a * s_bar
+            cov = np.empty(s.shape[1:] + (2, 2))
+            cov[..., 0, 0] = var_a
+            cov[..., 0, 1] = cov[..., 1, 0] = -s_bar * var_a
+            cov[..., 1, 1] = 1.0 / sw + s_bar * s_bar * var_a
+        bad = ~good
+        slope = np.where(bad, np.nan, a)
+        c = np.where(bad, np.nan, c)
+        cov[bad] = np.nan
+        s_lo, s_hi = _line_range(slope, c, y)
+        return cls(slope, c, cov, s_lo, s_hi, y.tolist(), (int(block[0]), int(block[1])),
+                   "reference samples: common slope, intercept per cell")
+
+    def apply(self, s, s_err=None) -> LithiumMap:
+        """Li content of an S map of the same shape (an SMap or arrays), with propagated errors and range flags."""
+        if hasattr(s, "s") and hasattr(s, "s_err"):
+            s, s_err = s.s, s.s_err
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != self.shape:
+            raise CalibrationError(f"Li flat field: calibrated for S maps of shape {self.shape} (blocks of "
+                                   f"{self.block[0]}x{self.block[1]} pixels), found an S map of shape {s.shape}")
+        se = np.zeros_like(s) if s_err is None else np.asarray(s_err, dtype=np.float64)
+        ok = np.isfinite(s) & np.isfinite(self.slope)
+        c = self.covariance
+        with np.errstate(invalid="ignore"):
+            li = np.where(ok, self.slope * s + self.intercept, np.nan)
+            var = s * s * c[..., 0, 0] + 2 * s * c[..., 0, 1] + c[..., 1, 1] + self.slope ** 2 * se * se
+            li_err = np.where(ok, np.sqrt(np.maximum(var, 0.0)), np.nan)
+            extrapolated = ok & ((s < self.s_min) | (s > self.s_max))
+        return LithiumMap(li, li_err, extrapolated, ok)
+
+    def to_dict(self) -> dict:
+        def lst(a):
+            return np.where(np.isfinite(a), a, None).tolist()
+        return {"format": "hexspec.LithiumCalibrationMap", "version": 1, "model": "li = slope * S + intercept per cell",
+                "shape": list(self.shape), "block": list(self.block), "slope": lst(self.slope),
+                "intercept": lst(self.intercept), "covariance": lst(self.covariance), "s_min": lst(self.s_min),
+                "s_max": lst(self.s_max), "reference_li": list(self.reference_li), "method": self.method}
+
+    @classmethod
+    def from_dict(cls, d) -> "LithiumCalibrationMap":
+        if d.get("format") != "hexspec.LithiumCalibrationMap":
+            raise FormatError(f"LithiumCalibrationMap: expected format 'hexspec.LithiumCalibrationMap', found {d.get('format')!r}")
+        try:
+            shape = tuple(int(v) for v in d["shape"])
+
+            def arr(key, extra=()):
+                a = np.array(d[key], dtype=np.float64)
+                if a.shape != shape + extra:
+                    raise FormatError(f"LithiumCalibrationMap: {key} of shape {a.shape}, expected {shape + extra}")
+                return a
+            return cls(arr("slope"), arr("intercept"), arr("covariance", (2, 2)), arr("s_min"), arr("s_max"),
+                       list(d.get("reference_li", [])), tuple(int(v) for v in d.get("block", (1, 1))),
+                       str(d.get("method", "reference samples per block")))
+        except KeyError as exc:
+            raise FormatError(f"LithiumCalibrationMap: missing key {exc.args[0]!r}") from None
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+
+def _line_range(slope, intercept, li):
+    """The S range of each cell's line between the lowest and highest reference Li content."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ends = np.stack([(li.min() - intercept) / slope, (li.max() - intercept) / slope])
+    return np.min(ends, axis=0), np.max(ends, axis=0)
+
+
+def load_calibration(path):
+    """A LithiumCalibration (one line) or LithiumCalibrationMap (a line per pixel/block) from its JSON file."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: not a JSON Li calibration ({exc})") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read the Li calibration ({exc.strerror})") from None
+    if isinstance(d, dict) and d.get("format") == "hexspec.LithiumCalibrationMap":
+        return LithiumCalibrationMap.from_dict(d)
+    if not isinstance(d, dict):
+        raise FormatError(f"{path}: expected a JSON object, found {type(d).__name__}")
+    return LithiumCalibration.from_dict(d)

@@ -11,13 +11,14 @@ Transport modules load on first use, so importing this package stays cheap.
 
 from importlib import import_module as _import_module
 
-from .base import FrameSource, GapCounter, SourceStats, open_source
+from .base import FrameSource, GapCounter, SourceStats
+from .registry import open_source
 
 _LAZY = {
     "ZmqSource": "zmq", "ZmqPublisher": "zmq", "decode_message": "zmq", "encode_header": "zmq",
     "SerialSource": "serial", "SerialWriter": "serial", "FrameParser": "serial", "encode_frame": "serial",
     "FileSource": "files",
-    "SimSource": "replay", "Pacer": "replay",
+    "SimSource": "replay", "Pacer": "pacer",
     "Recorder": "recorder", "record": "recorder",
 }
 

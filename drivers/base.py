@@ -1,8 +1,9 @@
-"""Frame sources: the common protocol, transfer statistics and opening a source by URL.
+"""Frame sources: the common protocol, transfer statistics and URL option parsing.
 
 A frame source is anything iterable over :class:`~hexspec.frames.FrameBatch` that
 can be closed and reports how much it received and lost. Sources are opened by URL
-(DESIGN.md, public API):
+with :func:`hexspec.drivers.open_source` (:mod:`.registry`, which maps each scheme to
+its transport module; this module imports none of them):
 
 =========================================  ==============================================
 ``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`)
@@ -24,7 +25,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
-from ..frames import FrameBatch
+from ..frames import FrameBatch, GapCounter
 
 log = logging.getLogger("hexspec.drivers")
 
@@ -50,6 +51,12 @@ class SourceStats:
         Bytes discarded while resynchronising (serial links).
     last_error : str
         Why the most recent corrupt message was rejected ("" if none was).
+    not_sent : int
+        Frames a sampling live view never sent (odin-data's decimated live view,
+        ``per_second`` or ``frame_frequency``): gaps that are not losses, kept apart
+        from ``dropped``.
+    filtered : int
+        Messages of another dataset than the one selected (ZMQ ``dataset=``).
     """
 
     frames: int = 0
@@ -59,6 +66,8 @@ class SourceStats:
     messages: int = 0
     skipped_bytes: int = 0
     last_error: str = ""
+    not_sent: int = 0
+    filtered: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -82,36 +91,6 @@ class FrameSource(Protocol):
     def __enter__(self): ...
 
     def __exit__(self, *exc) -> None: ...
-
-
-class GapCounter:
-    """Counts frames missing from a stream of frame numbers.
-
-    A batch whose first number is ahead of the expected one adds the difference to
-    ``dropped``. A number that goes backwards means the detector restarted its
-    acquisition (odin-data resets frame_num to 0), so counting restarts without
-    counting anything dropped.
-    """
-
-    def __init__(self):
-        self.expected = None
-        self.dropped = 0
-
-    def add(self, first: int, count: int, last: int | None = None) -> int:
-        """Account for ``count`` frames starting at ``first``; return frames newly found missing.
-
-        ``last`` is the number of the batch's last frame when the batch itself may
-        have holes (default: ``first + count - 1``).
-        """
-        if last is None:
-            last = first + count - 1
-        missing = 0
-        if self.expected is not None and first > self.expected:
-            missing += first - self.expected
-        missing += (last - first + 1) - count   # holes inside the batch
-        self.dropped += missing
-        self.expected = last + 1
-        return missing
 
 
 class BaseSource:
@@ -148,9 +127,7 @@ class BaseSource:
         return self._closed
 
     def _count(self, batch: FrameBatch) -> None:
-        fn = batch.frame_numbers
-        if len(fn):
-            self.stats.dropped += self._gaps.add(int(fn[0]), len(fn), int(fn[-1]))
+        self.stats.dropped += self._gaps.count(batch.frame_numbers)
         self.stats.frames += len(batch)
 
     def __iter__(self) -> Iterator[FrameBatch]:
@@ -254,91 +231,10 @@ def _no_leftovers(url, query):
         raise ConfigError(f"{url}: unknown option(s) {', '.join(sorted(query))}")
 
 
-_SERIAL_URL_SCHEMES = ("loop", "socket", "rfc2217", "spy", "alt", "hwgrep", "cp2110")
-
-
-def open_source(url: str, *, shape=None, max_frames=None, timeout_s="default", **options):
-    """Open a frame source by URL.
-
-    Parameters
-    ----------
-    url : str
-        One of the forms in this module's docstring. Query options (after ``?``)
-        common to several sources: ``frames=N`` (stop after N frames), ``timeout=s``
-        (end after this many seconds without data; 0 or ``none`` waits without limit
-        but still stops when closed), ``batch=N`` (frames per yielded batch),
-        ``shape=R,C`` (expected or, for headerless files, actual frame shape).
-    shape : (rows, cols), optional
-        Same as the ``shape`` option; the URL wins if both are given.
-    max_frames : int, optional
-        Same as ``frames``.
-    timeout_s : float or None, optional
-        Same as ``timeout``.
-    **options
-        Passed on to the source's constructor.
-
-    Returns
-    -------
-    FrameSource
-    """
-    if "://" not in url:
-        raise ConfigError(f"source {url!r}: expected a URL such as tcp://HOST:PORT, serial:///dev/ttyACM0, "
-                          "file:///data/run.h5 or sim://")
-    scheme, rest, query = query_options(url)
-    shape = _shape_option(query, shape)
-    max_frames = _int_option(query, "frames", max_frames, minimum=1)
-    kw = dict(options)
-    if "timeout" in query:
-        kw["timeout_s"] = parse_timeout(query.pop("timeout"), None)
-    elif timeout_s != "default":
-        kw["timeout_s"] = timeout_s
-    batch = _int_option(query, "batch", None, minimum=1)
-    if batch is not None:
-        kw["batch_frames"] = batch
-
-    if scheme in ("tcp", "ipc", "inproc"):
-        from .zmq import ZmqSource
-        socket_type = query.pop("socket", "sub").upper()
-        if "hwm" in query:
-            kw["hwm"] = _int_option(query, "hwm", minimum=1)
-        if "bind" in query:
-            kw["bind"] = query.pop("bind").lower() in ("1", "true", "yes")
-        _no_leftovers(url, query)
-        return ZmqSource(rest, socket_type=socket_type, shape=shape, max_frames=max_frames, **kw)
-
-    if scheme == "serial" or scheme in _SERIAL_URL_SCHEMES:
-        from .serial import SerialSource
-        baud = _int_option(query, "baud", 115200, minimum=1)
-        if scheme == "serial":
-            port = url.split("?", 1)[0][len("serial://"):]
-            if not port:
-                raise ConfigError(f"{url}: expected serial://PORT, e.g. serial:///dev/ttyACM0")
-            _no_leftovers(url, query)
-        else:
-            port = url      # pyserial understands its own URL options
-            query.clear()
-        return SerialSource(port, baud=baud, shape=shape, max_frames=max_frames, **kw)
-
-    if scheme == "file":
-        from .files import FileSource
-        path = url.split("?", 1)[0][len("file://"):]
-        rate = _float_option(query, "rate", None)
-        if "reorder" in query:
-            kw["reorder"] = query.pop("reorder").lower() in ("1", "true", "yes")
-        kw.pop("timeout_s", None)
-        _no_leftovers(url, query)
-        return FileSource(path, rate_hz=rate, shape=shape, max_frames=max_frames, **kw)
-
-    if scheme == "sim":
-        from .replay import SimSource
-        rate = _float_option(query, "rate", None)
-        photon_rate = _float_option(query, "photon_rate", None)
-        name = query.pop("source", "am241")
-        seed = _int_option(query, "seed", 0)
-        kw.pop("timeout_s", None)
-        _no_leftovers(url, query)
-        return SimSource(source=name, rate_hz=rate, seed=seed, photon_rate_hz=photon_rate, shape=shape,
-                         max_frames=max_frames, **kw)
-
-    raise ConfigError(f"source {url!r}: unknown scheme {scheme!r} (expected tcp, ipc, serial, loop, file or sim)")
-
+def __getattr__(name):
+    # open_source lived here; it moved to .registry so that this base imports no
+    # transport (each transport imports this base).
+    if name == "open_source":
+        from .registry import open_source
+        return open_source
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

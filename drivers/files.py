@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import FormatError
 from .base import BaseSource
-from .replay import Pacer
+from .pacer import Pacer
 
 
 class FileSource(BaseSource):

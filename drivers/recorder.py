@@ -21,7 +21,9 @@ level 1, with the same stream format, so any HDF5 reader decodes the file as usu
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,10 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ProcessingConfig
-from ..errors import ProtocolError
-from ..events import EventExtractor, EventList
+from ..errors import ProtocolError, WriteError
+from ..eventlist import EventList
 from ..frames import FrameBatch
-from ..spectra import SpectrumAccumulator
+from ..pipeline import Chain
 
 log = logging.getLogger("hexspec.recorder")
 
@@ -85,9 +87,20 @@ class FrameChunkWriter:
         self.frame_shape = data.shape[1:]
         # direct writes must reproduce the dataset's filters exactly; any other filter
         # setup is left to HDF5
-        self.direct = (data.compression == "gzip" and data.shuffle and not data.fletcher32
-                       and data.scaleoffset is None and data.chunks[1:] == data.shape[1:])
-        self.level = int(data.compression_opts or 4) if self.direct else 0
+        whole_frames = not data.fletcher32 and data.scaleoffset is None and data.chunks[1:] == data.shape[1:]
+        gzip = data.compression == "gzip" and data.shuffle and whole_frames
+        # hdf5plugin's filters (their name in the dataset's "compression" attribute, as
+        # HexspecWriter writes it): chunks encoded through the filter itself, stored alike
+        plugin = str(data.attrs.get("compression", "")) if whole_frames else ""
+        plugin = plugin if plugin in ("bslz4", "blosc", "lz4") and data.compression not in ("gzip", "lzf", "szip") \
+            else ""
+        self.direct = gzip or bool(plugin)
+        self.level = int(data.compression_opts or 4) if gzip else 0
+        if gzip:
+            self._encode = lambda block: shuffle_deflate(block, self.level)
+        elif plugin:
+            from ..io.framefile import encode_chunk
+            self._encode = lambda block: encode_chunk(plugin, block)
         self.written = data.shape[0]      # frames stored (extent of the dataset)
         self.appended = self.written      # frames handed to append()
         self._tail = np.empty((self.chunk,) + self.frame_shape, dtype=np.uint16)
@@ -135,7 +148,7 @@ class FrameChunkWriter:
                 block, block_numbers = self._tail.copy(), self._tail_numbers.copy()
                 self._tail_n = 0
             start = self.appended - self.chunk
-            self._pending.append((start, block_numbers, self._pool.submit(shuffle_deflate, block, self.level)))
+            self._pending.append((start, block_numbers, self._pool.submit(self._encode, block)))
             self.drain(block=len(self._pending) > self._max_pending)
 
     def drain(self, block: bool = False) -> None:
@@ -193,29 +206,55 @@ class Recorder:
         How often the cube is rewritten while recording (it is always written at
         close; events and frames are enough to rebuild it after a crash).
     compress_threads : int
-        Threads compressing raw frames.
+        Threads compressing raw frames (gzip: chunks deflated here; the hdf5plugin
+        filters compress inside HDF5).
+    frame_compression : {"bslz4", "blosc", "lz4", "gzip", "none"}
+        Filter of the raw frames (:func:`hexspec.io.framefile.frame_compression`).
     on_flush : callable, optional
         Called as ``on_flush(recorder)`` after every flush.
+    lock : OutputLock, optional
+        The exclusive lock on ``path`` if the caller took it already (before connecting
+        to its source); otherwise the recorder takes one. Released by :meth:`close`.
+
+    Raises
+    ------
+    ConfigError
+        If another process holds the lock on ``path``.
+    WriteError
+        From any method, when the file cannot be written (disk full, I/O error): the
+        file is then left exactly as the last flush made it.
     """
 
     def __init__(self, path, shape, config: ProcessingConfig | None = None, source: str = "",
                  raw: bool = False, events: bool = True, spectra: bool = True, flush_interval_s: float = 1.0,
-                 spectra_interval_s: float = 10.0, compress_threads: int = 2, on_flush=None):
+                 spectra_interval_s: float = 10.0, compress_threads: int = 2, on_flush=None, lock=None,
+                 frame_compression: str = "blosc"):
         from ..io.hdf5 import HexspecWriter
+        from ..io.outputs import OutputLock
+        self._lock = lock if lock is not None else OutputLock(path)
+        self.failed = None
+        self.rejected = 0
         self.config = config or ProcessingConfig()
         self.shape = (int(shape[0]), int(shape[1]))
         self.raw, self.events, self.spectra = raw, events, spectra
         self.flush_interval_s = float(flush_interval_s)
         self.spectra_interval_s = float(spectra_interval_s)
         self.on_flush = on_flush
-        self.writer = HexspecWriter(path, self.shape, config=self.config, source=source, frames=raw,
-                                    events=events, spectra=spectra, swmr=True)
+        try:
+            self.writer = HexspecWriter(path, self.shape, config=self.config, source=source, frames=raw,
+                                        events=events, spectra=spectra, swmr=True,
+                                        frame_compression=frame_compression)
+        except BaseException:
+            self._lock.release()
+            raise
         self.path = self.writer.path
         entry = self.writer.f["entry"]
         self._frames = FrameChunkWriter(entry["frames/data"], entry["frames/frame_number"], compress_threads) \
             if raw else None
-        self._extractor = EventExtractor(self.config, self.shape) if (events or spectra) else None
-        self._accumulator = SpectrumAccumulator(self.config, self.shape) if spectra else None
+        # the extract and accumulate stages of a processing chain; the file is its sink
+        self._chain = Chain(self.config, self.shape, accumulate=spectra) if (events or spectra) else None
+        self._extractor = None if self._chain is None else self._chain.extractor
+        self._accumulator = None if self._chain is None else self._chain.accumulator
         self.frames_received = 0
         self.events_received = 0
         self.first_frame = -1
@@ -225,8 +264,47 @@ class Recorder:
         self.flushes = 0
         self._last_flush = time.monotonic()
         self._last_spectra = self._last_flush
+        self._last_check = self._last_flush
+        self._check_gap_s = 0.0
         self._counters = {}
         self._closed = False
+
+    # -- write errors ---------------------------------------------------------------------
+    def _fail(self, exc) -> WriteError:
+        """Freeze the file as the last flush left it and say so in one line.
+
+        After a failed write HDF5 holds metadata it could not store; closing the file
+        normally would try again (and h5py has been seen to crash doing so). Pointing
+        the library's file descriptor at /dev/null lets every later write and the close
+        succeed harmlessly while the file on disk keeps the state of the last flush.
+        """
+        if self.failed is None:
+            self.failed = exc
+            with contextlib.suppress(Exception):
+                fd = self.writer.f.id.get_vfd_handle()
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, fd)
+                os.close(null)
+            log.info("recorder: writing %s failed: %s", self.path, exc)
+        why = getattr(exc, "strerror", None) or str(exc).split(" (", 1)[0]
+        if "errno = 28" in str(exc) or getattr(exc, "errno", None) == 28:
+            why = "No space left on device"
+        elif "errno = 27" in str(exc) or getattr(exc, "errno", None) == 27:
+            why = "File too large"
+        return WriteError(f"{self.path}: write failed after {self.frames_received} frames ({why}); the file keeps "
+                          f"the {self.frames_flushed} frames flushed before; `hexspec recover {self.path}` "
+                          "makes it a plain HDF5 file")
+
+    @contextlib.contextmanager
+    def _writing(self):
+        if self.failed is not None:
+            raise self._fail(self.failed)
+        try:
+            yield
+        except (OSError, RuntimeError, ValueError) as exc:
+            if isinstance(exc, WriteError):
+                raise
+            raise self._fail(exc) from None
 
     def add(self, batch: FrameBatch, stats=None) -> EventList | None:
         """Record one batch; ``stats`` (the source's SourceStats) updates the counters.
@@ -235,24 +313,35 @@ class Recorder:
         """
         if batch.shape != self.shape:
             raise ProtocolError(f"recorder: expected frames of shape {self.shape}, found {batch.shape}")
+        with self._writing():
+            return self._add(batch, stats)
+
+    def reject(self, batch: FrameBatch, why: str) -> None:
+        """Count a batch that cannot go into this file (frames of another shape) and skip it."""
+        self.rejected += 1
+        if self.rejected & (self.rejected - 1) == 0:
+            log.warning("recorder: message #%d skipped: %s", self.rejected, why)
+        self._counters["corrupt_messages"] = self._counters.get("corrupt_messages", 0) + 1
+
+    def _add(self, batch, stats):
         if len(batch) == 0:
             return EventList.empty() if self._extractor is not None else None
         if self._frames is not None:
             self._frames.append(batch)
         events = None
         if self._extractor is not None:
-            events = self._extractor(batch)
+            events = self._chain.extract(batch)
             if self.events:
                 self.writer.write_events(events)
             if self._accumulator is not None:
-                self._accumulator.add(events)
+                self._chain.accumulate(events)
             self.events_received += len(events)
         if self.first_frame < 0:
             self.first_frame = int(batch.frame_numbers[0])
         self.last_frame = int(batch.frame_numbers[-1])
         self.frames_received += len(batch)
         if stats is not None:
-            self._counters = {"frames_dropped": stats.dropped, "corrupt_messages": stats.corrupt}
+            self.update_counters(stats)
         if self._frames is not None:
             self._frames.drain()
         self.flush_if_due()
@@ -264,17 +353,31 @@ class Recorder:
         Called after every batch and, through the source's ``idle_hook``, while the
         source waits, so data received just before a pause are flushed on time too.
         """
+        now = time.monotonic()
+        # the longest recent wait between two calls (a batch being processed, a source
+        # busy receiving): flushing when the next call could come too late keeps the gap
+        # between flushes under flush_interval_s instead of overshooting by one batch
+        self._check_gap_s = max(0.9 * self._check_gap_s, now - self._last_check)
+        self._last_check = now
         if self._closed or self.frames_received == self.frames_flushed:
             return
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+        margin = min(1.25 * self._check_gap_s + self._flush_time_s, 0.5 * self.flush_interval_s)
+        if now - self._last_flush + margin >= self.flush_interval_s:
             self.flush()
 
+    _flush_time_s = 0.0
+
     def update_counters(self, stats) -> None:
-        """Take dropped and corrupt counts from a source's SourceStats."""
-        self._counters = {"frames_dropped": stats.dropped, "corrupt_messages": stats.corrupt}
+        """Take dropped and corrupt counts from a source's SourceStats (plus what the recorder rejected)."""
+        self._counters = {"frames_dropped": stats.dropped, "corrupt_messages": stats.corrupt + self.rejected}
 
     def flush(self) -> None:
         """Make everything recorded so far durable (a crash after this loses none of it)."""
+        with self._writing():
+            self._flush()
+
+    def _flush(self) -> None:
+        t0 = time.monotonic()
         if self._frames is not None:
             self._frames.flush()
         now = time.monotonic()
@@ -288,6 +391,7 @@ class Recorder:
         self.events_flushed = self.events_received
         self.flushes += 1
         self._last_flush = time.monotonic()
+        self._flush_time_s = max(0.9 * self._flush_time_s, self._last_flush - t0)
         if self.on_flush is not None:
             self.on_flush(self)
 
@@ -297,18 +401,34 @@ class Recorder:
             return
         self._closed = True
         try:
-            if self._frames is not None:
-                self._frames.close()
-            if self._accumulator is not None:
-                self.writer.write_spectra(self._accumulator.cube)
-            self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
-                                        last_frame=self.last_frame, **self._counters)
-            self.frames_flushed = self.frames_received
-            self.events_flushed = self.events_received
+            if self.failed is None:      # otherwise the file stays as the last flush left it (see _fail)
+                with self._writing():
+                    if self._frames is not None:
+                        self._frames.close()
+                    if self._accumulator is not None:
+                        self.writer.write_spectra(self._accumulator.cube)
+                    self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
+                                                last_frame=self.last_frame, **self._counters)
+                    self.writer.flush()
+                    self.frames_flushed = self.frames_received
+                    self.events_flushed = self.events_received
         finally:
-            if self._extractor is not None:
-                self._extractor.close()
-            self.writer.close()
+            try:
+                if self._extractor is not None:
+                    self._extractor.close()
+                if self._frames is not None and self._frames._pool is not None:
+                    self._frames._pool.shutdown(cancel_futures=True)
+                if self.failed is None:
+                    self.writer.close()
+                else:
+                    with contextlib.suppress(Exception):   # writes go to /dev/null now (see _fail)
+                        # no end_time: looking it up can need metadata HDF5 would now read back
+                        # from /dev/null, where it waits for ever (seen with uncompressed and
+                        # Blosc frames); closing needs no reads
+                        self.writer._closed = True
+                        self.writer.f.close()
+            finally:
+                self._lock.release()
 
     @property
     def cube(self):
@@ -366,7 +486,8 @@ class _StopOnSignals:
 
 def record(source, path, config: ProcessingConfig | None = None, shape=None, raw: bool = False,
            events: bool = True, spectra: bool = True, source_name: str = "", progress=None,
-           flush_interval_s: float = 1.0, on_flush=None, compress_threads: int = 2) -> RecordResult:
+           flush_interval_s: float = 1.0, on_flush=None, compress_threads: int = 2, lock=None,
+           frame_compression: str = "blosc") -> RecordResult:
     """Record every batch of ``source`` into ``path`` until the source ends or a signal stops it.
 
     Parameters
@@ -377,28 +498,48 @@ def record(source, path, config: ProcessingConfig | None = None, shape=None, raw
     path : str or Path
         Output hexspec HDF5 file, created when the first batch arrives (the detector
         shape comes from the data unless ``shape`` is given).
-    config, raw, events, spectra, flush_interval_s, on_flush, compress_threads
+    config, raw, events, spectra, flush_interval_s, on_flush, compress_threads, frame_compression
         See :class:`Recorder`.
     shape : (rows, cols), optional
     source_name : str
         Stored as the acquisition's source (default: the source's name or URL).
     progress : callable, optional
         Called as ``progress(recorder, source_stats)`` after every batch.
+    lock : OutputLock, optional
+        A lock on ``path`` taken by the caller (e.g. before opening the source); by
+        default one is taken here, before the first batch is read.
+
+    A batch of frames of another shape than the file's is counted as a corrupt
+    message and skipped; the recording goes on.
 
     Raises
     ------
     ProtocolError
         If the source ended before delivering a single frame.
+    ConfigError
+        If another process is writing ``path``.
+    WriteError
+        If the file cannot be written (disk full...): the recording stops and the file
+        keeps every frame flushed before.
     """
+    from ..io.outputs import OutputLock
     name = source_name or getattr(source, "name", None) or getattr(source, "endpoint", "") or ""
     stats = getattr(source, "stats", None)
     recorder = None
     t0 = time.monotonic()
     guard = _StopOnSignals(source)
+    try:
+        lock = lock if lock is not None else OutputLock(path)
+    except BaseException:
+        source_close = getattr(source, "close", None)
+        if source_close is not None:
+            source_close()
+        raise
 
     def start(frame_shape):
         rec = Recorder(path, frame_shape, config, str(name), raw, events, spectra, flush_interval_s,
-                       compress_threads=compress_threads, on_flush=on_flush)
+                       compress_threads=compress_threads, on_flush=on_flush, lock=lock,
+                       frame_compression=frame_compression)
         if hasattr(source, "idle_hook"):
             source.idle_hook = rec.flush_if_due
         return rec
@@ -410,20 +551,30 @@ def record(source, path, config: ProcessingConfig | None = None, shape=None, raw
             for batch in source:
                 if recorder is None:
                     recorder = start(batch.shape)
+                elif batch.shape != recorder.shape:
+                    first = int(batch.frame_numbers[0]) if len(batch) else -1
+                    recorder.reject(batch, f"expected frames of shape {recorder.shape}, found {batch.shape} "
+                                           f"(frame {first})")
+                    continue
                 recorder.add(batch, stats)
                 if progress is not None:
                     progress(recorder, stats)
     finally:
-        if recorder is not None:
-            if stats is not None:
-                recorder.update_counters(stats)
-            recorder.close()
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if recorder is not None:
+                if stats is not None:
+                    recorder.update_counters(stats)
+                recorder.close()
+            else:
+                lock.release()
     if recorder is None:
         why = f" ({stats.corrupt} corrupt messages; last: {stats.last_error})" if stats is not None and stats.corrupt else ""
         raise ProtocolError(f"{name or 'source'}: no frames received before the source ended{why}; nothing recorded")
     return RecordResult(str(recorder.path), recorder.frames_received, recorder.events_received,
-                        stats.dropped if stats is not None else 0, stats.corrupt if stats is not None else 0,
+                        stats.dropped if stats is not None else 0,
+                        (stats.corrupt if stats is not None else 0) + recorder.rejected,
                         time.monotonic() - t0, f"signal {guard.signal_name}" if guard.signal_name else "end of source")

@@ -34,7 +34,15 @@ WIRE_DTYPES = {
     "uint16": np.dtype("<u2"),
     "uint32": np.dtype("<u4"),
     "float32": np.dtype("<f4"),
+    "float": np.dtype("<f4"),     # odin-data's name for float32 (FrameProcessorDefinitions.h)
 }
+
+#: Compressions decoded (header "compression", any case). odin-data sends a compressed
+#: frame as the chunk its HDF5 filter would store: "blosc" a Blosc frame (filter 32001),
+#: "lz4" the HDF5 LZ4 filter's blocks (32004), "bslz4" bitshuffle+LZ4 (32008).
+#: "unknown" is what odin-data sends for frames no plugin compressed: accepted as
+#: uncompressed when dsize equals the raw size.
+COMPRESSED = ("blosc", "lz4", "bslz4")
 
 #: Largest message payload accepted (bytes): a header claiming more is corrupt,
 #: whatever the actual payload, so a bad header can never make us allocate gigabytes.
@@ -137,16 +145,23 @@ def decode_message(parts, expected_shape=None):
         raise ProtocolError(f"dtype: expected one of {sorted(WIRE_DTYPES)}, found {dtype_name!r} (frame {frame_num})")
     dtype = WIRE_DTYPES[dtype_name]
     compression = header.get("compression", "none")
-    if compression not in ("none", None, ""):
-        raise ProtocolError(f"compression: only 'none' is supported, found {compression!r} (frame {frame_num})")
+    compression = "none" if compression in (None, "") else compression
+    if not isinstance(compression, str) or compression.lower() not in ("none", "unknown") + COMPRESSED:
+        raise ProtocolError(f"compression: expected one of none, unknown, {', '.join(COMPRESSED)}, "
+                            f"found {compression!r} (frame {frame_num})")
+    compression = compression.lower()
     shape = _shape_entries(header.get("shape"), frame_num)
     dsize = header.get("dsize")
     if isinstance(dsize, bool) or not isinstance(dsize, int):
         raise ProtocolError(f"dsize: expected an integer byte count, found {dsize!r} (frame {frame_num})")
     expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if dsize != expected_bytes:
-        raise ProtocolError(f"dsize: expected prod(shape {list(shape)}) * {dtype.itemsize} = {expected_bytes} bytes, "
-                            f"found {dsize} (frame {frame_num})")
+    if expected_bytes > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"shape: at most {MAX_PAYLOAD_BYTES} bytes of frames accepted, shape {list(shape)} "
+                            f"of {dtype_name} is {expected_bytes} (frame {frame_num})")
+    if compression in ("none", "unknown") and dsize != expected_bytes:
+        what = "" if compression == "none" else " (compression 'unknown' is read as uncompressed only then)"
+        raise ProtocolError(f"dsize: expected prod(shape {list(shape)}) * {dtype.itemsize} = {expected_bytes} bytes"
+                            f"{what}, found {dsize} (frame {frame_num})")
     if dsize > MAX_PAYLOAD_BYTES:
         raise ProtocolError(f"dsize: at most {MAX_PAYLOAD_BYTES} bytes accepted, found {dsize} (frame {frame_num})")
     payload = memoryview(parts[1])
@@ -154,7 +169,11 @@ def decode_message(parts, expected_shape=None):
         raise ProtocolError(f"payload: header says dsize {dsize} bytes, part 2 has {payload.nbytes} (frame {frame_num})")
     if expected_shape is not None and tuple(shape[-2:]) != tuple(expected_shape):
         raise ProtocolError(f"shape: expected frames of {tuple(expected_shape)}, found {list(shape)} (frame {frame_num})")
-    frames = np.frombuffer(payload, dtype=dtype).reshape((1,) * (3 - len(shape)) + shape)
+    if compression in COMPRESSED:
+        from .zmq_codecs import decompress
+        frames = decompress(compression, payload, shape, dtype, frame_num).reshape((1,) * (3 - len(shape)) + shape)
+    else:
+        frames = np.frombuffer(payload, dtype=dtype).reshape((1,) * (3 - len(shape)) + shape)
     if dtype != np.dtype("<u2"):
         if not np.all((frames >= 0) & (frames <= 65535) & (frames == np.floor(frames))):
             raise ProtocolError(f"data: {dtype_name} values are not whole ADU in 0..65535 (frame {frame_num})")
@@ -306,12 +325,34 @@ class ZmqSource(BaseSource):
         Bind instead of connecting (when the sender connects).
     max_frames : int, optional
         Stop after this many frames.
+    dataset : str, optional
+        Take only messages of this dataset (URL ``dataset=raw_frames``); others are
+        counted in ``stats.filtered``. By default the first dataset seen is taken, and
+        raw_frames once it appears beside another, so float and uint16 frames of one
+        socket never mix.
+    sampled : {"auto", "yes", "no"}
+        Whether gaps in frame numbers are a sampling live view's frames never sent
+        (``stats.not_sent``) or losses (``stats.dropped``). "auto" (default): on a SUB
+        socket, sampled while most message-to-message steps skip frames (a decimated
+        odin-data live view, ``per_second`` or ``frame_frequency``); a PULL pipeline's
+        gaps are always losses.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, socket_type: str = "SUB", timeout_s: float | None = 10.0,
                  batch_frames: int = 1000, max_latency_s: float = 0.05, shape=None, hwm: int = DEFAULT_HWM,
-                 bind: bool = False, max_frames: int | None = None, context=None):
+                 bind: bool = False, max_frames: int | None = None, context=None, dataset: str | None = None,
+                 sampled: str = "auto"):
         super().__init__(max_frames)
+        if sampled not in ("auto", "yes", "no"):
+            raise ConfigError(f"ZmqSource: sampled must be 'auto', 'yes' or 'no', found {sampled!r}")
+        self.dataset = dataset
+        self._dataset_auto = dataset is None
+        self.sampled = sampled
+        # gap bookkeeping for the sampled/lost decision: frames missing, and message
+        # steps that skipped frames or did not
+        self._gap_frames = 0
+        self._steps_skipping = 0
+        self._steps_consecutive = 0
         socket_type = socket_type.upper()
         if socket_type not in ("SUB", "PULL"):
             raise ConfigError(f"ZmqSource: socket must be 'sub' or 'pull', found {socket_type.lower()!r}")
@@ -360,12 +401,34 @@ class ZmqSource(BaseSource):
             if self.stats.corrupt & (self.stats.corrupt - 1) == 0:
                 log.warning("%s: corrupt message #%d skipped: %s", self.endpoint, self.stats.corrupt, exc)
             return None
+        name = header.get("dataset")
+        if name is not None and not self._wanted(str(name)):
+            self.stats.filtered += 1
+            return None
         acq = header.get("acquisition_id")
         if acq != self._acquisition_id:
             if self._acquisition_id is not None:
                 self._gaps.expected = None     # a new acquisition restarts frame numbering
             self._acquisition_id = acq
         return header["frame_num"], frames
+
+    def _wanted(self, name: str) -> bool:
+        """Whether a message of dataset ``name`` is taken (see the ``dataset`` parameter)."""
+        if self.dataset is None:
+            self.dataset = name
+        if name == self.dataset:
+            return True
+        if self._dataset_auto and name == "raw_frames":
+            log.info("%s: datasets %r and 'raw_frames' on one socket: taking raw_frames only (dataset= selects)",
+                     self.endpoint, self.dataset)
+            self.dataset = name
+            return True
+        return False
+
+    def _is_sampled(self) -> bool:
+        if self.sampled != "auto":
+            return self.sampled == "yes"
+        return self.socket_type == "SUB" and self._steps_skipping > self._steps_consecutive
 
     def _batches(self):
         poll_s = 0.1
@@ -432,8 +495,19 @@ class ZmqSource(BaseSource):
         breaks = np.flatnonzero(np.diff(fn) != 1) + 1
         start = 0
         for stop in list(breaks) + [len(fn)]:
-            self.stats.dropped += self._gaps.add(int(fn[start]), int(stop - start))
+            had = self._gaps.expected is not None
+            missing = self._gaps.add(int(fn[start]), int(stop - start))
+            if had:
+                self._steps_skipping += missing > 0
+                self._steps_consecutive += missing == 0
+            self._steps_consecutive += int(stop - start) - 1
+            self._gap_frames += missing
             start = stop
+        # the gaps so far are all of one kind: decided again as the stream shows its pattern
+        if self._is_sampled():
+            self.stats.not_sent, self.stats.dropped = self._gap_frames, 0
+        else:
+            self.stats.not_sent, self.stats.dropped = 0, self._gap_frames
         self.stats.frames += len(batch)
 
     def _close(self):

@@ -6,12 +6,13 @@ S-parameter and Li stoichiometry maps. See README.md for a walk-through.
 
 from importlib import import_module as _import_module
 
+from .bins import EnergyBins
 from .config import ProcessingConfig
+from .cube import SpectralCube
 from .detector import HEXITEC, DetectorSpec
 from .errors import CalibrationError, ConfigError, FormatError, HexspecError, ProtocolError
-from .events import EventExtractor, EventList, extract_events
+from .eventlist import EventList
 from .frames import FrameBatch
-from .spectra import EnergyBins, SpectralCube, SpectrumAccumulator
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,9 @@ __all__ = [
     "fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "viewer",
     "tomo", "parallel",
 ]
+
+# Names whose modules compile numba kernels load on first use: reading a file never needs them.
+_LAZY = {"EventExtractor": "events", "extract_events": "events", "SpectrumAccumulator": "spectra"}
 
 _SUBMODULES = {"fit", "compton", "io", "calibration", "sim", "drivers", "pipeline", "viewer",
                "tomo", "parallel"}
@@ -34,4 +38,8 @@ def __getattr__(name):
         mod = _import_module(f".{name}", __name__)
         globals()[name] = mod
         return mod
+    if name in _LAZY:
+        value = getattr(_import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'hexspec' has no attribute {name!r}")

@@ -29,6 +29,7 @@ COMMANDS = {
     "recover": "recover",
     "tomo": "tomo",
     "correlate": "correlate",
+    "selftest": "selftest",
 }
 
 
@@ -55,7 +56,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .io import provenance
+    if argv is None and args.command != "selftest":
+        # a real command line, not a call from Python: say once that the first run compiles
+        from .commands.selftest import notice_if_cold
+        notice_if_cold()
     try:
+        provenance.begin(sys.argv[1:] if argv is None else list(argv), args.command, provenance.cli_inputs(args))
         return int(args.func(args) or 0)
     except HexspecError as exc:
         print(f"hexspec {args.command}: error: {exc}", file=sys.stderr)
@@ -70,6 +77,10 @@ def main(argv=None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        # the file system or a damaged file (h5py reports both as OSError): one line, no traceback
+        print(f"hexspec {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

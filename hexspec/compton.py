@@ -3,6 +3,10 @@
 Equation numbers refer to PHYSICS.md (section 2 for kinematics, profiles and the
 S-parameter, section 3 for the pinhole geometry).
 
+Background under the profile: :func:`sideband_estimator` takes a flat continuum from the
+energies beyond p_z = 7 a.u., with the Compton tail there from the free-atom forward model
+(:mod:`hexspec.compton_forward`); the peak fit's straight line is kept for comparison only.
+
 Conventions: energies in keV, momenta p_z in atomic units, angles in radians; maps are
 (rows, cols) and cubes (rows, cols, energy). A profile J(p_z) is stored as a density per
 a.u. that is constant within each p_z bin, so integrals over any p_z window use the
@@ -634,7 +638,8 @@ def _ratio(sl, sh, vll, vhh, vlh):
     return s, np.sqrt(np.maximum(var, 0.0))
 
 
-def _window_table(cube, e1_kev, theta, low, high, factor, background, background_var):
+def _window_table(cube, e1_kev, theta, low, high, factor, background, background_var, resolution_fwhm_kev=0.8,
+                  li_content=0.5):
     if factor not in FACTORS:
         raise ConfigError(f"s_parameter_map: factor must be one of {FACTORS}, found {factor!r}")
     if not 0 < low < high:
@@ -653,6 +658,16 @@ def _window_table(cube, e1_kev, theta, low, high, factor, background, background
     theta_safe = np.where(bad_theta, np.pi / 2, theta)
     e_lo = energy_from_pz(-high, e1_kev, theta_safe)
     e_hi = energy_from_pz(high, e1_kev, theta_safe)
+    if isinstance(background, str):
+        if background not in BACKGROUNDS:
+            raise ConfigError(f"S-parameter background: expected one of {BACKGROUNDS} or peak fits, found {background!r}")
+        if background == "sideband":
+            out = _sideband_table(cube, e1_kev, theta_safe, low, high, factor, resolution_fwhm_kev, li_content)
+            out[bad_theta] = np.nan
+            return out
+        if background == "peak-fit":
+            raise ConfigError("S-parameter background 'peak-fit': pass the PeakMaps of hexspec.fit.fit_cube itself")
+        background = None
     empty2 = np.zeros((0, 0))
     bg_lin, bg_lin_err, bg_arr, bg_arr_var = np.zeros((0, 3)), np.zeros((0, 2)), empty2, empty2
     no_background = np.zeros(npix, dtype=bool)
@@ -681,8 +696,129 @@ def _window_table(cube, e1_kev, theta, low, high, factor, background, background
     return out
 
 
+#: Background options of the S maps: ``"sideband"`` (default of the CLI) estimates a flat
+#: continuum per pixel from the energies beyond p_z = ``SIDEBAND_PZ_AU`` below the elastic line,
+#: where the Compton tail comes from core electrons whose free-atom profiles are accurate.
+BACKGROUNDS = ("sideband", "peak-fit", "none")
+SIDEBAND_PZ_AU = 7.0
+#: Upper end of the sideband below E1 (keV): the elastic line stays more than 10 sigma away.
+SIDEBAND_ELASTIC_MARGIN_KEV = 3.5
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _window_coefficients(edges, theta, e1, low, high, impulse, j0, cl, ch, fl, fh):
+    """Per pixel and bin j0 + i: S_L = sum cl n, S_H = sum ch n (eq. 4); fl, fh the raw-count fractions."""
+    npix = cl.shape[0]
+    m = cl.shape[1]
+    for k in prange(npix):
+        cos_t = math.cos(theta[k])
+        pe = np.empty(m + 1)
+        for i in range(m + 1):
+            pe[i] = _pz(edges[j0 + i], e1, cos_t)
+        wl = np.zeros(m)
+        wh = np.zeros(m)
+        _add_window_weights(pe, -low, low, wl)
+        _add_window_weights(pe, -high, -low, wh)
+        _add_window_weights(pe, low, high, wh)
+        for i in range(m):
+            ea = edges[j0 + i]
+            eb = edges[j0 + i + 1]
+            dp = pe[i + 1] - pe[i]
+            if impulse:
+                e2 = 0.5 * (ea + eb)
+                qc = math.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
+                g = (e1 / e2) * qc / MC2_KEV / (eb - ea)
+            else:
+                g = 1.0 / dp
+            cl[k, i] = wl[i] * g
+            ch[k, i] = wh[i] * g
+            fl[k, i] = min(max(wl[i] / dp, 0.0), 1.0)
+            fh[k, i] = min(max(wh[i] / dp, 0.0), 1.0)
+
+
+def sideband_estimator(edges_kev, e1_kev, theta, high=5.0, side_pz_au=SIDEBAND_PZ_AU, resolution_fwhm_kev=0.8,
+                       li_content=0.5, bins=None):
+    """Linear estimator of a flat background (counts per keV) per pixel: B = beta @ counts.
+
+    Two regions per pixel, both defined in p_z with the pixel's own angle so that they move
+    with its Compton peak: C, the bins whose centres lie within |p_z| < ``high``, and H, the
+    bins from p_z = ``side_pz_au`` up to E1 - 3.5 keV. Their expected counts are
+    n_C = K t_C + B W_C and n_H = K t_H + B W_H, with W the widths in keV and t the
+    Compton counts of the forward model (:func:`hexspec.compton_forward.templates`, free-atom
+    profiles at ``li_content``; Li hardly reaches H, so the ratio t_H / t_C changes by about
+    3 % over the whole range of 1 - x). Solving the pair gives B linear in the counts, so
+    its Poisson error and its correlation with S_L and S_H propagate exactly.
+
+    Why not the peak fit's linear background: the Compton profile of the core electrons is
+    far wider than any fit window, so a pseudo-Voigt plus a straight line takes the profile's
+    wings for background, by an amount that depends on where the peak sits in the fixed
+    energy window (it moves with the scattering angle across the detector).
+
+    Returns
+    -------
+    beta : ndarray (npix, nsel)
+        Coefficients over the bins ``bins`` (all bins by default); rows of pixels whose
+        regions are empty are NaN.
+    """
+    from .compton_forward import templates
+
+    edges = np.asarray(edges_kev, dtype=np.float64)
+    idx = np.arange(edges.size - 1)[slice(None) if bins is None else bins]
+    centres = 0.5 * (edges[idx] + edges[idx + 1])
+    widths = edges[idx + 1] - edges[idx]
+    theta = np.atleast_1d(np.asarray(theta, dtype=np.float64))
+    e_lo = energy_from_pz(-high, e1_kev, theta)[:, None]
+    e_hi = energy_from_pz(high, e1_kev, theta)[:, None]
+    e_side = energy_from_pz(side_pz_au, e1_kev, theta)[:, None]
+    in_c = (centres >= e_lo) & (centres < e_hi)
+    in_h = (centres >= e_side) & (centres < e1_kev - SIDEBAND_ELASTIC_MARGIN_KEV)
+    t_li, t_host = templates(edges, e1_kev, theta, resolution_fwhm_kev, bins=bins)
+    t = li_content * t_li + t_host
+    t_c, t_h = (t * in_c).sum(axis=1), (t * in_h).sum(axis=1)
+    w_c, w_h = (widths * in_c).sum(axis=1), (widths * in_h).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        det = w_h * t_c - w_c * t_h
+        beta = (t_c / det)[:, None] * in_h - (t_h / det)[:, None] * in_c
+    beta[~(np.abs(det) > 0) | (w_h <= 0)] = np.nan
+    return beta
+
+
+def _sideband_table(cube, e1_kev, theta_safe, low, high, factor, resolution_fwhm_kev, li_content):
+    """The 7-column window table of :func:`_window_table` with the sideband background subtracted."""
+    rows, cols = cube.shape
+    npix = rows * cols
+    edges = np.ascontiguousarray(cube.edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    e_min = float(np.min(energy_from_pz(-high, e1_kev, theta_safe))) - 1.0
+    sel = np.flatnonzero((centres >= e_min) & (centres < e1_kev - SIDEBAND_ELASTIC_MARGIN_KEV))
+    if sel.size < 4:
+        raise ConfigError(f"sideband background: the cube's bins do not cover {e_min:.1f}-{e1_kev - 3.5:.1f} keV")
+    j0, m = int(sel[0]), int(sel[-1] - sel[0] + 1)
+    bins = slice(j0, j0 + m)
+    cl, ch, fl, fh = (np.zeros((npix, m)) for _ in range(4))
+    _window_coefficients(edges, theta_safe, float(e1_kev), float(low), float(high), factor == "impulse", j0,
+                         cl, ch, fl, fh)
+    beta = sideband_estimator(edges, e1_kev, theta_safe, high, resolution_fwhm_kev=resolution_fwhm_kev,
+                              li_content=li_content, bins=bins)
+    widths = np.diff(edges)[bins]
+    # net = n - B dE with B = beta @ n: S = (c - (c @ dE) beta) @ n, linear in the counts
+    cl_net = cl - (cl @ widths)[:, None] * beta
+    ch_net = ch - (ch @ widths)[:, None] * beta
+    n = cube.counts.reshape(npix, -1)[:, bins].astype(np.float64)
+    out = np.empty((npix, 7))
+    out[:, 0] = np.sum(cl_net * n, axis=1)
+    out[:, 1] = np.sum(ch_net * n, axis=1)
+    out[:, 2] = np.sum(cl_net * cl_net * n, axis=1)
+    out[:, 3] = np.sum(ch_net * ch_net * n, axis=1)
+    out[:, 4] = np.sum(cl_net * ch_net * n, axis=1)
+    out[:, 5] = np.sum(fl * n, axis=1)
+    out[:, 6] = np.sum(fh * n, axis=1)
+    out[~np.all(np.isfinite(beta), axis=1)] = np.nan
+    return out
+
+
 def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", background=None, background_var=None,
-                    min_counts=100, attenuation_factor=1.0) -> SMap:
+                    min_counts=100, attenuation_factor=1.0, resolution_fwhm_kev=0.8, li_content=0.5) -> SMap:
     """S-parameter of every pixel of a cube, PHYSICS.md eqs. (2)-(4), with theta per pixel.
 
     Parameters
@@ -698,9 +834,15 @@ def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", ba
         Window limits in a.u.: S_L over |p_z| < low, S_H over low < |p_z| < high.
     factor : {"impulse", "jacobian"}
         Profile factor of eq. (3).
-    background : PeakMaps or ndarray (rows, cols, nbins), optional
-        Background to subtract: the fitted linear background of :func:`hexspec.fit.fit_cube`
-        (used where the fit is ok; its b0, b1 errors propagate) or counts per bin.
+    background : "sideband", "none", PeakMaps or ndarray (rows, cols, nbins), optional
+        Background to subtract. "sideband" (recommended): a flat continuum per pixel from
+        the energies beyond p_z = 7 a.u. (:func:`sideband_estimator`), unbiased and the same
+        everywhere on the detector. PeakMaps: the linear background of a pseudo-Voigt fit
+        (:func:`hexspec.fit.fit_cube`, where ok; b0, b1 errors propagate) -- it takes the
+        wide Compton wings of the core electrons for background, so S comes out too high by
+        an amount that depends on where the peak sits in the fit window, i.e. on the pixel's
+        scattering angle; kept for comparison with peak-fit analyses. An array: counts per bin.
+        None or "none": no subtraction.
     background_var : ndarray (rows, cols, nbins), optional
         Variance of an array background.
     min_counts : float
@@ -708,12 +850,16 @@ def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", ba
     attenuation_factor : float
         Multiplies S and its error (PHYSICS.md section 1: 1.015, 1.010, 1.005 for depth
         regions 1-3; see ATTENUATION_CORRECTION).
+    resolution_fwhm_kev, li_content : float
+        Detector resolution (FWHM, keV) and the nominal 1 - x of the forward model that gives
+        the sideband background its Compton tail (used only with background="sideband").
 
     Returns
     -------
     SMap
     """
-    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var)
+    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var, resolution_fwhm_kev,
+                      li_content)
     s, s_err = _ratio(t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4])
     ok = (t[:, 5] >= min_counts) & (t[:, 6] >= min_counts) & (t[:, 0] > 0) & (t[:, 1] > 0) & np.isfinite(s)
     s = np.where(ok, s * attenuation_factor, np.nan)
@@ -725,7 +871,8 @@ def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", ba
 
 
 def s_parameter_blocks(cube, e1_kev, theta, block=(4, 4), low=1.0, high=5.0, factor="impulse", background=None,
-                       background_var=None, min_counts=100, attenuation_factor=1.0) -> SMap:
+                       background_var=None, min_counts=100, attenuation_factor=1.0, resolution_fwhm_kev=0.8,
+                       li_content=0.5) -> SMap:
     """S-parameter map on blocks of pixels: each block's pixels summed in p_z (own theta), then eq. (4).
 
     For maps whose single pixels hold too few counts. Parameters as for
@@ -740,7 +887,8 @@ def s_parameter_blocks(cube, e1_kev, theta, block=(4, 4), low=1.0, high=5.0, fac
     nr, nc = rows // br, cols // bc
     if nr == 0 or nc == 0:
         raise ConfigError(f"s_parameter_blocks: a {br}x{bc} block does not fit a {rows}x{cols} cube")
-    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var).reshape(rows, cols, 7)
+    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var, resolution_fwhm_kev,
+                      li_content).reshape(rows, cols, 7)
     t = np.where(np.isfinite(t), t, 0.0)[: nr * br, : nc * bc]
     sums = t.reshape(nr, br, nc, bc, 7).sum(axis=(1, 3))
     s, s_err = _ratio(sums[..., 0], sums[..., 1], sums[..., 2], sums[..., 3], sums[..., 4])
@@ -751,7 +899,7 @@ def s_parameter_blocks(cube, e1_kev, theta, block=(4, 4), low=1.0, high=5.0, fac
 
 
 def s_parameter_region(cube, e1_kev, theta, mask=None, low=1.0, high=5.0, factor="impulse", background=None,
-                       background_var=None, attenuation_factor=1.0):
+                       background_var=None, attenuation_factor=1.0, resolution_fwhm_kev=0.8, li_content=0.5):
     """S-parameter of a region: the pixels' spectra summed (in p_z, each with its own theta), then eq. (4).
 
     With a single theta this is exactly S of the summed spectrum; with theta per pixel each
@@ -763,7 +911,8 @@ def s_parameter_region(cube, e1_kev, theta, mask=None, low=1.0, high=5.0, factor
     (float, float)
         S and sigma_S.
     """
-    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var)
+    t = _window_table(cube, e1_kev, theta, low, high, factor, background, background_var, resolution_fwhm_kev,
+                      li_content)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != cube.shape:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .spectra import EnergyBins
+from .bins import EnergyBins
 
 CHARGE_SHARING_MODES = ("none", "csd", "csa")
 
@@ -21,6 +21,13 @@ CHARGE_SHARING_MODES = ("none", "csd", "csa")
 ADU_BINS = (0.0, 16384.0, 16.0)
 #: Default bins with an energy calibration (keV).
 KEV_BINS = (0.0, 200.0, 0.25)
+
+
+def _describe(value) -> str:
+    if isinstance(value, (list, tuple)):
+        lengths = sorted({len(v) if isinstance(v, (list, tuple)) else 1 for v in value})
+        return f"a list of {len(value)} rows of lengths {lengths}" if len(lengths) > 1 else f"a list of {len(value)}"
+    return f"{type(value).__name__} {value!r:.60}"
 
 
 def _as_map_or_scalar(name, value, allow_none):
@@ -32,7 +39,12 @@ def _as_map_or_scalar(name, value, allow_none):
         raise ConfigError(
             f"ProcessingConfig.{name}: expected a number or a (rows, cols) array, found the path {str(value)!r}; "
             "read it first with hexspec.calibration.read_map(path, shape)")
-    arr = np.asarray(value, dtype=np.float64)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        # a ragged list of rows, or text among the numbers
+        raise ConfigError(f"ProcessingConfig.{name}: expected a number or a (rows, cols) array of numbers, "
+                          f"found {_describe(value)} ({str(exc).split('.')[0]})") from None
     if arr.ndim == 0:
         v = float(arr)
         if not np.isfinite(v):
@@ -45,7 +57,21 @@ def _as_map_or_scalar(name, value, allow_none):
     return arr
 
 
-@dataclass
+def _renamed(options: dict) -> dict:
+    """``options`` with the former key ``window`` as ``cluster_window``.
+
+    ``window`` wins over a ``cluster_window`` already there: a dict of options that
+    is then overridden by an old-style ``window`` (a command-line value over a stored
+    config) keeps the override.
+    """
+    if "window" not in options:
+        return options
+    out = dict(options)
+    out["cluster_window"] = out.pop("window")
+    return out
+
+
+@dataclass(init=False)
 class ProcessingConfig:
     """How raw frames become events and spectra.
 
@@ -61,15 +87,19 @@ class ProcessingConfig:
     next_frame : bool
         Discard a hit at a pixel that was hit in the previous (consecutive) frame.
     charge_sharing : {"none", "csd", "csa"}
-        "csd" keeps only hits with no other hit in their window (discrimination);
+        "csd" keeps only hits with no other hit in their cluster window (discrimination);
         "csa" sums clusters of hits into the pixel of largest energy (addition).
-    window : int
-        Odd neighbourhood size: 3 -> 3x3, 5 -> 5x5.
+    cluster_window : int
+        Odd charge-sharing neighbourhood size in pixels: 3 -> 3x3, 5 -> 5x5.
     max_cluster_size : int, optional
         With "csa", clusters of more pixels are dropped (the reference XCS-I work used 2).
     bins : EnergyBins, optional
         Histogram bins; default 0-200 keV in 0.25 keV when calibrated, else the 14-bit
         ADC range in 16 ADU bins.
+    window : int, optional
+        The former name of ``cluster_window``, still accepted (a public keyword of
+        DESIGN.md) and readable as the attribute ``window``; give one or the other.
+        Option files and stored configs with a ``window`` key read the same way.
     """
 
     threshold: object = 0.0
@@ -77,9 +107,26 @@ class ProcessingConfig:
     intercepts: object = None
     next_frame: bool = True
     charge_sharing: str = "csd"
-    window: int = 3
+    cluster_window: int = 3
     max_cluster_size: object = None
     bins: object = None
+
+    def __init__(self, threshold=0.0, gradients=None, intercepts=None, next_frame=True, charge_sharing="csd",
+                 cluster_window=None, max_cluster_size=None, bins=None, *, window=None):
+        if window is not None and cluster_window is not None and window != cluster_window:
+            raise ConfigError(f"ProcessingConfig: window={window!r} and cluster_window={cluster_window!r} name the "
+                              "same option; give one of them")
+        if cluster_window is None:
+            cluster_window = 3 if window is None else window
+        self.threshold, self.gradients, self.intercepts = threshold, gradients, intercepts
+        self.next_frame, self.charge_sharing, self.cluster_window = next_frame, charge_sharing, cluster_window
+        self.max_cluster_size, self.bins = max_cluster_size, bins
+        self.__post_init__()
+
+    @property
+    def window(self) -> int:
+        """The former name of :attr:`cluster_window` (kept for existing code)."""
+        return self.cluster_window
 
     def __post_init__(self):
         self.threshold = _as_map_or_scalar("threshold", self.threshold, allow_none=False)
@@ -94,12 +141,14 @@ class ProcessingConfig:
             raise ConfigError(
                 f"ProcessingConfig.charge_sharing: expected one of {', '.join(CHARGE_SHARING_MODES)}, found {self.charge_sharing!r}")
         try:
-            window = int(self.window)
+            window = int(self.cluster_window)
         except (TypeError, ValueError):
-            raise ConfigError(f"ProcessingConfig.window: expected an odd integer >= 3, found {self.window!r}") from None
-        if window != self.window or window < 3 or window % 2 == 0:
-            raise ConfigError(f"ProcessingConfig.window: expected an odd integer >= 3 (3 or 5), found {self.window!r}")
-        self.window = window
+            raise ConfigError("ProcessingConfig.cluster_window: expected an odd integer >= 3, "
+                              f"found {self.cluster_window!r}") from None
+        if window != self.cluster_window or window < 3 or window % 2 == 0:
+            raise ConfigError("ProcessingConfig.cluster_window: expected an odd integer >= 3 (3 or 5), "
+                              f"found {self.cluster_window!r}")
+        self.cluster_window = window
         if self.max_cluster_size is not None:
             m = self.max_cluster_size
             if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
@@ -178,11 +227,11 @@ class ProcessingConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ProcessingConfig":
         known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown = set(d) - known - {"window"}
         if unknown:
             raise ConfigError(
                 f"ProcessingConfig: unknown option(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(known))}")
-        return cls(**d)
+        return cls(**_renamed(d))
 
     @classmethod
     def from_json(cls, text: str) -> "ProcessingConfig":
@@ -205,27 +254,45 @@ class ProcessingConfig:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"{path}: expected a JSON or TOML config file, found a directory")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: expected a UTF-8 text JSON or TOML file, found binary data "
+                              f"(byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})") from None
         if path.suffix.lower() == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python < 3.11
                 import tomli as tomllib
             try:
-                d = tomllib.loads(path.read_text())
+                d = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: the TOML does not parse: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{path}: expected a table of options, found arrays or tables nested too "
+                                  "deeply to read") from None
         else:
             try:
-                d = json.loads(path.read_text())
+                d = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}: the JSON does not parse: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{path}: expected a table of options, found arrays or objects nested too "
+                                  "deeply to read") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a table of options, found {type(d).__name__}")
-        cls.from_dict(d)   # every option checked now, naming the file's mistakes
-        return d
+        try:
+            cls.from_dict(d)   # every option checked now, naming the file's mistakes
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        return _renamed(d)
 
     def replace(self, **changes) -> "ProcessingConfig":
         d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if "window" in changes:
+            d.pop("cluster_window")
         d.update(changes)
         return ProcessingConfig(**d)
 

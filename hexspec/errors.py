@@ -24,3 +24,7 @@ class CalibrationError(HexspecError):
 
 class ConfigError(HexspecError, ValueError):
     """A processing option has a wrong type, value or shape."""
+
+
+class WriteError(HexspecError, OSError):
+    """An output could not be written (disk full, quota, I/O error); what was flushed before is kept."""

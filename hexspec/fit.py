@@ -43,6 +43,22 @@ PARAM_NAMES = ("center", "fwhm", "area", "eta", "b0", "b1")
 
 # status codes of the batched fitter
 _CONVERGED, _MAX_ITER, _FEW_COUNTS, _BAD_START = 0, 1, 2, 3
+_AT_BOUND, _NOT_SIGNIFICANT = 4, 5
+
+#: ``PeakMaps.status``: why a pixel's fit is not ok (0 is the only ok status).
+FIT_STATUS = {
+    _CONVERGED: "converged",
+    _MAX_ITER: "iteration limit reached",
+    _FEW_COUNTS: "too few counts in the window (below min_counts)",
+    _BAD_START: "no positive net peak above a straight line (no start values)",
+    _AT_BOUND: "the centre or the FWHM ran onto a bound of the window",
+    _NOT_SIGNIFICANT: "no significant peak (area below 3 standard errors, or its error undefined)",
+}
+
+#: Pixels with fewer counts in the window than this fit with the Lorentz fraction tied
+#: to the summed spectrum's (``eta="auto"``): below it the data cannot fix eta, which
+#: otherwise runs to 0 or 1 and drags the width and the background with it.
+ETA_FREE_MIN_COUNTS = 5000
 
 # Fast-math for the inner loops, keeping NaN/inf semantics (non-finite objectives must be seen).
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -156,8 +172,11 @@ class PeakMaps:
 
     Pixels with too few counts hold NaN; ``ok`` is False wherever a fit failed, did not
     converge, ran onto a bound of the centre or width, or found no significant peak
-    (area below 3 standard errors). ``status``: 0 converged, 1 iteration limit, 2 too few
-    counts, 3 no usable start. Values are kept for every fitted pixel; filter with ``ok``.
+    (area below 3 standard errors). ``status`` says which (:data:`FIT_STATUS`): 0 converged
+    and ok, 1 iteration limit, 2 too few counts, 3 no usable start, 4 centre or FWHM at a
+    bound, 5 no significant peak. ``eta_tied`` is the summed spectrum's Lorentz fraction
+    that pixels with few counts were fitted with (NaN if none was tied). Values are kept
+    for every fitted pixel; filter with ``ok``.
     """
 
     center: np.ndarray
@@ -177,6 +196,7 @@ class PeakMaps:
     status: np.ndarray
     window: tuple = (None, None)
     method: str = "ls"
+    eta_tied: float = float("nan")
 
     FIELDS = ("center", "fwhm", "area", "eta", "b0", "b1", "center_err", "fwhm_err", "area_err",
               "eta_err", "b0_err", "b1_err", "redchi", "ok", "status")
@@ -199,7 +219,8 @@ class PeakMaps:
         fields = {k: np.asarray(arrays[k]) for k in cls.FIELDS}
         fields["ok"] = fields["ok"].astype(bool)
         window = tuple(attrs.get("window_kev", (None, None)))
-        return cls(**fields, window=window, method=str(attrs.get("method", "ls")))
+        return cls(**fields, window=window, method=str(attrs.get("method", "ls")),
+                   eta_tied=float(attrs.get("eta_tied", float("nan"))))
 
     def background_counts(self, edges_kev) -> np.ndarray:
         """Fitted linear background in counts per bin, shape (rows, cols, nbins); 0 where the fit is not ok."""
@@ -313,7 +334,8 @@ def _bounds(x, bw):
                 area=(0.0, np.inf), eta=(0.0, 1.0))
 
 
-def fit_peak(energy, counts, window=None, model="pseudo_voigt", method="ls", widths=None, start=None) -> PeakFit:
+def fit_peak(energy, counts, energy_window_kev=None, model="pseudo_voigt", method="ls", widths=None, start=None,
+             *, window=None) -> PeakFit:
     """Fit one peak with lmfit, PHYSICS.md eq. (4).
 
     Parameters
@@ -322,8 +344,9 @@ def fit_peak(energy, counts, window=None, model="pseudo_voigt", method="ls", wid
         Bin centres in keV (or bin edges, shape (nbins + 1,)).
     counts : ndarray (nbins,)
         Counts per bin.
-    window : (emin, emax), optional
+    energy_window_kev : (emin, emax), optional
         Energy range in keV of the bins (by centre) to fit; all bins when None.
+        ``window=`` is its former name, still accepted.
     model : {"pseudo_voigt", "gaussian", "lorentzian", "voigt"}
         Peak shape; the Gaussian and Lorentzian are the pseudo-Voigt with eta fixed at 0 and 1.
     method : {"ls", "ml"}
@@ -342,6 +365,7 @@ def fit_peak(energy, counts, window=None, model="pseudo_voigt", method="ls", wid
         reduced chi-square (Pearson chi-square over degrees of freedom for ``"ml"``),
         and the lmfit result in ``.result``.
     """
+    window = _energy_window(energy_window_kev, window, "fit_peak")
     if model not in MODELS:
         raise ConfigError(f"fit_peak: model must be one of {MODELS}, found {model!r}")
     if method not in METHODS:
@@ -654,7 +678,9 @@ def _fit_one(x, y, bw, p, lo, hi, free0, ml, max_iter, err):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _fit_all(x, y_all, bw, lo, hi, free0, eta0, ml, max_iter, min_counts, out, out_err, out_chi2, out_status, out_nfree):
+def _fit_all(x, y_all, bw, lo, hi, free0, eta_pix, ml, max_iter, min_counts, out, out_err, out_chi2, out_status,
+             out_nfree):
+    """Fit every pixel; ``eta_pix[k]`` fixes pixel k's Lorentz fraction (NaN leaves it to ``free0``)."""
     npix = y_all.shape[0]
     for k in prange(npix):
         y = y_all[k]
@@ -673,12 +699,14 @@ def _fit_all(x, y_all, bw, lo, hi, free0, eta0, ml, max_iter, min_counts, out, o
         if not _start_estimates(x, y, bw, p):
             out_status[k] = _BAD_START
             continue
-        if not free0[3]:
-            p[3] = eta0
+        free = free0.copy()
+        if not np.isnan(eta_pix[k]):
+            free[3] = False
+            p[3] = eta_pix[k]
         for j in range(6):
             p[j] = min(max(p[j], lo[j]), hi[j])
         err = np.empty(6)
-        chi2, status, nfree = _fit_one(x, y, bw, p, lo, hi, free0, ml, max_iter, err)
+        chi2, status, nfree = _fit_one(x, y, bw, p, lo, hi, free, ml, max_iter, err)
         for j in range(6):
             out[k, j] = p[j]
             out_err[k, j] = err[j]
@@ -687,7 +715,15 @@ def _fit_all(x, y_all, bw, lo, hi, free0, eta0, ml, max_iter, min_counts, out, o
         out_nfree[k] = nfree
 
 
-def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max_iter=200) -> PeakMaps:
+def _energy_window(energy_window_kev, window, where):
+    """The energy window given under its name or its former name ``window`` (DESIGN.md)."""
+    if window is not None and energy_window_kev is not None:
+        raise ConfigError(f"{where}: window is the former name of energy_window_kev; give one of them")
+    return energy_window_kev if window is None else window
+
+
+def fit_cube(cube, energy_window_kev=None, model="pseudo_voigt", method="ls", min_counts=50, max_iter=200,
+             eta="auto", eta_free_min_counts=ETA_FREE_MIN_COUNTS, *, window=None) -> PeakMaps:
     """Fit the peak of every pixel of a SpectralCube at once, PHYSICS.md eq. (4).
 
     A batched Levenberg-Marquardt compiled with numba (hand-written because fitting
@@ -699,8 +735,9 @@ def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max
     ----------
     cube : SpectralCube
         Counts (rows, cols, nbins) with energy edges in keV.
-    window : (emin, emax)
-        Energy range in keV; the bins whose centres lie in it are fitted.
+    energy_window_kev : (emin, emax)
+        Energy range in keV; the bins whose centres lie in it are fitted. ``window=``
+        is its former name, still accepted.
     model : {"pseudo_voigt", "gaussian", "lorentzian"}
         Peak shape (Voigt is only available in :func:`fit_peak`).
     method : {"ls", "ml"}
@@ -709,11 +746,22 @@ def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max
         Pixels with fewer counts in the window are not fitted (NaN, status 2).
     max_iter : int
         Iteration limit per pixel.
+    eta : "auto", "free" or float
+        Lorentz fraction of the pseudo-Voigt. "auto" (default): the summed spectrum of all
+        pixels is fitted first, and pixels with fewer than ``eta_free_min_counts`` counts
+        in the window are fitted with eta fixed at its value (``PeakMaps.eta_tied``);
+        "free": eta free in every pixel (it runs to its bounds at low counts); a number
+        fixes eta everywhere.
+    eta_free_min_counts : float
+        Window counts from which a pixel fits its own eta with ``eta="auto"``.
 
     Returns
     -------
     PeakMaps
     """
+    window = _energy_window(energy_window_kev, window, "fit_cube")
+    if window is None:
+        raise ConfigError("fit_cube: expected an energy window (emin, emax) in keV, found none")
     if model not in ("pseudo_voigt", "gaussian", "lorentzian"):
         raise ConfigError(f"fit_cube: model must be 'pseudo_voigt', 'gaussian' or 'lorentzian', found {model!r}")
     if method not in METHODS:
@@ -730,17 +778,34 @@ def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max
     lo = np.array([b["center"][0], b["fwhm"][0], 0.0, 0.0, -np.inf, -np.inf])
     hi = np.array([b["center"][1], b["fwhm"][1], np.inf, 1.0, np.inf, np.inf])
     free0 = np.ones(6, np.bool_)
-    eta0 = 0.5
+    npix = rows * cols
+    eta_pix = np.full(npix, np.nan)
+    eta_tied = float("nan")
     if model != "pseudo_voigt":
         free0[3] = False
-        eta0 = 0.0 if model == "gaussian" else 1.0
-    npix = rows * cols
+        eta_pix[:] = 0.0 if model == "gaussian" else 1.0
+    elif isinstance(eta, str):
+        if eta not in ("auto", "free"):
+            raise ConfigError(f"fit_cube: eta must be 'auto', 'free' or a number in [0, 1], found {eta!r}")
+        totals = y_all.sum(axis=1)
+        few = totals < eta_free_min_counts
+        if eta == "auto" and few.any():
+            summed = fit_cube(SpectralCubeLike(y_all.sum(axis=0)[None, None, :], x, bw), (x[0], x[-1]),
+                              method=method, min_counts=0, max_iter=max_iter, eta="free")
+            if summed.ok[0, 0]:
+                eta_tied = float(summed.eta[0, 0])
+                eta_pix[few] = eta_tied
+    else:
+        eta_tied = float(eta)
+        if not 0.0 <= eta_tied <= 1.0:
+            raise ConfigError(f"fit_cube: a fixed eta must lie in [0, 1], found {eta}")
+        eta_pix[:] = eta_tied
     out = np.empty((npix, 6))
     out_err = np.empty((npix, 6))
     chi2 = np.empty(npix)
     status = np.empty(npix, np.int64)
     nfree = np.empty(npix, np.int64)
-    _fit_all(x, y_all, bw, lo, hi, free0, eta0, method == "ml", int(max_iter), float(min_counts),
+    _fit_all(x, y_all, bw, lo, hi, free0, eta_pix, method == "ml", int(max_iter), float(min_counts),
              out, out_err, chi2, status, nfree)
     dof = np.maximum(sel.size - nfree, 1)
     if method == "ml":
@@ -754,8 +819,26 @@ def fit_cube(cube, window, model="pseudo_voigt", method="ls", min_counts=50, max
         ok = ((status == _CONVERGED) & np.isfinite(out_err[:, 0]) & np.isfinite(out_err[:, 2])
               & (c > lo[0] + eps) & (c < hi[0] - eps) & (w > lo[1] + eps) & (w < hi[1] - eps)
               & (a > 3.0 * out_err[:, 2]))
+        at_bound = (c <= lo[0] + eps) | (c >= hi[0] - eps) | (w <= lo[1] + eps) | (w >= hi[1] - eps)
+    conv = status == _CONVERGED
+    status = np.where(conv & ~ok & at_bound, _AT_BOUND, status)
+    status = np.where(conv & ~ok & ~at_bound, _NOT_SIGNIFICANT, status)
     return PeakMaps(**maps, **errs, redchi=redchi.reshape(rows, cols), ok=ok.reshape(rows, cols),
-                    status=status.reshape(rows, cols), window=(float(x[0]), float(x[-1])), method=method)
+                    status=status.reshape(rows, cols), window=(float(x[0]), float(x[-1])), method=method,
+                    eta_tied=eta_tied)
+
+
+class SpectralCubeLike:
+    """The few SpectralCube attributes :func:`fit_cube` reads, for spectra already cut to a window."""
+
+    def __init__(self, counts, centers, widths):
+        self.counts = counts
+        self.centers = np.asarray(centers, dtype=np.float64)
+        self.widths = np.asarray(widths, dtype=np.float64)
+
+    @property
+    def shape(self):
+        return self.counts.shape[:2]
 
 
 def _pearson_chi2(x, bw, y_all, params):

@@ -1,4 +1,4 @@
-"""FrameBatch: a block of raw detector frames with their frame numbers."""
+"""FrameBatch: a block of raw detector frames with their frame numbers; GapCounter: frames missing from them."""
 
 from __future__ import annotations
 
@@ -83,3 +83,48 @@ class FrameBatch:
         else:
             span = "empty"
         return f"FrameBatch(n={len(self)}, shape={self.shape}, {span})"
+
+
+class GapCounter:
+    """Counts frames missing from a stream of frame numbers: the one gap counter of
+    sources, the processing chain and the viewer.
+
+    A frame number more than one ahead of the one before it adds the difference minus
+    one to ``dropped``, within a batch and across batches. A number that does not
+    increase means the detector restarted its acquisition (odin-data resets frame_num
+    to 0), so counting restarts there without counting anything dropped.
+    """
+
+    def __init__(self):
+        self.expected = None
+        self.dropped = 0
+
+    def count(self, frame_numbers) -> int:
+        """Account for one batch's frame numbers (n,); return the frames newly found missing."""
+        fn = np.asarray(frame_numbers, dtype=np.int64).reshape(-1)
+        if fn.size == 0:
+            return 0
+        steps = np.diff(fn)
+        missing = int(np.sum(steps[steps > 1] - 1))
+        if self.expected is not None and fn[0] > self.expected:
+            missing += int(fn[0] - self.expected)
+        self.dropped += missing
+        self.expected = int(fn[-1]) + 1
+        return missing
+
+    def add(self, first: int, count: int, last: int | None = None) -> int:
+        """Account for ``count`` increasing frame numbers from ``first`` to ``last`` (default
+        ``first + count - 1``) when only those are known; return frames newly found missing."""
+        if last is None:
+            last = first + count - 1
+        missing = 0
+        if self.expected is not None and first > self.expected:
+            missing += first - self.expected
+        missing += max(0, (last - first + 1) - count)   # holes inside the batch; none across a restart
+        self.dropped += missing
+        self.expected = last + 1
+        return missing
+
+    def reset(self) -> None:
+        self.expected = None
+        self.dropped = 0

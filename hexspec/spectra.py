@@ -1,190 +1,34 @@
-"""Energy binning, per-pixel spectral cubes and their streaming accumulator."""
+"""The accumulate stage: histogram kernels and the streaming SpectrumAccumulator.
+
+EnergyBins (hexspec.bins) and SpectralCube (hexspec.cube) live in modules without
+kernels, so that reading a file never loads numba; they are re-exported here.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import math
 
 import numpy as np
 from numba import njit
 
-from .errors import ConfigError, FormatError
+from .bins import EnergyBins
+from .cube import SpectralCube
+from .errors import CalibrationError, ConfigError
+
+__all__ = ["EnergyBins", "SpectralCube", "SpectrumAccumulator", "HistogramTarget", "histogram_events",
+           "histogram_reference", "FrameSpectra", "cube_from_frames", "cube_from_events"]
 
 
-class EnergyBins:
-    """Uniform energy bins.
+class HistogramTarget(NamedTuple):
+    """Cube counters to increment directly (SpectrumAccumulator.histogram_target): event
+    energy E goes to bin ``int((E - start) * inv_width)`` when that is in [0, nbins)."""
 
-    Parameters
-    ----------
-    start, stop : float
-        Lower edge of the first bin and upper limit, in keV (or ADU when uncalibrated).
-    width : float
-        Bin width, same unit. The number of bins is ``round((stop - start) / width)``;
-        an energy E falls in bin ``floor((E - start) / width)`` when that is in ``[0, n)``.
-    """
-
-    __slots__ = ("start", "stop", "width", "n")
-
-    def __init__(self, start: float, stop: float, width: float):
-        start, stop, width = float(start), float(stop), float(width)
-        if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(width)):
-            raise ConfigError(f"EnergyBins: start, stop and width must be finite, found {start}, {stop}, {width}")
-        if width <= 0:
-            raise ConfigError(f"EnergyBins: width must be positive, found {width}")
-        if stop <= start:
-            raise ConfigError(f"EnergyBins: stop must exceed start, found start={start}, stop={stop}")
-        n = int(round((stop - start) / width))
-        if n < 1:
-            raise ConfigError(f"EnergyBins: ({start}, {stop}, {width}) gives no bin")
-        self.start, self.width, self.n = start, width, n
-        self.stop = start + n * width
-
-    @property
-    def edges(self) -> np.ndarray:
-        """Bin edges, shape (n + 1,)."""
-        return self.start + self.width * np.arange(self.n + 1, dtype=np.float64)
-
-    @property
-    def centers(self) -> np.ndarray:
-        """Bin centres, shape (n,)."""
-        return self.start + self.width * (np.arange(self.n, dtype=np.float64) + 0.5)
-
-    @classmethod
-    def from_edges(cls, edges) -> "EnergyBins":
-        """Uniform bins from an edge array; raises FormatError if it is not uniform."""
-        edges = np.asarray(edges, dtype=np.float64)
-        if edges.ndim != 1 or edges.size < 2:
-            raise FormatError(f"EnergyBins: expected at least 2 edges, found shape {edges.shape}")
-        widths = np.diff(edges)
-        width = float(widths.mean())
-        if not np.allclose(widths, width, rtol=1e-6, atol=1e-9 * max(1.0, abs(width))):
-            raise FormatError("EnergyBins: edges are not uniformly spaced")
-        return cls(edges[0], edges[-1], width)
-
-    def to_list(self) -> list:
-        return [self.start, self.stop, self.width]
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, EnergyBins) and (self.start, self.width, self.n) == (other.start, other.width, other.n)
-
-    def __repr__(self) -> str:
-        return f"EnergyBins({self.start:g}, {self.stop:g}, {self.width:g})"
-
-
-class SpectralCube:
-    """Counts per pixel and energy bin.
-
-    Parameters
-    ----------
-    counts : ndarray, shape (rows, cols, nbins)
-        Counts per pixel and bin (uint32 from the accumulator; any numeric dtype allowed).
-    edges : ndarray, shape (nbins + 1,)
-        Bin edges in keV (or ADU when uncalibrated).
-    unit : str
-        "keV" or "ADU".
-    """
-
-    def __init__(self, counts, edges, unit: str = "keV", underflow=0, overflow=0):
-        counts = np.asarray(counts)
-        edges = np.asarray(edges, dtype=np.float64)
-        if counts.ndim != 3:
-            raise FormatError(f"SpectralCube: expected counts of shape (rows, cols, nbins), found {counts.shape}")
-        if edges.shape != (counts.shape[2] + 1,):
-            raise FormatError(
-                f"SpectralCube: expected {counts.shape[2] + 1} edges for {counts.shape[2]} bins, found {edges.shape}")
-        if np.any(np.diff(edges) <= 0):
-            raise FormatError("SpectralCube: edges must increase")
-        self.counts = counts
-        self.edges = edges
-        self.unit = unit
-        self.underflow = int(underflow)
-        self.overflow = int(overflow)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.counts.shape[:2]
-
-    @property
-    def centers(self) -> np.ndarray:
-        return 0.5 * (self.edges[:-1] + self.edges[1:])
-
-    @property
-    def widths(self) -> np.ndarray:
-        return np.diff(self.edges)
-
-    @classmethod
-    def from_events(cls, events, bins, shape, unit: str | None = None) -> "SpectralCube":
-        """Histogram an EventList into a new cube of the given (rows, cols).
-
-        ``bins`` is an EnergyBins, or a ProcessingConfig whose resolved bins and energy
-        unit are used. ``unit`` defaults to the config's, else "keV".
-        """
-        if hasattr(bins, "resolved_bins"):
-            unit = unit or bins.energy_unit
-            bins = bins.resolved_bins()
-        if not isinstance(bins, EnergyBins):
-            raise ConfigError(f"SpectralCube.from_events: expected EnergyBins or a ProcessingConfig, found {bins!r} "
-                              "(a config's bins may be None: pass the config itself, or config.resolved_bins())")
-        unit = unit or "keV"
-        counts = np.zeros((int(shape[0]), int(shape[1]), bins.n), dtype=np.uint32)
-        flow = np.zeros(2, dtype=np.int64)
-        _check_event_positions(events, shape)
-        histogram_events(events.row, events.col, events.energy, int(shape[1]), bins.start, bins.width,
-                         counts.reshape(-1, bins.n), flow)
-        return cls(counts, bins.edges, unit=unit, underflow=flow[0], overflow=flow[1])
-
-    def _band(self, emin, emax) -> np.ndarray:
-        lo = -np.inf if emin is None else emin
-        hi = np.inf if emax is None else emax
-        c = self.centers
-        return (c >= lo) & (c < hi)
-
-    def image(self, emin=None, emax=None) -> np.ndarray:
-        """Counts per pixel summed over bins whose centres lie in [emin, emax); shape (rows, cols)."""
-        sel = self._band(emin, emax)
-        return self.counts[:, :, sel].sum(axis=2, dtype=np.int64)
-
-    def spectrum(self, mask=None) -> np.ndarray:
-        """Counts per bin summed over all pixels, or over the pixels where ``mask`` (rows, cols) is true."""
-        if mask is None:
-            return self.counts.sum(axis=(0, 1), dtype=np.int64)
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != self.shape:
-            raise ConfigError(f"SpectralCube.spectrum: expected a mask of shape {self.shape}, found {mask.shape}")
-        return self.counts[mask].sum(axis=0, dtype=np.int64)
-
-    def rebin(self, factor: int) -> "SpectralCube":
-        """Merge ``factor`` adjacent energy bins (a trailing remainder is dropped)."""
-        if int(factor) != factor or factor < 1 or factor > self.counts.shape[2]:
-            raise ConfigError(f"SpectralCube.rebin: expected a whole factor from 1 to {self.counts.shape[2]}, found {factor}")
-        factor = int(factor)
-        n = (self.counts.shape[2] // factor) * factor
-        c = self.counts[:, :, :n].reshape(*self.shape, n // factor, factor).sum(axis=3, dtype=self.counts.dtype)
-        dropped = int(self.counts[:, :, n:].sum())
-        return SpectralCube(c, self.edges[: n + 1: factor], self.unit, self.underflow, self.overflow + dropped)
-
-    def save(self, path, **kw) -> None:
-        """Write the cube to a hexspec HDF5 file (FORMATS.md, /entry/spectra)."""
-        from .io.hdf5 import write_cube
-        write_cube(path, self, **kw)
-
-    @classmethod
-    def load(cls, path) -> "SpectralCube":
-        """Read the cube of a hexspec HDF5 file."""
-        from .io.hdf5 import read_cube
-        return read_cube(path)
-
-    def __add__(self, other: "SpectralCube") -> "SpectralCube":
-        if other.counts.shape != self.counts.shape or not np.array_equal(other.edges, self.edges):
-            raise ConfigError("SpectralCube: can only add cubes of equal shape and edges")
-        total = self.counts.astype(np.uint64) + other.counts
-        if self.counts.dtype == np.uint32 and total.size and total.max() > np.iinfo(np.uint32).max:
-            raise ConfigError("SpectralCube: the sum exceeds the uint32 range of a pixel's bin")
-        return SpectralCube(total.astype(self.counts.dtype), self.edges, self.unit,
-                            self.underflow + other.underflow, self.overflow + other.overflow)
-
-    def __repr__(self) -> str:
-        return (f"SpectralCube({self.shape[0]}x{self.shape[1]} pixels, {self.counts.shape[2]} bins "
-                f"{self.edges[0]:g}-{self.edges[-1]:g} {self.unit}, {int(self.counts.sum())} counts)")
+    counts: np.ndarray      # flat (rows * cols * nbins,) uint32, pixel-major
+    nbins: int
+    start: float            # keV (ADU when uncalibrated)
+    inv_width: float        # 1 / bin width
 
 
 def _check_event_positions(events, shape):
@@ -299,7 +143,7 @@ class SpectrumAccumulator:
 
     The cube is preallocated once; :meth:`add` histograms events in place, so the
     result is the same whatever the batch sizes. A threaded EventExtractor filling it
-    adds one private cube of the same size per extra thread, once (see :meth:`fused_target`).
+    adds one private cube of the same size per extra thread, once (see :meth:`histogram_target`).
     """
 
     def __init__(self, config, shape):
@@ -308,7 +152,7 @@ class SpectrumAccumulator:
         self.shape = (int(shape[0]), int(shape[1]))
         self.unit = "keV" if config.calibrated else "ADU"
         self._counts = np.zeros((self.shape[0], self.shape[1], self.bins.n), dtype=np.uint32)
-        self._spare = []             # private cubes of extractor threads (see fused_target)
+        self._spare = []             # private cubes of extractor threads (see histogram_target)
         self._spare_dirty = False
         self._flow = np.zeros(2, dtype=np.int64)
         self.n_events = 0
@@ -364,15 +208,26 @@ class SpectrumAccumulator:
             self._flow += flow
             self.n_events += n
 
-    def fused_target(self, shape, part: int = 0):
-        """What an EventExtractor needs to histogram into this cube inside its kernel:
-        (flat counts, nbins, start, 1 / width). Report the events with :meth:`fused_done`.
+    def histogram_target(self, shape, part: int = 0) -> HistogramTarget:
+        """The cube counters an event extractor increments itself, inside its kernel
+        (EventExtractor(batch, accumulator=...)), instead of handing events to :meth:`add`.
 
-        Concurrent threads ask for parts 0, 1, ...: part 0 is the cube itself, each other
-        part a private cube of the same shape (allocated once, on first use) that is
-        folded into it whenever the cube is read. Each thread then increments its own
-        counters with plain adds; atomic adds into one shared cube measured 7% slower
-        with two threads (each is a full memory barrier on x86).
+        Parameters
+        ----------
+        shape : (rows, cols)
+            The extractor's detector shape; must be this accumulator's.
+        part : int
+            Concurrent extractor threads ask for parts 0, 1, ...: part 0 is the cube
+            itself, each other part a private cube of the same shape (allocated once, on
+            first use) that is folded into it whenever the cube is read. Each thread then
+            increments its own counters with plain adds; atomic adds into one shared cube
+            measured 7% slower with two threads (each is a full memory barrier on x86).
+
+        Returns
+        -------
+        HistogramTarget
+            Flat counts (rows * cols * nbins,) uint32 and the binning. Once the events
+            are counted, report them with :meth:`add_counted`.
         """
         if tuple(shape) != self.shape:
             raise ConfigError(f"SpectrumAccumulator: expected events of a {self.shape[0]} x {self.shape[1]} "
@@ -384,7 +239,7 @@ class SpectrumAccumulator:
                 self._spare.append(np.zeros_like(self._counts))
             counts = self._spare[part - 1]
             self._spare_dirty = True
-        return counts.reshape(-1), self.bins.n, self.bins.start, 1.0 / self.bins.width
+        return HistogramTarget(counts.reshape(-1), self.bins.n, self.bins.start, 1.0 / self.bins.width)
 
     def _fold(self) -> None:
         """Add the private cubes of extractor threads into the cube, and zero them."""
@@ -394,8 +249,8 @@ class SpectrumAccumulator:
                 spare.fill(0)
             self._spare_dirty = False
 
-    def fused_done(self, n_events, flow) -> None:
-        """Account for ``n_events`` histogrammed through :meth:`fused_target`, with
+    def add_counted(self, n_events, flow) -> None:
+        """Account for ``n_events`` an extractor counted into :meth:`histogram_target`,
         ``flow`` [under, over] of them outside the bins."""
         self._flow += flow
         self.n_events += int(n_events)
@@ -423,3 +278,155 @@ class SpectrumAccumulator:
         self._fold()
         return SpectralCube(self._counts, self.bins.edges, unit=self.unit,
                             underflow=self._flow[0], overflow=self._flow[1])
+
+
+# ----------------------------------------------------------------------------- raw-frame histograms
+# ADU spectra of every pixel value of every frame (noise included), or of ADU events,
+# with a range found from the data: what an energy calibration starts from.
+
+_ADC_MAX_ADU = 16383   # the 14-bit ADC's largest value
+
+#: Default histogram for calibration: 4-ADU bins, about a third of the photopeak sigma of
+#: HEXITEC (0.34 keV at about 0.025 keV/ADU).
+DEFAULT_BIN_WIDTH_ADU = 4.0
+
+
+@njit(cache=True, nogil=True)
+def _histogram_frames(frames, width, counts, flow):
+    """counts[pixel, value // width] += 1 for every pixel of every frame; flow = [over]."""
+    n, r, c = frames.shape
+    nb = counts.shape[1]
+    inv = 1.0 / width
+    for f in range(n):
+        for i in range(r):
+            for j in range(c):
+                b = int(frames[f, i, j] * inv)
+                if b < nb:
+                    counts[i * c + j, b] += 1
+                else:
+                    flow[0] += 1
+
+
+def _auto_max_adu(values, width):
+    """Histogram range covering the photopeak: 1.5 x the 99.9th percentile of values above the noise."""
+    v = np.asarray(values).reshape(-1)
+    if v.size > 2_000_000:
+        v = v[:: v.size // 2_000_000 + 1]
+    hits = v[v > 0.02 * max(float(v.max()) if v.size else 0.0, 1.0)]
+    top = float(np.percentile(hits, 99.9)) if hits.size else float(_ADC_MAX_ADU)
+    return float(min(_ADC_MAX_ADU + 1, max(64 * width, math.ceil(1.5 * top / width) * width)))
+
+
+class FrameSpectra:
+    """Streaming per-pixel ADU histograms of raw frames (every pixel of every frame).
+
+    No threshold and no charge-sharing correction: the noise peak stays in the spectra,
+    which is what the threshold suggestion needs. Use :func:`cube_from_events` when
+    charge-sharing handling is wanted.
+
+    Parameters
+    ----------
+    shape : (rows, cols)
+    bin_width_adu : float
+    max_adu : float, optional
+        Upper edge; default chosen from the first batch (1.5 x its 99.9th percentile of hits).
+    """
+
+    def __init__(self, shape, bin_width_adu: float = DEFAULT_BIN_WIDTH_ADU, max_adu=None):
+        if bin_width_adu <= 0:
+            raise ConfigError(f"FrameSpectra: bin_width_adu must be positive, found {bin_width_adu}")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.width = float(bin_width_adu)
+        self.max_adu = None if max_adu is None else float(max_adu)
+        self._counts = None
+        self._flow = np.zeros(1, np.int64)
+        self.n_frames = 0
+
+    def add(self, batch) -> None:
+        frames = batch.frames if hasattr(batch, "frames") else np.asarray(batch, np.uint16)
+        if frames.ndim == 2:
+            frames = frames[None]
+        if tuple(frames.shape[1:]) != self.shape:
+            raise ConfigError(f"FrameSpectra: expected frames of {self.shape[0]} x {self.shape[1]} pixels, "
+                              f"found {frames.shape[1]} x {frames.shape[2]}")
+        if self._counts is None:
+            if self.max_adu is None:
+                self.max_adu = _auto_max_adu(frames, self.width)
+            nb = int(math.ceil(self.max_adu / self.width))
+            self._counts = np.zeros((self.shape[0] * self.shape[1], nb), np.uint32)
+        _histogram_frames(np.ascontiguousarray(frames, np.uint16), self.width, self._counts, self._flow)
+        self.n_frames += frames.shape[0]
+
+    @property
+    def cube(self) -> SpectralCube:
+        if self._counts is None:
+            raise CalibrationError("FrameSpectra: no frames were added")
+        nb = self._counts.shape[1]
+        return SpectralCube(self._counts.reshape(self.shape[0], self.shape[1], nb),
+                            self.width * np.arange(nb + 1, dtype=np.float64), unit="ADU", overflow=int(self._flow[0]))
+
+
+def cube_from_frames(frames, bin_width_adu: float = DEFAULT_BIN_WIDTH_ADU, max_adu=None) -> SpectralCube:
+    """Per-pixel ADU spectra of raw frames (every pixel value of every frame, noise included).
+
+    Parameters
+    ----------
+    frames : FrameBatch, ndarray (n, rows, cols), or an iterable of FrameBatch
+    bin_width_adu, max_adu : float
+        Bins [k w, (k+1) w); the default range comes from the first batch.
+
+    Returns
+    -------
+    SpectralCube with unit "ADU".
+    """
+    if hasattr(frames, "frames") or isinstance(frames, np.ndarray):
+        arr = frames.frames if hasattr(frames, "frames") else frames
+        batches = [arr]
+        shape = arr.shape[-2:]
+    else:
+        it = iter(frames)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise CalibrationError("cube_from_frames: the frame source is empty") from None
+        shape = first.shape if hasattr(first, "frames") else np.shape(first)[-2:]
+
+        def chain():
+            yield first
+            yield from it
+        batches = chain()
+    acc = FrameSpectra(shape, bin_width_adu, max_adu)
+    for b in batches:
+        acc.add(b)
+    return acc.cube
+
+
+def cube_from_events(events, shape, bin_width_adu: float = DEFAULT_BIN_WIDTH_ADU, max_adu=None) -> SpectralCube:
+    """Per-pixel ADU spectra of events whose energies are in ADU.
+
+    Parameters
+    ----------
+    events : EventList or an iterable of EventList
+    shape : (rows, cols)
+    bin_width_adu, max_adu : float
+        Bins from 0; the default range comes from the first list.
+    """
+    lists = [events] if hasattr(events, "energy") else events
+    counts = None
+    flow = np.zeros(2, np.int64)
+    rows, cols = int(shape[0]), int(shape[1])
+    for ev in lists:
+        if counts is None:
+            if max_adu is None:
+                max_adu = _auto_max_adu(ev.energy, bin_width_adu) if len(ev) else float(_ADC_MAX_ADU + 1)
+            nb = int(math.ceil(max_adu / bin_width_adu))
+            counts = np.zeros((rows * cols, nb), np.uint32)
+        if len(ev) and (int(ev.row.max()) >= rows or int(ev.col.max()) >= cols):
+            raise ConfigError(f"cube_from_events: events reach row {int(ev.row.max())}, col {int(ev.col.max())}, "
+                              f"outside a {rows} x {cols} detector")
+        histogram_events(ev.row, ev.col, ev.energy, cols, 0.0, float(bin_width_adu), counts, flow)
+    if counts is None:
+        raise CalibrationError("cube_from_events: no events")
+    nb = counts.shape[1]
+    return SpectralCube(counts.reshape(rows, cols, nb), bin_width_adu * np.arange(nb + 1, dtype=np.float64),
+                        unit="ADU", underflow=int(flow[0]), overflow=int(flow[1]))

@@ -8,7 +8,8 @@ Modules, in the order a photon meets them: ``sources`` (energy spectra: Am-241, 
 scattering from an NMC811 cathode behind a pinhole), ``response`` (absorption depth, Cd/Te
 K escape, charge cloud and its split over pixels, pile-up, next-frame spill, noise, gain,
 14-bit readout), ``simulator`` (Poisson photons per frame, per-pixel calibration and
-defects, truth), ``publish`` (live output through hexspec.drivers ZMQ and serial writers).
+defects, truth), ``publish`` (live output through hexspec.drivers ZMQ and serial writers),
+``cell`` (a virtual coin-cell cathode: pore structure, XCT projections, its Compton maps).
 
 Transports: ``publish_frames(sim, hexspec.drivers.ZmqPublisher(...))`` or
 ``publish_frames(sim, hexspec.drivers.SerialWriter(port), rate_hz=9118.87)``; from the

@@ -51,7 +51,7 @@ def publish_frames(simulator, sink, rate_hz=None, n_frames=None, batch_frames=10
     -------
     PublishStats
     """
-    from ..drivers.replay import Pacer
+    from ..drivers.pacer import Pacer
 
     if n_frames is not None and n_frames < 0:
         raise ConfigError(f"publish_frames: n_frames must be >= 0, found {n_frames}")

@@ -291,29 +291,76 @@ def _tail_normal(a, rng, state):
 
 
 @njit(cache=True, nogil=True)
-def detect_batch(photon_frame, pixel, energy_kev, n_frames, rows, cols,
+def _read_out(frame, touched, nt, acc, mark, live, zero_below_kev, noise_sigma_kev, intercept_kev, inv_gradient,
+              noise_rate, noise_cdf, noise_threshold_sigma, hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
+              rng, state, stats):
+    """Read one frame: noise and gain on the ``touched[:nt]`` pixels holding charge ``acc``, then noise-only and hot pixels.
+
+    ``frame`` (rows * cols,) uint16 must be zero; ``acc`` and ``mark`` are cleared for the
+    touched pixels. stats[0:3] (noise-only hits, hot hits, clipped) are incremented.
+    """
+    npix = frame.shape[0]
+    for k in range(nt):
+        p = touched[k]
+        e = acc[p]
+        acc[p] = 0.0
+        mark[p] = 0
+        if live[p] == 0 or e < zero_below_kev[p]:
+            # Below intercept - 8 sigma the reading is 0 ADU with probability 1 - 6e-16:
+            # skip the noise draw (most such pixels hold a neighbour's small share).
+            continue
+        e += noise_sigma_kev[p] * rng.standard_normal()
+        adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
+        if adu > ADC_MAX:
+            adu = ADC_MAX
+            stats[2] += 1
+        if adu > 0:
+            frame[p] = np.uint16(adu)
+    if noise_rate > 0.0:
+        for k in range(rng.poisson(noise_rate)):
+            p = min(np.searchsorted(noise_cdf, uniform(state) * noise_cdf[-1], side="right"), npix - 1)
+            if frame[p] != 0 or live[p] == 0:
+                continue
+            e = noise_sigma_kev[p] * _tail_normal(noise_threshold_sigma[p], rng, state)
+            adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
+            if adu > 0:
+                frame[p] = np.uint16(min(adu, ADC_MAX))
+                stats[0] += 1
+    for k in range(hot_pixels.shape[0]):
+        if uniform(state) < hot_probability:
+            adu = math.floor(hot_mean_adu + hot_sigma_adu * rng.standard_normal() + 0.5)
+            if adu > 0:
+                frame[hot_pixels[k]] = np.uint16(min(adu, ADC_MAX))
+                stats[1] += 1
+
+
+@njit(cache=True, nogil=True)
+def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                  sigma_px, thickness_mm, pitch_mm, escape,
                  e0, step, attenuation_mm, k_fluorescence_cd, k_fluorescence_te, line_kev, line_cdf, line_attenuation_mm,
                  spill_probability, share_min_kev, min_deposit_kev,
                  inv_gradient, intercept_kev, noise_sigma_kev, zero_below_kev, live,
                  noise_rate, noise_cdf, noise_threshold_sigma,
                  hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
-                 carry_pix, carry_kev, n_carry,
-                 erfc_table, rng, state, frames, index, x_out, y_out, depth_mm, flags, stats):
-    """Turn photons into ADU frames.
+                 erfc_table, rng, state, frames, first_pix, first_kev, carry_pix, carry_kev,
+                 index, x_out, y_out, depth_mm, flags, stats):
+    """Turn the photons of one block of frames into ADU frames, all but the first.
 
-    Photons (frame in the batch, flat pixel index, energy) must be sorted by
+    Photons (frame in the block, flat pixel index, energy) must be sorted by
     ``photon_frame`` (0 .. n_frames - 1); their position inside the pixel is drawn here.
-    ``frames`` (n_frames, rows * cols) uint16 is overwritten (it need not be zeroed).
-    ``carry_pix/carry_kev[:n_carry]`` hold charge spilled from the previous batch's last
-    frame into this batch's first frame; on return they hold the spill into the next batch.
+    ``frames`` (n_frames, rows * cols) uint16 must be zero on entry. Frame 0 is not read
+    out: the charge it collected is returned per pixel in ``first_pix/first_kev`` so that
+    :func:`read_first_frame` can add the previous block's spill and read it. Leaving that
+    one frame out makes blocks independent of each other, so they can be simulated in any
+    order, on any number of threads, with the same result. The charge the last frame
+    spills into the next block is returned in ``carry_pix/carry_kev``.
     Absorbed photons are listed compactly: ``index`` (input position), ``x_out, y_out``
     (position in the pixel, 0..1), ``depth_mm`` and ``flags`` (FLAG_SHARED | FLAG_ESCAPED |
-    FLAG_SPILLED). stats: [noise_only_hits, hot_hits, clipped, transmitted].
+    FLAG_SPILLED). stats (n_frames, 4): per frame [noise_only_hits, hot_hits, clipped, transmitted].
 
     Returns
     -------
-    (n_carry, n_absorbed)
+    (n_first, n_carry, n_absorbed)
     """
     npix = rows * cols
     acc = np.zeros(npix)
@@ -321,8 +368,11 @@ def detect_batch(photon_frame, pixel, energy_kev, n_frames, rows, cols,
     touched = np.empty(npix, np.int64)
     nphot = photon_frame.shape[0]
     cap = carry_pix.shape[0]
+    spill_pix = np.empty(cap, np.int64)
+    spill_kev = np.empty(cap)
     next_pix = np.empty(cap, np.int64)
     next_kev = np.empty(cap)
+    n_spill = 0
     pix = np.empty(18, np.int64)
     kev = np.empty(18)
     fx = np.empty(3)
@@ -333,24 +383,22 @@ def detect_batch(photon_frame, pixel, energy_kev, n_frames, rows, cols,
     inv_pitch = 1.0 / pitch_mm
     i = 0
     n_abs = 0
+    n_first = 0
     for f in range(n_frames):
-        # Zeroing each frame just before filling it keeps it in cache for the scattered
-        # writes below (the caller allocates with np.empty).
-        frames[f, :] = 0
         nt = 0
-        for k in range(n_carry):
-            p = carry_pix[k]
+        for k in range(n_spill):
+            p = spill_pix[k]
             if mark[p] == 0:
                 mark[p] = 1
                 touched[nt] = p
                 nt += 1
-            acc[p] += carry_kev[k]
+            acc[p] += spill_kev[k]
         n_next = 0
         while i < nphot and photon_frame[i] == f:
             energy = energy_kev[i]
             z = rng.exponential() * _interp(attenuation_mm, e0, inv_step, energy)
             if z >= thickness_mm:
-                stats[3] += 1
+                stats[f, 3] += 1
                 i += 1
                 continue
             fx_in = uniform(state)
@@ -430,40 +478,54 @@ def detect_batch(photon_frame, pixel, energy_kev, n_frames, rows, cols,
             flags[n_abs] = flag
             n_abs += 1
             i += 1
-        for k in range(nt):
-            p = touched[k]
-            e = acc[p]
-            acc[p] = 0.0
-            mark[p] = 0
-            if live[p] == 0 or e < zero_below_kev[p]:
-                # Below intercept - 8 sigma the reading is 0 ADU with probability 1 - 6e-16:
-                # skip the noise draw (most such pixels hold a neighbour's small share).
-                continue
-            e += noise_sigma_kev[p] * rng.standard_normal()
-            adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
-            if adu > ADC_MAX:
-                adu = ADC_MAX
-                stats[2] += 1
-            if adu > 0:
-                frames[f, p] = np.uint16(adu)
-        if noise_rate > 0.0:
-            for k in range(rng.poisson(noise_rate)):
-                p = min(np.searchsorted(noise_cdf, uniform(state) * noise_cdf[-1], side="right"), npix - 1)
-                if frames[f, p] != 0 or live[p] == 0:
-                    continue
-                e = noise_sigma_kev[p] * _tail_normal(noise_threshold_sigma[p], rng, state)
-                adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
-                if adu > 0:
-                    frames[f, p] = np.uint16(min(adu, ADC_MAX))
-                    stats[0] += 1
-        for k in range(hot_pixels.shape[0]):
-            if uniform(state) < hot_probability:
-                adu = math.floor(hot_mean_adu + hot_sigma_adu * rng.standard_normal() + 0.5)
-                if adu > 0:
-                    frames[f, hot_pixels[k]] = np.uint16(min(adu, ADC_MAX))
-                    stats[1] += 1
+        if f == 0:
+            for k in range(nt):
+                p = touched[k]
+                first_pix[k] = p
+                first_kev[k] = acc[p]
+                acc[p] = 0.0
+                mark[p] = 0
+            n_first = nt
+        else:
+            _read_out(frames[f], touched, nt, acc, mark, live, zero_below_kev, noise_sigma_kev, intercept_kev,
+                      inv_gradient, noise_rate, noise_cdf, noise_threshold_sigma, hot_pixels, hot_probability,
+                      hot_mean_adu, hot_sigma_adu, rng, state, stats[f])
         for k in range(n_next):
-            carry_pix[k] = next_pix[k]
-            carry_kev[k] = next_kev[k]
-        n_carry = n_next
-    return n_carry, n_abs
+            spill_pix[k] = next_pix[k]
+            spill_kev[k] = next_kev[k]
+        n_spill = n_next
+    for k in range(n_spill):
+        carry_pix[k] = spill_pix[k]
+        carry_kev[k] = spill_kev[k]
+    return n_first, n_spill, n_abs
+
+
+@njit(cache=True, nogil=True)
+def read_first_frame(first_pix, first_kev, n_first, carry_pix, carry_kev, n_carry,
+                     inv_gradient, intercept_kev, noise_sigma_kev, zero_below_kev, live,
+                     noise_rate, noise_cdf, noise_threshold_sigma,
+                     hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu, rng, state, frame, stats):
+    """Read out a block's first frame: its own charge (from :func:`detect_block`) plus the previous block's spill.
+
+    ``frame`` (rows * cols,) uint16 must be zero; ``stats`` (4,) as in detect_block.
+    """
+    npix = frame.shape[0]
+    acc = np.zeros(npix)
+    mark = np.zeros(npix, np.uint8)
+    touched = np.empty(npix, np.int64)
+    nt = 0
+    for k in range(n_first + n_carry):
+        if k < n_first:
+            p = first_pix[k]
+            e = first_kev[k]
+        else:
+            p = carry_pix[k - n_first]
+            e = carry_kev[k - n_first]
+        if mark[p] == 0:
+            mark[p] = 1
+            touched[nt] = p
+            nt += 1
+        acc[p] += e
+    _read_out(frame, touched, nt, acc, mark, live, zero_below_kev, noise_sigma_kev, intercept_kev, inv_gradient,
+              noise_rate, noise_cdf, noise_threshold_sigma, hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
+              rng, state, stats)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,8 +13,8 @@ from ..errors import ConfigError
 from ..frames import FrameBatch
 from . import response
 from .fastrandom import new_state
-from .response import (FLAG_ESCAPED, FLAG_SHARED, FLAG_SPILLED, FWHM_PER_SIGMA, detect_batch, gaussian_tail_probability,
-                       half_erfc_table, sensor_tables)
+from .response import (FLAG_ESCAPED, FLAG_SHARED, FLAG_SPILLED, FWHM_PER_SIGMA, detect_block, gaussian_tail_probability,
+                       half_erfc_table, read_first_frame, sensor_tables)
 
 
 @dataclass
@@ -96,23 +98,35 @@ class SimTruth:
         return float(np.mean(self.photons.shared)) if len(self.photons) else 0.0
 
 
-#: Frames per block of random streams (see HexitecSimulator._new_block).
+#: Frames per block of random streams (see HexitecSimulator._simulate_block).
 BLOCK_FRAMES = 1024
 
 
 @dataclass
 class _Block:
-    """Photons drawn for one block of frames and the response's random state within it."""
+    """One simulated block of BLOCK_FRAMES frames: frames, absorbed photons and per-frame counters.
 
+    Absorbed photons are ordered by ``frame`` (0 .. BLOCK_FRAMES - 1 within the block).
+    ``first_pix/first_kev`` hold the unread charge of frame 0 until :meth:`_finish_block`
+    reads it; ``carry_pix/carry_kev`` the charge the last frame spills into the next block.
+    """
+
+    index: int
+    frames: np.ndarray
     counts: np.ndarray
-    offsets: np.ndarray
-    photon_frame: np.ndarray
+    stats: np.ndarray
+    frame: np.ndarray
     pixel: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    depth_mm: np.ndarray
     energy_kev: np.ndarray
-    rng: np.random.Generator
-    state: np.ndarray
-    position: int
-    carry_capacity: int
+    flags: np.ndarray
+    first_pix: np.ndarray
+    first_kev: np.ndarray
+    carry_pix: np.ndarray
+    carry_kev: np.ndarray
+    position: int = 0
 
 
 #: Charge shares below this are not written (0.4 ADU at 0.027 keV/ADU, 3 % of the noise sigma).
@@ -165,6 +179,13 @@ class HexitecSimulator:
         (:func:`hexspec.sim.cloud_fwhm_um`). 0 gives point charges (no sharing but at edges).
     first_frame : int
         Number of the first simulated frame.
+    threads : int, optional
+        Threads simulating blocks of frames at once (default: one per CPU). Frames and truth
+        are bit-identical for a seed whatever the number of threads.
+    detector_seed : int, optional
+        Seeds the detector's own maps (gains, offsets, noise, dead and hot pixels) apart
+        from the photon streams (default ``seed``): simulators with one ``detector_seed`` and
+        different ``seed`` are one detector measuring independent exposures.
     """
 
     def __init__(self, source, detector: DetectorSpec = HEXITEC, photon_rate_hz=3.0e5, noise_fwhm_kev=0.8, seed=0, *,
@@ -172,7 +193,7 @@ class HexitecSimulator:
                  gradient_kev_per_adu=0.027, gradient_spread=0.03, intercept_kev=4.5, intercept_spread_kev=0.8,
                  noise_spread=0.15, thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0, escape=True,
                  next_frame_probability=0.01, dead_pixels=3, hot_pixels=2, hot_probability=0.2,
-                 hot_mean_adu=400.0, hot_sigma_adu=80.0, share_min_kev=5.0, cloud_fwhm_um=None, first_frame=0):
+                 hot_mean_adu=400.0, hot_sigma_adu=80.0, share_min_kev=5.0, cloud_fwhm_um=None, first_frame=0, threads=None, detector_seed=None):
         self.source = source
         self.detector = detector
         shape = detector.shape
@@ -198,9 +219,15 @@ class HexitecSimulator:
             raise ConfigError(f"HexitecSimulator: {dead_pixels} dead + {hot_pixels} hot pixels exceed {npix} pixels")
 
         self.seed = int(seed)
-        map_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
+        self.detector_seed = self.seed if detector_seed is None else int(detector_seed)
+        map_rng = np.random.default_rng(np.random.SeedSequence(self.detector_seed, spawn_key=(0,)))
         self._block = None
         self._block_index = 0
+        if threads is None:
+            threads = os.cpu_count() or 1
+        if int(threads) < 1:
+            raise ConfigError(f"HexitecSimulator.threads: expected at least 1, found {threads}")
+        self.threads = int(threads)
 
         self.gradients = gradient_kev_per_adu * (1.0 + gradient_spread * map_rng.standard_normal(shape))
         if np.any(self.gradients <= 0):
@@ -265,7 +292,7 @@ class HexitecSimulator:
         self._intercept = np.ascontiguousarray(self.intercepts.ravel())
         self._live = np.ascontiguousarray((~self.dead).ravel().astype(np.uint8))
         self._hot_index = np.flatnonzero(self.hot.ravel()).astype(np.int64)
-        self._carry_pix = np.empty(0, np.int64)
+        self._carry_pix = np.empty(0, np.int64)   # spill of the last simulated frame into the next block
         self._carry_kev = np.empty(0)
         self._next_frame = int(first_frame)
 
@@ -278,18 +305,19 @@ class HexitecSimulator:
         """Number the next simulated frame will get."""
         return self._next_frame
 
-    def _new_block(self):
-        """Draw the photons (frame, pixel, energy) of the next block of BLOCK_FRAMES frames.
+    def _simulate_block(self, k, frames):
+        """Simulate block ``k`` of BLOCK_FRAMES frames into ``frames`` (BLOCK_FRAMES, rows * cols), zeroed.
 
         Each block has its own random streams, derived from the seed and the block index,
         so frames depend only on the seed and their position in the run, never on how a
-        caller splits the run into ``frames(n)`` calls.
+        caller splits the run into ``frames(n)`` calls or on how many threads run. Frame 0
+        is left unread (see :func:`hexspec.sim.response.detect_block`); :meth:`_finish_block`
+        reads it once the previous block's spill is known.
         """
-        k = self._block_index
-        self._block_index += 1
         photon_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, k, 0)))
         response_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, k, 1)))
-        npix = self.detector.n_pixels
+        rows, cols = self.shape
+        npix = rows * cols
         counts = photon_rng.poisson(self.photons_per_frame, BLOCK_FRAMES)
         n_photons = int(counts.sum())
         if self._flux_cdf is None:
@@ -298,11 +326,60 @@ class HexitecSimulator:
             pixel = np.searchsorted(self._flux_cdf, photon_rng.random(n_photons) * self._flux_cdf[-1], side="right")
             pixel = np.minimum(pixel, npix - 1).astype(np.int64)
         energy_kev = np.ascontiguousarray(self.source.sample_pixels(pixel, photon_rng), dtype=np.float64)
-        self._block = _Block(
-            counts=counts, offsets=np.concatenate([[0], np.cumsum(counts)]),
-            photon_frame=np.repeat(np.arange(BLOCK_FRAMES, dtype=np.int64), counts), pixel=pixel,
-            energy_kev=energy_kev, rng=response_rng, state=new_state(response_rng), position=0,
-            carry_capacity=18 * int(counts.max()) + 64)
+        photon_frame = np.repeat(np.arange(BLOCK_FRAMES, dtype=np.int64), counts)
+        index = np.empty(n_photons, np.int64)
+        x_in = np.empty(n_photons)
+        y_in = np.empty(n_photons)
+        depth = np.empty(n_photons, np.float32)
+        flags = np.empty(n_photons, np.uint8)
+        carry_pix = np.empty(18 * int(counts.max()) + 64, np.int64)
+        carry_kev = np.empty(carry_pix.size)
+        first_pix = np.empty(min(18 * int(counts[0]) + 1, npix), np.int64)
+        first_kev = np.empty(first_pix.size)
+        stats = np.zeros((BLOCK_FRAMES, 4), np.int64)
+        t = self._tables
+        n_first, n_carry, n_abs = detect_block(
+            photon_frame, pixel, energy_kev, BLOCK_FRAMES, rows, cols,
+            self._sigma_px, self.thickness_mm, self.detector.pitch_mm, self.escape,
+            t.e0_kev, t.step_kev, self._attenuation_mm, t.k_fluorescence[0], t.k_fluorescence[1], t.line_kev,
+            t.line_cdf, self._line_attenuation_mm,
+            self.next_frame_probability, self.share_min_kev, MIN_DEPOSIT_KEV,
+            self._inv_gradient, self._intercept, self._noise_sigma, self._zero_below, self._live,
+            self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
+            self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
+            self._erfc_table, response_rng, new_state(response_rng), frames, first_pix, first_kev, carry_pix, carry_kev,
+            index, x_in, y_in, depth, flags, stats)
+        index = index[:n_abs]
+        return _Block(index=k, frames=frames, counts=counts, stats=stats, frame=photon_frame[index],
+                      pixel=pixel[index], x=x_in[:n_abs], y=y_in[:n_abs], depth_mm=depth[:n_abs],
+                      energy_kev=energy_kev[index], flags=flags[:n_abs], first_pix=first_pix[:n_first],
+                      first_kev=first_kev[:n_first], carry_pix=carry_pix[:n_carry], carry_kev=carry_kev[:n_carry])
+
+    def _finish_block(self, blk):
+        """Read block ``blk``'s first frame with the spill of the block before it (blocks in order)."""
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, blk.index, 2)))
+        read_first_frame(blk.first_pix, blk.first_kev, blk.first_pix.size, self._carry_pix, self._carry_kev,
+                         self._carry_pix.size, self._inv_gradient, self._intercept, self._noise_sigma,
+                         self._zero_below, self._live, self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
+                         self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
+                         rng, new_state(rng), blk.frames[0], blk.stats[0])
+        self._carry_pix, self._carry_kev = blk.carry_pix, blk.carry_kev
+
+    def _new_blocks(self, targets):
+        """Simulate the next ``len(targets)`` blocks into the zeroed frame arrays ``targets``, threads sharing them."""
+        first = self._block_index
+        self._block_index += len(targets)
+        jobs = list(enumerate(targets, start=first))
+        threads = min(self.threads, len(jobs))
+        if threads > 1:
+            # The kernels release the GIL (nogil), so blocks run truly in parallel.
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                blocks = list(pool.map(lambda job: self._simulate_block(*job), jobs))
+        else:
+            blocks = [self._simulate_block(*job) for job in jobs]
+        for blk in blocks:
+            self._finish_block(blk)
+        return blocks
 
     def frames(self, n):
         """Simulate the next ``n`` frames.
@@ -318,51 +395,44 @@ class HexitecSimulator:
             raise ConfigError(f"HexitecSimulator.frames: expected n >= 0, found {n}")
         rows, cols = self.shape
         npix = rows * cols
-        frames = np.empty((n, npix), np.uint16)   # detect_batch zeroes each frame as it fills it
-        stats = np.zeros(4, np.int64)
+        # np.zeros of a large array maps zero pages lazily: cheaper than zeroing frames here.
+        frames = np.zeros((n, npix), np.uint16)
+        pieces = []   # (block, first frame, end frame, position in the output)
+        done = 0
+        blk = self._block
+        if blk is not None and blk.position < BLOCK_FRAMES and n > 0:
+            m = min(n, BLOCK_FRAMES - blk.position)
+            frames[:m] = blk.frames[blk.position:blk.position + m]
+            pieces.append((blk, blk.position, blk.position + m, 0))
+            blk.position += m
+            done = m
+        remaining = n - done
+        if remaining > 0:
+            n_full, tail = divmod(remaining, BLOCK_FRAMES)
+            targets = [frames[done + j * BLOCK_FRAMES:done + (j + 1) * BLOCK_FRAMES] for j in range(n_full)]
+            if tail:
+                targets.append(np.zeros((BLOCK_FRAMES, npix), np.uint16))
+            for j, blk in enumerate(self._new_blocks(targets)):
+                m = min(BLOCK_FRAMES, remaining - j * BLOCK_FRAMES)
+                if j == n_full:
+                    frames[done + j * BLOCK_FRAMES:] = blk.frames[:m]
+                blk.position = m
+                pieces.append((blk, 0, m, done + j * BLOCK_FRAMES))
+                # Only a partly used block is kept (a full one is a view of the caller's frames).
+                self._block = blk if m < BLOCK_FRAMES else None
+
         parts = []
         n_incident = 0
-        done = 0
-        t = self._tables
-        while done < n:
-            if self._block is None or self._block.position == BLOCK_FRAMES:
-                self._new_block()
-            blk = self._block
-            m = min(n - done, BLOCK_FRAMES - blk.position)
-            lo, hi = blk.offsets[blk.position], blk.offsets[blk.position + m]
-            photon_frame = blk.photon_frame[lo:hi] - blk.position
-            pixel = blk.pixel[lo:hi]
-            energy_kev = blk.energy_kev[lo:hi]
-            n_photons = hi - lo
-            index = np.empty(n_photons, np.int64)
-            x_in = np.empty(n_photons)
-            y_in = np.empty(n_photons)
-            depth = np.empty(n_photons, np.float32)
-            flags = np.empty(n_photons, np.uint8)
-            carry_pix = np.empty(max(blk.carry_capacity, self._carry_pix.size), np.int64)
-            carry_kev = np.empty(carry_pix.size)
-            n_carry = self._carry_pix.size
-            carry_pix[:n_carry] = self._carry_pix
-            carry_kev[:n_carry] = self._carry_kev
-            n_carry, n_abs = detect_batch(
-                photon_frame, pixel, energy_kev, m, rows, cols,
-                self._sigma_px, self.thickness_mm, self.detector.pitch_mm, self.escape,
-                t.e0_kev, t.step_kev, self._attenuation_mm, t.k_fluorescence[0], t.k_fluorescence[1], t.line_kev,
-                t.line_cdf, self._line_attenuation_mm,
-                self.next_frame_probability, self.share_min_kev, MIN_DEPOSIT_KEV,
-                self._inv_gradient, self._intercept, self._noise_sigma, self._zero_below, self._live,
-                self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
-                self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
-                carry_pix, carry_kev, n_carry,
-                self._erfc_table, blk.rng, blk.state, frames[done:done + m], index, x_in, y_in, depth, flags, stats)
-            self._carry_pix = carry_pix[:n_carry].copy()
-            self._carry_kev = carry_kev[:n_carry].copy()
-            index = index[:n_abs]
-            parts.append((photon_frame[index] + done, pixel[index], x_in[:n_abs], y_in[:n_abs], depth[:n_abs],
-                          energy_kev[index], flags[:n_abs]))
-            n_incident += int(n_photons)
-            blk.position += m
-            done += m
+        stats = np.zeros(4, np.int64)
+        for blk, lo, hi, at in pieces:
+            if lo == 0 and hi == BLOCK_FRAMES:
+                a, b = 0, blk.frame.size
+            else:
+                a, b = np.searchsorted(blk.frame, [lo, hi])
+            parts.append((blk.frame[a:b] + (at - lo), blk.pixel[a:b], blk.x[a:b], blk.y[a:b], blk.depth_mm[a:b],
+                          blk.energy_kev[a:b], blk.flags[a:b]))
+            n_incident += int(blk.counts[lo:hi].sum())
+            stats += blk.stats[lo:hi].sum(axis=0)
 
         frame_numbers = np.arange(self._next_frame, self._next_frame + n, dtype=np.int64)
         self._next_frame += n

@@ -204,6 +204,34 @@ def _sample_cathode(pixel, line_fraction, background_fraction, background_kev, l
         out_kev[i] = e2
 
 
+@njit(cache=True, nogil=True)
+def _ratio_envelope(pz_au, e1, cos_theta, bin_of_pixel, bin_cos_theta):
+    """Least and largest w(pixel theta) / w(bin theta) over ``pz_au``, per pixel.
+
+    A loop here: the numpy form allocates (pixels, p_z points) temporaries and took most of
+    a second of the source's construction.
+    """
+    w_bin = np.empty((bin_cos_theta.shape[0], pz_au.shape[0]))
+    for b in range(bin_cos_theta.shape[0]):
+        cb = bin_cos_theta[b]
+        for k in range(pz_au.shape[0]):
+            w_bin[b, k] = _weight(energy_from_pz_scalar(pz_au[k], e1, cb), e1, cb)
+    n = cos_theta.shape[0]
+    lo = np.empty(n)
+    hi = np.empty(n)
+    for i in range(n):
+        c = cos_theta[i]
+        b = bin_of_pixel[i]
+        r_min, r_max = np.inf, -np.inf
+        for k in range(pz_au.shape[0]):
+            r = _weight(energy_from_pz_scalar(pz_au[k], e1, c), e1, c) / w_bin[b, k]
+            r_min = min(r_min, r)
+            r_max = max(r_max, r)
+        lo[i] = r_min
+        hi[i] = r_max
+    return lo, hi
+
+
 def k_lines(symbol):
     """K fluorescence lines of an element: (energies keV, relative probabilities) from xraylib."""
     z = xraylib.SymbolToAtomicNumber(symbol)
@@ -211,6 +239,52 @@ def k_lines(symbol):
     energy_kev = np.array([xraylib.LineEnergy(z, c) for c in codes])
     rate = np.array([xraylib.RadRate(z, c) for c in codes])
     return energy_kev, rate / rate.sum()
+
+
+@lru_cache(maxsize=8)
+def _proposal_tables(e1_kev, composition, geometry):
+    """Sampling tables of :class:`ComptonSource` that do not depend on the Li content (cached).
+
+    Per theta bin, inverse CDFs of J_Li(p_z) w and J_rest(p_z) w with w the eq. (3) weight at
+    the bin's theta; a last rejection step swaps in each pixel's own theta, bounded by the
+    envelope of the weight ratio (pixel theta / bin theta). A cell studied in several states
+    and regions builds one source per measurement: the tables are made once.
+
+    Returns
+    -------
+    theta_bin, bin_cos_theta, icdf (2, bins, n), li_total (bins,), rest_total (bins,), cos_theta,
+    ratio_min, ratio_max (per pixel); arrays are shared between sources: never write to them.
+    """
+    pz_abs, j_li = _element_profile("Li")
+    j_rest = sum(n * _element_profile(s)[1] for s, n in composition)
+    pz_au = np.concatenate([-pz_abs[:0:-1], pz_abs])
+    j_li = np.concatenate([j_li[:0:-1], j_li])
+    j_rest = np.concatenate([j_rest[:0:-1], j_rest])
+    theta = geometry.theta_map().ravel()
+    lo, hi = theta.min(), theta.max()
+    n_bins = _THETA_BINS if hi > lo else 1
+    centers = lo + (np.arange(n_bins) + 0.5) * (hi - lo) / n_bins
+    theta_bin = np.minimum(((theta - lo) / max(hi - lo, 1e-12) * n_bins).astype(np.int64), n_bins - 1)
+    bin_cos_theta = np.cos(centers)
+    # Axis 0: component (0 Li, 1 the rest of the formula unit); axis 1: theta bin.
+    icdf = np.empty((2, n_bins, _ICDF_SIZE + 1))
+    li_total = np.empty(n_bins)
+    rest_total = np.empty(n_bins)
+    for b, th in enumerate(centers):
+        w = cross_section_weight(energy_from_pz(pz_au, e1_kev, th), e1_kev, th)
+        icdf[0, b], li_total[b] = _inverse_cdf(pz_au, j_li * w)
+        icdf[1, b], rest_total[b] = _inverse_cdf(pz_au, j_rest * w)
+    cos_theta = np.cos(theta)
+    # Pixels mirrored about the beam plane share theta: each distinct (theta, bin) once.
+    pairs, inverse = np.unique(np.stack([cos_theta, theta_bin.astype(np.float64)]), axis=1, return_inverse=True)
+    ratio_min, ratio_max = _ratio_envelope(np.linspace(-PZ_MAX_AU, PZ_MAX_AU, 241), e1_kev, pairs[0],
+                                           pairs[1].astype(np.int64), bin_cos_theta)
+    inverse = inverse.ravel()
+    tables = (theta_bin, bin_cos_theta, icdf, li_total, rest_total, cos_theta,
+              0.999 * ratio_min[inverse], 1.001 * ratio_max[inverse])
+    for t in tables:
+        t.flags.writeable = False
+    return tables
 
 
 class ComptonSource:
@@ -235,6 +309,9 @@ class ComptonSource:
         and a flat background from ``background_kev[0]`` to E1. The rest is Compton.
     background_kev : float
         Lower edge of the flat background in keV.
+    background : bool
+        False switches every component but Compton off (all the fractions above become 0):
+        the photons of a background-free measurement, for checking background subtraction.
 
     Notes
     -----
@@ -251,7 +328,13 @@ class ComptonSource:
 
     def __init__(self, e1_kev=115.0, li_content=0.5, geometry=None, flux=None, composition=None,
                  elastic_fraction=0.02, tungsten_fraction=0.04, lead_fraction=0.03,
-                 detector_fluorescence_fraction=0.03, background_fraction=0.08, background_kev=5.0):
+                 detector_fluorescence_fraction=0.03, background_fraction=0.08, background_kev=5.0,
+                 background=True):
+        if not background:
+            # the same Compton photons without any other component (truth for background tests)
+            elastic_fraction = tungsten_fraction = lead_fraction = detector_fluorescence_fraction = 0.0
+            background_fraction = 0.0
+        self.background = bool(background)
         self.geometry = geometry if geometry is not None else PinholeGeometry()
         shape = self.geometry.detector.shape
         self.e1_kev = float(e1_kev)
@@ -292,39 +375,12 @@ class ComptonSource:
         self._line_cdf = np.cumsum(self.line_probability)
         self._line_cdf[-1] = 1.0
 
-        # Proposal tables: per theta bin, inverse CDFs of J_Li(p_z) w and J_rest(p_z) w with w the
-        # eq. (3) weight at the bin's theta; a last rejection step swaps in each pixel's own theta.
-        pz_abs, j_li = _element_profile("Li")
-        j_rest = sum(n * _element_profile(s)[1] for s, n in self.composition.items())
-        pz_au = np.concatenate([-pz_abs[:0:-1], pz_abs])
-        j_li = np.concatenate([j_li[:0:-1], j_li])
-        j_rest = np.concatenate([j_rest[:0:-1], j_rest])
-        theta = self.theta_rad.ravel()
-        lo, hi = theta.min(), theta.max()
-        n_bins = _THETA_BINS if hi > lo else 1
-        centers = lo + (np.arange(n_bins) + 0.5) * (hi - lo) / n_bins
-        self._theta_bin = np.minimum(((theta - lo) / max(hi - lo, 1e-12) * n_bins).astype(np.int64), n_bins - 1)
-        self._bin_cos_theta = np.cos(centers)
-        # Axis 0: component (0 Li, 1 the rest of the formula unit); axis 1: theta bin.
-        self._icdf = np.empty((2, n_bins, _ICDF_SIZE + 1))
-        li_total = np.empty(n_bins)
-        rest_total = np.empty(n_bins)
-        for b, th in enumerate(centers):
-            w = cross_section_weight(energy_from_pz(pz_au, self.e1_kev, th), self.e1_kev, th)
-            self._icdf[0, b], li_total[b] = _inverse_cdf(pz_au, j_li * w)
-            self._icdf[1, b], rest_total[b] = _inverse_cdf(pz_au, j_rest * w)
+        tables = _proposal_tables(self.e1_kev, tuple(sorted(self.composition.items())), self.geometry)
+        self._theta_bin, self._bin_cos_theta, self._icdf, li_total, rest_total, self._cos_theta = tables[:6]
+        self._ratio_min, self._ratio_max = tables[6:]
         li = self.li_content.ravel()
         tb = self._theta_bin
         self._p_li = li * li_total[tb] / (li * li_total[tb] + rest_total[tb])
-        self._cos_theta = np.cos(theta)
-        # Envelope of the weight ratio (pixel theta / bin theta) over the sampled p_z range.
-        grid = np.linspace(-PZ_MAX_AU, PZ_MAX_AU, 241)[None, :]
-        w_pix = cross_section_weight(energy_from_pz(grid, self.e1_kev, theta[:, None]), self.e1_kev, theta[:, None])
-        th_b = centers[tb][:, None]
-        w_bin = cross_section_weight(energy_from_pz(grid, self.e1_kev, th_b), self.e1_kev, th_b)
-        ratio = w_pix / w_bin
-        self._ratio_max = 1.001 * ratio.max(axis=1)
-        self._ratio_min = 0.999 * ratio.min(axis=1)
 
     @property
     def shape(self):

@@ -22,3 +22,19 @@ def shared_file(name):
     if not p.exists():
         pytest.skip(f"real data file {p} is absent")
     return p
+
+
+@pytest.fixture(scope="session")
+def am241_calibrated(tmp_path_factory):
+    """(simulated Am-241 frames, their `hexspec calibrate am241` output): 8 x 8 pixels, 3000 frames.
+
+    Shared by the tests of output conventions and of the calibration mask, to simulate and
+    calibrate once per session.
+    """
+    from hexspec.cli import main
+    d = tmp_path_factory.mktemp("am241")
+    sim, cal = d / "am241.h5", d / "calib.h5"
+    assert main(["simulate", "--source", "am241", "--frames", "3000", "--shape", "8", "8", "--photon-rate", "9e4",
+                 "-o", str(sim), "-q"]) == 0
+    assert main(["calibrate", "am241", str(sim), "-o", str(cal), "--min-peak-counts", "20", "--no-png", "-q"]) == 0
+    return sim, cal

@@ -86,7 +86,7 @@ def test_sparam_uses_fitted_background_from_a_fit_file(tmp_path):
     hdf5.write_cube(tmp_path / "cube.h5", cube)
     assert main(["fit", str(tmp_path / "cube.h5"), "--window", "86", "102", "-o", str(tmp_path / "fits.h5"), "-q"]) == 0
     rc = main(["sparam", str(tmp_path / "cube.h5"), "--theta", "90", "--fits", str(tmp_path / "fits.h5"),
-               "-o", str(tmp_path / "s.h5"), "-q"])
+               "--background", "peak-fit", "-o", str(tmp_path / "s.h5"), "-q"])
     assert rc == 0
     arrays, attrs = hdf5.read_results(tmp_path / "s.h5", "s_parameter")
     fits, _ = hdf5.read_results(tmp_path / "fits.h5", "peak_fit")
@@ -103,7 +103,7 @@ def test_sparam_leaves_out_pixels_whose_background_fit_failed(tmp_path):
     cube.counts[0, 0] = 0                                    # nothing to fit in one pixel
     hdf5.write_cube(tmp_path / "cube.h5", cube)
     rc = main(["sparam", str(tmp_path / "cube.h5"), "--theta", "90", "--fit-window", "86", "102",
-               "-o", str(tmp_path / "s.h5"), "-q"])
+               "--background", "peak-fit", "-o", str(tmp_path / "s.h5"), "-q"])
     assert rc == 0
     arrays, _ = hdf5.read_results(tmp_path / "s.h5", "s_parameter")
     assert not arrays["ok"][0, 0] and np.isnan(arrays["s"][0, 0])

@@ -53,7 +53,8 @@ def test_frames_written_in_parallel_chunks_read_back_exactly(tmp_path):
 
 def test_direct_chunks_hold_the_bytes_hdf5_filters_would_store(tmp_path):
     frames = noisy_frames(1, 64)
-    with Recorder(tmp_path / "r.h5", (16, 16), CFG, raw=True, events=False, spectra=False) as rec:
+    with Recorder(tmp_path / "r.h5", (16, 16), CFG, raw=True, events=False, spectra=False,
+                  frame_compression="gzip") as rec:
         rec.add(hx.FrameBatch(frames))
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f.create_dataset("d", data=frames, chunks=(64, 16, 16), compression="gzip", compression_opts=1, shuffle=True)

@@ -134,6 +134,24 @@ def test_frames_do_not_depend_on_how_the_run_is_split_into_calls():
     assert sum(t.n_incident for _, t in parts) == truth.n_incident
 
 
+def test_frames_do_not_depend_on_the_number_of_threads():
+    # 4,100 frames: four whole blocks of 1,024 and part of a fifth, spills crossing every block edge
+    runs = []
+    for threads in (1, 2, 3):
+        sim = HexitecSimulator(hx.sim.ComptonSource(), photons_per_frame=20.0, seed=5, next_frame_probability=0.3,
+                               threads=threads)
+        runs.append([sim.frames(k) for k in (2100, 2000)])
+    for other in runs[1:]:
+        for (ba, ta), (bb, tb) in zip(runs[0], other):
+            assert np.array_equal(ba.frames, bb.frames)
+            assert np.array_equal(ta.photons.energy_kev, tb.photons.energy_kev)
+            assert np.array_equal(ta.photons.frame, tb.photons.frame)
+            assert (ta.n_incident, ta.noise_only_hits, ta.hot_hits) == (tb.n_incident, tb.noise_only_hits, tb.hot_hits)
+    first, _ = runs[0][0]
+    # frame 1,024 starts a block: it holds its photons' charge like any other frame
+    assert np.count_nonzero(first.frames[1024]) > 10
+
+
 def test_different_seeds_give_different_frames():
     a, _ = HexitecSimulator(hx.sim.Am241Source(), seed=1).frames(50)
     b, _ = HexitecSimulator(hx.sim.Am241Source(), seed=2).frames(50)

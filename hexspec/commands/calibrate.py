@@ -12,10 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import CalibrationError, FormatError
-from .common import Progress, add_quiet_option
+from ..io.outputs import add_force_option, atomic_output, check_output
+from .common import Progress, add_batch_option, add_frames_option, add_quiet_option, input_shape, positive_int
 
 
 def register(sub) -> None:
@@ -29,7 +28,9 @@ def register(sub) -> None:
                     "threshold suggestion (hexspec HDF5 + HEXITEC text maps + PNG report).")
     a.add_argument("input", help="frames (.bin, odin-data HDF5, hexspec HDF5), or a hexspec file of ADU events or spectra")
     a.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file")
-    a.add_argument("--shape", nargs=2, type=int, metavar=("ROWS", "COLS"), help="detector shape of .bin files (default 80 80)")
+    add_force_option(a)
+    a.add_argument("--shape", nargs=2, type=positive_int, metavar=("ROWS", "COLS"),
+                   help="detector shape of .bin files (default 80 80)")
     a.add_argument("--reorder", action="store_true", help="undo the ASIC pixel order of older firmware (.bin files)")
     a.add_argument("--allow-partial", action="store_true", help="read the whole frames of a truncated .bin file")
     a.add_argument("--bin-width", type=float, default=4.0, metavar="ADU", help="ADU histogram bin width (default 4)")
@@ -39,12 +40,14 @@ def register(sub) -> None:
     a.add_argument("--threshold", type=float, default=None, metavar="ADU",
                    help="hit threshold used with --charge-sharing csd/csa or --next-frame (default 0)")
     a.add_argument("--next-frame", action="store_true", help="apply the next-frame correction (needs event extraction)")
-    a.add_argument("--batch-size", type=int, default=1000, help="frames per batch (default 1000)")
-    a.add_argument("--max-frames", type=int, help="use at most N frames")
+    add_batch_option(a)
+    add_frames_option(a, dest="max_frames", help="use at most N frames (default: all)")
     a.add_argument("--quadratic", action="store_true", help="also fit a quadratic term (stored as 'quadratic')")
     a.add_argument("--no-tail", action="store_true", help="fit the photopeak with a plain Gaussian (no low-energy tail)")
-    a.add_argument("--max-fwhm-kev", type=float, default=2.0, help="FWHM above this marks a pixel bad (default 2.0)")
-    a.add_argument("--min-peak-counts", type=float, default=100.0, help="photopeak counts below this mark a pixel bad (default 100)")
+    a.add_argument("--max-fwhm-kev", type=float, default=2.0, metavar="KEV",
+                   help="FWHM at 59.54 keV above this marks a pixel bad (default 2.0 keV)")
+    a.add_argument("--min-peak-counts", type=float, default=100.0, metavar="COUNTS",
+                   help="photopeak counts below this mark a pixel bad (default 100)")
     a.add_argument("--threshold-sigmas", type=float, default=5.0, help="threshold suggestion = noise centre + N sigma (default 5)")
     a.add_argument("--no-png", action="store_true", help="do not write the PNG report")
     add_quiet_option(a)
@@ -63,7 +66,7 @@ def _cube_from_input(args, progress):
     if not path.exists():
         raise FormatError(f"{path}: no such file")
     kind = framefile.frame_file_kind(path)
-    shape = framefile.frame_shape(path, default=tuple(args.shape) if args.shape else (80, 80))
+    shape = input_shape(path, args)
     if kind == "hexspec" and hdf5.count_frames(path) == 0:
         cfg = hdf5.read_config(path)
         if cfg is not None and cfg.calibrated:
@@ -86,10 +89,11 @@ def _cube_from_input(args, progress):
     n = 0
     if use_events:
         from ..config import ProcessingConfig
-        from ..events import EventExtractor
+        from ..pipeline import Chain
         cfg = ProcessingConfig(threshold=args.threshold or 0.0, next_frame=bool(args.next_frame),
                                charge_sharing=args.charge_sharing)
-        extractor = EventExtractor(cfg, shape)
+        # extract only: the ADU range of the histogram comes from the first events (cube_from_events)
+        chain = Chain(cfg, shape, accumulate=False)
 
         def events():
             nonlocal n
@@ -100,7 +104,7 @@ def _cube_from_input(args, progress):
                     batch = batch[: args.max_frames - n]
                 n += len(batch)
                 progress.update(frames=n)
-                yield extractor(batch)
+                yield chain.extract(batch)
         cube = cube_from_events(events(), shape, args.bin_width, args.max_adu)
     else:
         acc = FrameSpectra(shape, args.bin_width, args.max_adu)
@@ -127,65 +131,12 @@ def map_paths(output) -> dict:
     return {name: Path(f"{stem}_{name}.txt") for name in ("gradients", "intercepts", "thresholds")}
 
 
-def write_report_png(path, cube_adu, cal) -> None:
-    """Maps and histograms of gradient, intercept and FWHM, the good-pixel map and the summed calibrated spectrum."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..calibration.am241 import calibrated_spectrum
-    from ..calibration.lines import AM241_CALIBRATION_LINES, AM241_ESCAPE_LINES
-
-    good = cal.good
-    fig = plt.figure(figsize=(16, 10), layout="constrained")
-    grid = fig.add_gridspec(3, 4)
-    panels = (("gradients", cal.gradients, "gradient (keV/ADU)"), ("intercepts", cal.intercepts, "intercept (keV)"),
-              ("FWHM at 59.54 keV", cal.fwhm_kev, "FWHM (keV)"))
-    for k, (title, arr, label) in enumerate(panels):
-        shown = np.where(good, arr, np.nan)
-        ax = fig.add_subplot(grid[0, k])
-        vals = shown[np.isfinite(shown)]
-        lo, hi = (np.percentile(vals, [1, 99]) if vals.size else (0, 1))
-        im = ax.imshow(shown, vmin=lo, vmax=hi, interpolation="nearest")
-        ax.set_title(title)
-        fig.colorbar(im, ax=ax, label=label, shrink=0.8)
-        ax = fig.add_subplot(grid[1, k])
-        if vals.size:
-            ax.hist(vals, bins=60)
-        ax.set_xlabel(label)
-        ax.set_ylabel("pixels")
-    ax = fig.add_subplot(grid[0, 3])
-    ax.imshow(good, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(f"good pixels: {cal.n_good} of {good.size}")
-    ax = fig.add_subplot(grid[1, 3])
-    rc = {k: v for k, v in cal.reason_counts().items() if v}
-    ax.barh(list(rc) or ["none"], list(rc.values()) or [0])
-    ax.set_xlabel("pixels")
-    ax.set_title("rejection reasons")
-    ax = fig.add_subplot(grid[2, :])
-    if cal.n_good:
-        edges, counts = calibrated_spectrum(cube_adu, cal)
-        ax.step(edges[:-1], counts, where="post", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=max(0.5, counts[counts > 0].min() if np.any(counts > 0) else 0.5))
-    for line in AM241_CALIBRATION_LINES:
-        ax.axvline(line.energy_kev, color="tab:red", lw=0.6, ls="--")
-        ax.text(line.energy_kev, 1.0, f" {line.name}", rotation=90, va="top", fontsize=7,
-                transform=ax.get_xaxis_transform())
-    for line in AM241_ESCAPE_LINES:
-        ax.axvline(line.energy_kev, color="tab:gray", lw=0.6, ls=":")
-    ax.set_xlabel("energy (keV)")
-    ax.set_ylabel("counts per 0.1 keV")
-    ax.set_title(f"summed calibrated spectrum of the good pixels; {cal.summary()}")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def run_am241(args) -> int:
     from .. import __version__
     from ..calibration import calibrate_am241, write_map
     from ..io.hdf5 import HexspecWriter
 
+    check_output(args.output, [args.input], args.force)   # before the long work, not after
     progress = Progress("calibrate", quiet=args.quiet)
     cube, described, n_frames = _cube_from_input(args, progress)
     progress.close(frames=n_frames or 0)
@@ -197,8 +148,9 @@ def run_am241(args) -> int:
     attrs.update(source=str(Path(args.input).resolve()), input=described, frames_used=-1 if n_frames is None else n_frames,
                  adu_bin_edges=[float(cube.edges[0]), float(cube.edges[-1]), float(cube.edges[1] - cube.edges[0])],
                  hexspec_version=__version__, charge_sharing=args.charge_sharing, next_frame=bool(args.next_frame))
-    with HexspecWriter(out, cal.shape, config=cal.to_config(threshold=True), source=str(Path(args.input).resolve()),
-                       events=False, spectra=False) as w:
+    with atomic_output(out, [args.input], args.force) as tmp, \
+            HexspecWriter(tmp, cal.shape, config=cal.to_config(threshold=True), source=str(Path(args.input).resolve()),
+                          events=False, spectra=False) as w:
         w.write_results("calibration", cal.arrays(), attrs)
         if n_frames is not None:
             w.set_acquisition(frames_received=n_frames)
@@ -219,3 +171,7 @@ def run_am241(args) -> int:
               "(is it an Am-241 exposure in ADU?); the files above say why", file=sys.stderr)
         return 1
     return 0
+
+
+# The plot writer lived here and moved to hexspec.plots; importing it from here still works.
+from ..plots import write_report_png  # noqa: E402, F401

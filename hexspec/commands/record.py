@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from .common import Progress, add_processing_options, add_quiet_option, config_from_args
+from ..io.outputs import OutputLock, add_force_option, check_output
+from .common import (Progress, add_compression_option, add_frames_option, add_processing_options, add_quiet_option,
+                     config_from_args)
 
 _LIVE_HWM = 10_000   # ZMQ messages queued for the recorder: ~1 s of single 80x80 frames at 9 kHz (128 MB)
 
@@ -21,13 +23,15 @@ def register(sub) -> None:
     p.add_argument("source", metavar="SOURCE_URL", help="where the frames come from")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="output hexspec HDF5 file")
     p.add_argument("--raw", action="store_true", help="store raw frames")
+    add_compression_option(p)
     p.add_argument("--events", action="store_true", help="store photon events")
     p.add_argument("--spectra", action="store_true", help="store the per-pixel spectral cube")
-    p.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+    add_frames_option(p, help="stop after N frames (default: until the source ends, --timeout or Ctrl-C)")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="live sources: end after S seconds without data (default 10; 0 waits until Ctrl-C)")
     p.add_argument("-v", "--verbose", action="store_true", help="print a line to stderr after every flush")
     add_processing_options(p)
+    add_force_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
@@ -52,12 +56,24 @@ def run(args) -> int:
     if args.timeout is not None and scheme not in ("file", "sim"):
         options["timeout_s"] = None if args.timeout == 0 else args.timeout
     shape = tuple(args.shape) if args.shape else None
-    source = open_source(args.source, shape=shape, max_frames=args.frames, **options)
+    # the output is checked and locked before connecting: frames are never received
+    # only to find that they cannot be stored
+    inputs = [getattr(args, "calibration", None), getattr(args, "config", None)]
+    if scheme == "file":
+        inputs.append(args.source.split("?", 1)[0][len("file://"):])
+    check_output(args.output, inputs, args.force)
+    lock = OutputLock(args.output)
+    try:
+        source = open_source(args.source, shape=shape, max_frames=args.frames, **options)
+    except BaseException:
+        lock.release()
+        raise
     try:
         shape = shape or getattr(source, "shape", None)
         config = config_from_args(args, shape)
     except BaseException:
         source.close()
+        lock.release()
         raise
     prog = Progress("record", quiet=args.quiet)
 
@@ -66,7 +82,8 @@ def run(args) -> int:
         prog.update(frames=recorder.frames_received, events=recorder.events_received, **extra)
 
     result = record(source, args.output, config, raw=store_raw, events=store_events, spectra=store_spectra,
-                    source_name=args.source, progress=progress, on_flush=_flush_line if args.verbose else None)
+                    source_name=args.source, progress=progress, on_flush=_flush_line if args.verbose else None,
+                    frame_compression=args.compression, lock=lock)
     prog.close(frames=result.frames, events=result.events, dropped=result.dropped, corrupt=result.corrupt)
     rate = result.frames / result.elapsed_s if result.elapsed_s > 0 else 0.0
     print(f"{args.source}: {result.frames} frames ({result.dropped} dropped, {result.corrupt} corrupt messages), "

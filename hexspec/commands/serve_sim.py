@@ -8,7 +8,7 @@ import threading
 
 from ..detector import HEXITEC
 from ..errors import ConfigError
-from .common import Progress, add_quiet_option
+from .common import Progress, add_batch_option, add_quiet_option
 from .simulate import add_simulation_options, simulator_from_args, source_url
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5020"
@@ -26,14 +26,15 @@ def register(sub) -> None:
     where.add_argument("--zmq", metavar="ENDPOINT", help=f"ZMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
     where.add_argument("--serial", metavar="PORT", help="serial device or pyserial URL to write to")
     p.add_argument("--socket", choices=("pub", "push"), default="pub",
-                   help="ZMQ socket: pub (live view, drops for slow readers) or push (lossless, waits for a reader)")
+                   help="ZMQ socket: pub (live view, drops for slow readers) or push (lossless, waits for a reader) "
+                        "(default pub)")
     p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
     p.add_argument("--frames-per-message", type=int, default=1, metavar="K",
                    help="ZMQ: frames packed into one message (default 1, as odin-data sends)")
     p.add_argument("--rate", type=float, default=HEXITEC.frame_rate_hz, metavar="FPS",
                    help=f"frames per second (default {HEXITEC.frame_rate_hz}; 0 for as fast as possible)")
     p.add_argument("-n", "--frames", type=int, metavar="N", help="stop after N frames (default: until Ctrl-C)")
-    p.add_argument("--batch", type=int, default=1000, metavar="N", help="largest batch simulated at once (default 1000)")
+    add_batch_option(p, dest="batch", help="largest batch of frames simulated at once")
     add_simulation_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .common import Progress, add_quiet_option
+from ..io.outputs import add_force_option, atomic_output
+from .common import Progress, add_batch_option, add_compression_option, add_quiet_option
 
 #: Truth photon fields stored in /entry/results/truth/photons (name, dtype).
 _PHOTON_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("x", np.float64),
@@ -67,9 +68,11 @@ def register(sub) -> None:
                     "calibration in /entry/results/calibration (usable with --calibration) and the full truth "
                     "(maps and every absorbed photon) in /entry/results/truth. A .bin output holds headerless "
                     "uint16 frames; the true gradients and intercepts go to text maps beside it.")
-    p.add_argument("-n", "--frames", type=int, required=True, metavar="FRAMES", help="number of frames")
+    p.add_argument("-n", "--frames", type=int, required=True, metavar="N", help="number of frames to simulate")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="frames.h5 (hexspec HDF5) or frames.bin (GigE raw)")
-    p.add_argument("--batch", type=int, default=1000, metavar="N", help="frames simulated per batch (default 1000)")
+    add_batch_option(p, dest="batch", help="frames simulated per batch")
+    add_compression_option(p)
+    add_force_option(p)
     add_simulation_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -92,7 +95,7 @@ def _write_h5(args, sim, path, prog):
     url = source_url(args)
     photons_written = incident = transmitted = 0
     with HexspecWriter(path, shape, config=None, source=url, frames=True, events=False, spectra=False,
-                       detector=sim.detector) as writer:
+                       detector=sim.detector, frame_compression=args.compression) as writer:
         truth_group = writer.f["entry/results"].create_group("truth")
         pg = truth_group.create_group("photons")
         pds = {name: pg.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(65536,),
@@ -153,7 +156,7 @@ def _write_bin(args, sim, path, prog):
             photons += len(truth.photons)
             done += k
             prog.update(frames=done, photons=photons)
-    stem = path.with_suffix("")
+    stem = Path(args.output).with_suffix("")
     write_map(f"{stem}_gradients.txt", sim.gradients)
     write_map(f"{stem}_intercepts.txt", sim.intercepts)
     return photons
@@ -163,16 +166,16 @@ def run(args) -> int:
     if args.frames < 0:
         raise ConfigError(f"--frames: expected a number of frames >= 0, found {args.frames}")
     if args.batch < 1:
-        raise ConfigError(f"--batch: expected >= 1, found {args.batch}")
+        raise ConfigError(f"--batch-size: expected >= 1, found {args.batch}")
     path = Path(args.output)
     suffix = path.suffix.lower()
     if suffix not in (".h5", ".hdf5", ".nxs", ".bin"):
         raise ConfigError(f"-o {args.output}: expected a .h5 (hexspec HDF5) or .bin (GigE raw) file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
     sim = simulator_from_args(args)
     prog = Progress("simulate", quiet=args.quiet, total=args.frames)
     writer = _write_bin if suffix == ".bin" else _write_h5
-    photons = writer(args, sim, path, prog)
+    with atomic_output(path, (), args.force) as tmp:
+        photons = writer(args, sim, tmp, prog)
     prog.close(frames=args.frames, photons=photons)
     extra = "" if suffix != ".bin" else f" (true calibration: {path.with_suffix('')}_gradients.txt, _intercepts.txt)"
     print(f"{source_url(args)}: {args.frames} frames, {photons} photons absorbed -> {path}{extra}")

@@ -31,6 +31,8 @@ def read_map(path, shape) -> np.ndarray:
     rows, cols = int(shape[0]), int(shape[1])
     if not path.exists():
         raise FormatError(f"{path}: no such calibration map")
+    if not path.is_file():
+        raise FormatError(f"{path}: expected a calibration map file, found a directory")
     try:
         table = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except ValueError as exc:

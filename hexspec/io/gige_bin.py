@@ -29,6 +29,9 @@ def _frame_count(path: Path, shape, allow_partial: bool):
         raise FormatError(f"{path}: frame shape must be positive, found {tuple(shape)}")
     size = path.stat().st_size
     frame_bytes = int(shape[0]) * int(shape[1]) * 2
+    if size == 0:
+        raise FormatError(f"{path}: expected {shape[0]}x{shape[1]} uint16 frames ({frame_bytes} bytes each), "
+                          "found an empty file")
     n, rest = divmod(size, frame_bytes)
     if rest and not allow_partial:
         raise FormatError(

@@ -9,6 +9,11 @@ Layout::
     /entry/spectra              NXdata: counts (R, C, nbins) uint32, energy, energy_edges
     /entry/acquisition          counters and provenance of the recording
     /entry/results/<name>       fits, maps, calibrations, with their parameters as attributes
+    /entry/process_<command>    NXprocess of each run that wrote to the file (hexspec.io.provenance)
+
+The NeXus conventions on top (NXroot default chain, NX_class on every group, units on
+every dataset, explained status codes) are in :mod:`hexspec.io.nexus`. Files use the
+HDF5 1.10 format at most (:data:`LIBVER`), which HDF5 1.10 tools read.
 
 Event and frame datasets are resizable, chunked and compressed; :class:`HexspecWriter`
 appends to them and, in SWMR mode (``swmr=True``, used by the recorder), every flush
@@ -26,17 +31,24 @@ import h5py
 import numpy as np
 
 from ..config import ProcessingConfig
+from ..cube import SpectralCube
 from ..detector import HEXITEC, DetectorSpec
 from ..errors import FormatError
-from ..events import EventList
+from ..eventlist import EventList
 from ..frames import FrameBatch
-from ..spectra import SpectralCube
+from . import nexus, provenance
+from .framefile import frame_compression as frame_compression_options
 from .h5open import open_h5
 
 EVENT_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("energy", np.float32), ("size", np.uint8))
 ACQ_INT = ("frames_received", "frames_dropped", "first_frame", "last_frame", "corrupt_messages", "events_written")
 ACQ_STR = ("start_time", "end_time", "source")
 _COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
+#: HDF5 file-format bounds. The upper bound 1.10 keeps every file readable by HDF5 1.10
+#: tools (Debian's h5ls, MATLAB, HDFView); "latest" would use 1.12+ object headers that they
+#: list as "*ERROR*". SWMR needs superblock version 3, i.e. a lower bound of 1.10 as well.
+LIBVER = ("earliest", "v110")
+LIBVER_SWMR = ("v110", "v110")
 
 
 def _now_iso() -> str:
@@ -95,26 +107,33 @@ class HexspecWriter:
         :meth:`flush` leaves a consistent file, readable after a crash.
     mode : {"w", "a"}
         "a" appends to an existing hexspec file of the same layout.
+    frame_compression : {"bslz4", "blosc", "lz4", "gzip", "none"}
+        Filter of the raw frames (:func:`hexspec.io.framefile.frame_compression`),
+        recorded as the ``compression`` attribute of /entry/frames/data and the
+        ``frame_compression`` attribute of /entry/acquisition.
     """
 
     def __init__(self, path, shape, config: ProcessingConfig | None = None, source: str | None = None,
                  frames: bool = False, events: bool = True, spectra: bool = True, bins=None,
                  detector: DetectorSpec | None = None, swmr: bool = False, mode: str = "w",
-                 frame_chunk: int = 64, event_chunk: int = 65536):
+                 frame_chunk: int = 64, event_chunk: int = 65536, frame_compression: str = "blosc"):
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
         self.config = config
         self._closed = False
+        if frames:
+            frame_compression_options(frame_compression)   # an unknown name fails before the file exists
         if mode == "a" and self.path.exists():
             self.f = _open(self.path, "a")
             self._attach()
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.f = h5py.File(self.path, "w", libver="latest" if swmr else "earliest", locking=False)
+                self.f = h5py.File(self.path, "w", libver=LIBVER_SWMR if swmr else LIBVER, locking=False)
             except OSError as exc:
                 raise FormatError(f"{self.path}: cannot create the output file ({exc})") from None
-            self._create(config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk)
+            self._create(config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk,
+                         frame_compression)
             self._attach()
         self.swmr = swmr
         if swmr:
@@ -122,20 +141,27 @@ class HexspecWriter:
         self.last_flush = time.monotonic()
 
     # -------------------------------------------------------------- layout
-    def _create(self, config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk):
+    def _create(self, config, source, frames, events, spectra, bins, detector, frame_chunk, event_chunk,
+                frame_compression="blosc"):
         f = self.f
         rows, cols = self.shape
+        nexus.root_attributes(f)
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"
         entry.attrs["program"] = "hexspec"
         entry.attrs["version"] = _version()
         entry.attrs["created"] = _now_iso()
-        det = entry.create_group("instrument").create_group("detector")
+        inst = entry.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        inst["name"] = "HEXITEC"
+        det = inst.create_group("detector")
         det.attrs["NX_class"] = "NXdetector"
         spec = detector or DetectorSpec(rows, cols, HEXITEC.pitch_mm, HEXITEC.frame_rate_hz)
         det["rows"], det["cols"] = rows, cols
         det["pitch_mm"] = spec.pitch_mm
         det["pitch_mm"].attrs["units"] = "mm"
+        det["x_pixel_size"] = det["pitch_mm"]   # NXdetector's names for the pitch (hard links)
+        det["y_pixel_size"] = det["pitch_mm"]
         det["frame_rate_hz"] = spec.frame_rate_hz
         det["frame_rate_hz"].attrs["units"] = "Hz"
         if config is not None:
@@ -153,13 +179,19 @@ class HexspecWriter:
                 ds = g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(event_chunk,), **_COMPRESSION)
                 if name == "energy":
                     ds.attrs["units"] = unit
+            g["pulse_height"] = g["energy"]
+            g.attrs["field_mapping"] = nexus.EVENT_FIELD_MAPPING
         if frames:
             g = entry.create_group("frames")
             g.attrs["NX_class"] = "NXdata"
             g.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=np.uint16,
-                             chunks=(frame_chunk, rows, cols), **_COMPRESSION)
+                             chunks=(frame_chunk, rows, cols), **frame_compression_options(frame_compression))
             g["data"].attrs["units"] = "ADU"
+            g["data"].attrs["compression"] = frame_compression
             g.create_dataset("frame_number", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+            g.attrs["signal"] = "data"
+            g.attrs["axes"] = ["frame_number", ".", "."]
+            g.attrs["frame_number_indices"] = 0
         if spectra:
             if bins is None:
                 bins = (config or ProcessingConfig()).resolved_bins()
@@ -167,6 +199,7 @@ class HexspecWriter:
             g.attrs["NX_class"] = "NXdata"
             g.attrs["signal"] = "counts"
             g.attrs["axes"] = [".", ".", "energy"]
+            g.attrs["energy_indices"] = 2
             g.create_dataset("counts", shape=(rows, cols, bins.n), dtype=np.uint32,
                              chunks=(min(rows, 16), min(cols, 16), bins.n), **_COMPRESSION)
             g["energy"] = bins.centers
@@ -176,13 +209,18 @@ class HexspecWriter:
             g["underflow"] = np.int64(0)
             g["overflow"] = np.int64(0)
         acq = entry.create_group("acquisition")
+        acq.attrs["NX_class"] = "NXcollection"
         for name in ACQ_INT:
             acq[name] = np.int64(-1 if name in ("first_frame", "last_frame") else 0)
         for name in ACQ_STR:
             acq.create_dataset(name, data=np.bytes_(""), dtype="S1024")
         acq["source"][()] = np.bytes_((source or "")[:1024])
         acq["start_time"][()] = np.bytes_(_now_iso())
-        entry.create_group("results")
+        if frames:
+            acq.attrs["frame_compression"] = frame_compression
+        entry.create_group("results").attrs["NX_class"] = "NXcollection"
+        nexus.set_default(entry)
+        provenance.write_process(entry)
 
     def _attach(self):
         e = _entry(self.f, self.path)
@@ -253,6 +291,10 @@ class HexspecWriter:
         self._closed = True
         try:
             self._acq["end_time"][()] = np.bytes_(_now_iso())
+            entry = _entry(self.f, self.path)
+            provenance.write_process(entry, create=not self.swmr)   # the end time
+            if not self.swmr:   # SWMR files are complete from their creation
+                nexus.finalise(self.f)
             self.f.flush()
         finally:
             self.f.close()
@@ -284,7 +326,17 @@ def _write_results_group(entry, group_name, arrays, attrs):
         if v.dtype.kind == "U":
             v = v.astype("S")
         g.create_dataset(k, data=v, **(_COMPRESSION if v.size > 1024 else {}))
-    for k, v in (attrs or {}).items():
+    attrs = dict(attrs or {})
+    units = attrs.get("units")
+    if isinstance(units, dict):
+        # units belong on each dataset (NeXus), not in one JSON attribute of the group
+        nexus.apply_units(g, attrs.pop("units"))
+    nexus.describe_codes(g, attrs)
+    if nexus.make_plottable(g):
+        res.attrs["default"] = group_name
+        if isinstance(units, str):   # one unit for the group: that of its signal
+            g[g.attrs["signal"]].attrs["units"] = attrs.pop("units")
+    for k, v in attrs.items():
         if isinstance(v, (dict, list, tuple)) and not (isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v)):
             v = json.dumps(v)
         g.attrs[k] = "" if v is None else v
@@ -295,7 +347,7 @@ def _write_results_group(entry, group_name, arrays, attrs):
 
 def write_cube(path, cube: SpectralCube, config: ProcessingConfig | None = None, source: str | None = None) -> None:
     """Write a SpectralCube (and optionally the config that made it) as a new hexspec file."""
-    from ..spectra import EnergyBins
+    from ..bins import EnergyBins
     try:
         bins = EnergyBins.from_edges(cube.edges)
     except FormatError:
@@ -307,7 +359,7 @@ def write_cube(path, cube: SpectralCube, config: ProcessingConfig | None = None,
         else:
             _check_counts(cube.counts, path)
             g = w.f["entry"].create_group("spectra")
-            g.attrs.update(NX_class="NXdata", signal="counts")
+            g.attrs.update(NX_class="NXdata", signal="counts", axes=[".", ".", "energy"], energy_indices=2)
             g["counts"] = np.asarray(cube.counts).astype(np.uint32)
             g["energy"] = cube.centers
             g["energy_edges"] = cube.edges
@@ -320,21 +372,84 @@ def write_results(path, group_name: str, arrays: dict, attrs: dict | None = None
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "w", locking=False) as f:
+        with h5py.File(path, "w", libver=LIBVER, locking=False) as f:
             e = f.create_group("entry")
             e.attrs.update(NX_class="NXentry", program="hexspec", version=_version(), created=_now_iso())
+            # NeXus wants the instrument even where only results are stored (their input names the detector)
+            inst = e.create_group("instrument")
+            inst.attrs["NX_class"] = "NXinstrument"
+            inst["name"] = "HEXITEC"
+            inst.create_group("detector").attrs["NX_class"] = "NXdetector"
     with _open(path, "a") as f:
-        _write_results_group(_entry(f, path), group_name, arrays, attrs)
+        entry = _entry(f, path)
+        _write_results_group(entry, group_name, arrays, attrs)
+        provenance.write_process(entry, group_name)
+        nexus.finalise(f)
 
 
 # ------------------------------------------------------------------ readers
 
+def read_slice(ds, start, stop, path):
+    """``ds[start:stop]``, with a damaged chunk reported as a FormatError naming the rows."""
+    try:
+        return np.asarray(ds[start:stop])
+    except (OSError, RuntimeError) as exc:
+        raise FormatError(f"{path}: expected readable data in {ds.name}[{start}:{stop}], found a corrupt chunk "
+                          f"({exc})") from None
+
+
+def _dataset(g, name, path, ndim=None, kinds="iuf"):
+    """g[name] checked to be a dataset of ``ndim`` dimensions and a numeric kind."""
+    where = f"{g.name.rstrip('/')}/{name}"
+    if name not in g:
+        raise FormatError(f"{path}: expected a dataset {where}, found {sorted(g.keys())}")
+    ds = g[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise FormatError(f"{path}: expected {where} to be a dataset, found a group")
+    if ds.dtype.kind not in kinds or (ndim is not None and ds.ndim != ndim):
+        kind = {"iu": "integer", "iuf": "numeric", "iufb": "numeric"}.get(kinds, kinds)
+        raise FormatError(f"{path}: expected {where} to be {kind} with {ndim} dimension(s), "
+                          f"found {ds.dtype} of shape {ds.shape}")
+    return ds
+
+
+def _event_datasets(f, path):
+    g = _group(f, path, "events")
+    return [_dataset(g, name, path, 1) for name, _ in EVENT_FIELDS]
+
+
+def _frame_datasets(f, path):
+    g = _group(f, path, "frames")
+    return _dataset(g, "data", path, 3, "iu"), _dataset(g, "frame_number", path, 1, "iu")
+
+
+def read_shape(path) -> tuple:
+    """(rows, cols) of a hexspec file's detector, checked to be whole numbers >= 1."""
+    with _open(path) as f:
+        e = _entry(f, path)
+        if "instrument/detector" not in e:
+            raise FormatError(f"{path}: a hexspec file without /entry/instrument/detector holds no frames or events")
+        d = e["instrument/detector"]
+        out = []
+        for name in ("rows", "cols"):
+            v = d.get(name)
+            if not isinstance(v, h5py.Dataset) or v.shape != () or v.dtype.kind not in "iu" or int(v[()]) < 1:
+                if isinstance(v, h5py.Dataset) and v.size < 10:
+                    x = v[()]
+                    found = repr(x.decode() if isinstance(x, bytes) else (x.tolist() if hasattr(x, "tolist") else x))
+                else:
+                    found = "nothing" if v is None else str(v)
+                raise FormatError(f"{path}: expected /entry/instrument/detector/{name} to be a whole number >= 1, "
+                                  f"found {found}")
+            out.append(int(v[()]))
+        return tuple(out)
+
 def read_events(path) -> EventList:
     """All events of a hexspec file (those up to the last flush, for a cut-off file)."""
     with _open(path) as f:
-        g = _group(f, path, "events")
-        n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
-        return EventList(*(g[name][:n] for name, _ in EVENT_FIELDS))
+        ds = _event_datasets(f, path)
+        n = min(d.shape[0] for d in ds)
+        return EventList(*(read_slice(d, 0, n, path) for d in ds))
 
 
 def iter_events(path, batch_size: int = 1_000_000):
@@ -342,10 +457,10 @@ def iter_events(path, batch_size: int = 1_000_000):
     if batch_size < 1:
         raise FormatError(f"iter_events: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
-        g = _group(f, path, "events")
-        n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
+        ds = _event_datasets(f, path)
+        n = min(d.shape[0] for d in ds)
         for s in range(0, n, batch_size):
-            yield EventList(*(g[name][s:min(s + batch_size, n)] for name, _ in EVENT_FIELDS))
+            yield EventList(*(read_slice(d, s, min(s + batch_size, n), path) for d in ds))
 
 
 def read_cube(path) -> SpectralCube:
@@ -365,17 +480,17 @@ def count_frames(path) -> int:
         e = _entry(f, path)
         if "frames" not in e:
             return 0
-        return min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0])
+        data, fn = _frame_datasets(f, path)
+        return min(data.shape[0], fn.shape[0])
 
 
 def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
     """Raw frames [start, stop) of a hexspec file."""
     with _open(path) as f:
-        e = _entry(f, path)
-        _group(f, path, "frames")
-        n = min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0])
+        data, fn = _frame_datasets(f, path)
+        n = min(data.shape[0], fn.shape[0])
         stop = n if stop is None else min(stop, n)
-        return FrameBatch(e["frames/data"][start:stop], e["frames/frame_number"][start:stop])
+        return FrameBatch(read_slice(data, start, stop, path), read_slice(fn, start, stop, path))
 
 
 def iter_frames(path, batch_size: int = 1000):
@@ -383,13 +498,11 @@ def iter_frames(path, batch_size: int = 1000):
     if batch_size < 1:
         raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
-        e = _entry(f, path)
-        _group(f, path, "frames")
-        data, fn = e["frames/data"], e["frames/frame_number"]
+        data, fn = _frame_datasets(f, path)
         n = min(data.shape[0], fn.shape[0])
         for s in range(0, n, batch_size):
             t = min(s + batch_size, n)
-            yield FrameBatch(data[s:t], fn[s:t])
+            yield FrameBatch(read_slice(data, s, t, path), read_slice(fn, s, t, path))
 
 
 def read_detector(path) -> DetectorSpec:

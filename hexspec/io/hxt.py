@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ..spectra import SpectralCube
+from ..cube import SpectralCube
 
 MAGIC = b"HEXITECH"
 VERSION = 3
@@ -96,9 +96,14 @@ def read_hxt(path) -> SpectralCube:
         last_width = lower[-1] - lower[-2]
     else:
         last_width = 1.0
-    if not last_width > 0 or np.any(np.diff(lower) <= 0):
+    if not np.all(np.isfinite(lower)) or not last_width > 0 or np.any(np.diff(lower) <= 0):
         raise FormatError(f"{path}: expected increasing bin values (bytes {HEADER.itemsize}-"
                           f"{HEADER.itemsize + 8 * nbins - 1}), found {lower[:4]}...")
+    bad = ~(counts >= 0)   # negative or NaN
+    if np.any(bad):
+        k = int(np.argmax(bad))
+        raise FormatError(f"{path}: expected counts >= 0, found {int(bad.sum())} negative or non-finite values "
+                          f"(first {counts[k]} at byte {HEADER.itemsize + 8 * nbins + 8 * k})")
     edges = np.append(lower, lower[-1] + last_width)
     return SpectralCube(counts.reshape(rows, cols, nbins), edges, unit="keV")
 

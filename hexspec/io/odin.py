@@ -37,15 +37,30 @@ def read_odin(path) -> dict:
     return out
 
 
+def _raw_frames(f, path):
+    if "raw_frames" not in f:
+        raise FormatError(f"{path}: expected a raw_frames dataset, found {sorted(f.keys())}")
+    ds = f["raw_frames"]
+    if not isinstance(ds, h5py.Dataset):
+        raise FormatError(f"{path}: expected raw_frames to be an (N, rows, cols) dataset, found a group")
+    if ds.ndim != 3 or ds.dtype.kind not in "iu":
+        raise FormatError(f"{path}: expected raw_frames of shape (N, rows, cols) and integer type, "
+                          f"found shape {ds.shape} of {ds.dtype}")
+    return ds
+
+
+def odin_frames_shape(path) -> tuple:
+    """(N, rows, cols) of the raw_frames of an odin-data file."""
+    with open_h5(path) as f:
+        return tuple(int(n) for n in _raw_frames(f, Path(path)).shape)
+
+
 def iter_odin_frames(path, batch_size: int = 1000):
     """``raw_frames`` of an odin-data file in batches of FrameBatch (bounded memory)."""
     path = Path(path)
     with open_h5(path) as f:
-        if "raw_frames" not in f:
-            raise FormatError(f"{path}: expected a raw_frames dataset, found {sorted(f.keys())}")
-        ds = f["raw_frames"]
-        if ds.ndim != 3:
-            raise FormatError(f"{path}: raw_frames should be (N, rows, cols), found shape {ds.shape}")
+        ds = _raw_frames(f, path)
+        from .hdf5 import read_slice
         for s in range(0, ds.shape[0], batch_size):
             t = min(s + batch_size, ds.shape[0])
-            yield FrameBatch(np.asarray(ds[s:t]), np.arange(s, t, dtype=np.int64))
+            yield FrameBatch(read_slice(ds, s, t, path), np.arange(s, t, dtype=np.int64))

@@ -241,7 +241,7 @@ def reconstruct(proj, theta_rad, flat=None, dark=None, center=None, ring_removal
     theta_rad : array (angles,)
         Projection angles in radians (over 180 or 360 degrees).
     flat, dark : array (n, rows, cols), optional
-        White and dark fields.
+        White and dark fields. Without a flat field, ``proj`` must already be transmission.
     center : float, optional
         Rotation axis as a detector column in pixels; None: found on the middle row with
         :func:`hexspec.tomo.prep.find_center`.
@@ -256,7 +256,7 @@ def reconstruct(proj, theta_rad, flat=None, dark=None, center=None, ring_removal
     rows : slice or (start, stop), optional
         Detector rows to reconstruct (default all).
     slab : int
-        Slices processed together (memory ~ slab * (angles * cols + N^2) * 16 bytes).
+        Slices processed together (working memory about slab * :func:`bytes_per_slice`).
     zinger_threshold : float, optional
         Remove zingers first.
 

@@ -1,8 +1,8 @@
 """Background processing for the live viewer: frames -> events -> spectral cube.
 
-A :class:`LiveProcessor` owns one thread that iterates over a frame source, extracts
-events with :class:`hexspec.EventExtractor` and histograms them with
-:class:`hexspec.SpectrumAccumulator`. The display never touches the source: it reads
+A :class:`LiveProcessor` owns one thread that iterates over a frame source and pushes
+each batch through a :class:`hexspec.pipeline.Chain` (extract, then accumulate under the
+display's lock). The display never touches the source: it reads
 images, spectra and counters through short, locked methods, so a source that floods,
 stalls or reconnects cannot freeze the window.
 
@@ -19,10 +19,10 @@ import time
 import numpy as np
 
 from ..config import ProcessingConfig
+from ..cube import SpectralCube
 from ..errors import ConfigError
-from ..events import EventExtractor
-from ..frames import FrameBatch
-from ..spectra import SpectralCube, SpectrumAccumulator
+from ..frames import FrameBatch, GapCounter
+from ..pipeline import Chain
 from .reduce import image_and_spectrum, window_bins
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class LiveProcessor:
         self._paused = False
         self._pending_config = None
         self._thread = None
+        self._chain = None
         self._extractor = None
         self._accumulator = None
         self.error = None          # message of the exception that ended the worker, if any
@@ -157,20 +158,19 @@ class LiveProcessor:
         self._hits = 0
         self._batches = 0
         self._skipped = 0
-        self._gap_dropped = 0
-        self._last_frame_number = None
+        self._gaps = GapCounter()
         self._last_arrival = None
         # Source counters are cumulative over the source's life: remember where they stood.
         self._source_base = {k: (_source_counter(self.source, k) or 0) for k in ("dropped", "corrupt")}
 
     def _build(self, shape, config=None):
         config = self.config if config is None else config
-        extractor = EventExtractor(config, shape)
-        accumulator = SpectrumAccumulator(config, shape)
+        chain = Chain(config, shape)
         with self._lock:
-            # Config, extractor and cube change together, so a read never pairs a cube
+            # Config, chain and cube change together, so a read never pairs a cube
             # with the bins of other settings.
-            self.config, self._extractor, self._accumulator = config, extractor, accumulator
+            self.config, self._chain = config, chain
+            self._extractor, self._accumulator = chain.extractor, chain.accumulator
 
     def _run(self):
         iterator = None
@@ -216,33 +216,24 @@ class LiveProcessor:
             self._build(self.shape, config)
         if self._extractor is None:
             self._build(self.shape)
-        self._count_gaps(batch.frame_numbers)
+        self._gaps.count(batch.frame_numbers)
         if self._paused:
             with self._lock:
                 self._skipped += n
             return
-        extractor = self._extractor
-        hits_before = extractor.stats["hits"]
-        events = extractor(batch)
-        hits = extractor.stats["hits"] - hits_before
+        chain = self._chain
+        hits_before = chain.extractor.stats["hits"]
+        events = chain.extract(batch)
+        hits = chain.extractor.stats["hits"] - hits_before
         with self._lock:
-            if extractor is not self._extractor or self._pending_config is not None:
+            if chain is not self._chain or self._pending_config is not None:
                 return   # settings changed while extracting: these events belong to the old ones
-            self._accumulator.add(events)
+            chain.accumulate(events)
             self._frames += n
             self._events += len(events)
             self._hits += hits
             self._batches += 1
             self._last_arrival = time.monotonic()
-
-    def _count_gaps(self, frame_numbers):
-        fn = frame_numbers
-        gaps = np.diff(fn)
-        dropped = int(np.sum(gaps[gaps > 1] - 1))
-        if self._last_frame_number is not None and fn[0] > self._last_frame_number + 1:
-            dropped += int(fn[0] - self._last_frame_number - 1)
-        self._last_frame_number = int(fn[-1])
-        self._gap_dropped += dropped
 
     # ----------------------------------------------------------------- reads (display thread)
     @property
@@ -319,7 +310,7 @@ class LiveProcessor:
                 "frames_skipped": self._skipped, "elapsed_s": now - self._t0,
                 "idle_s": None if self._last_arrival is None else now - self._last_arrival,
             }
-            gap_dropped, base = self._gap_dropped, self._source_base
+            gap_dropped, base = self._gaps.dropped, self._source_base
         dropped = _source_counter(self.source, "dropped")
         out["dropped"] = gap_dropped if dropped is None else dropped - base["dropped"]
         corrupt = _source_counter(self.source, "corrupt")

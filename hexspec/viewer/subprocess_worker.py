@@ -29,8 +29,9 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..config import ProcessingConfig
+from ..cube import SpectralCube
 from ..errors import ConfigError
-from ..spectra import SpectralCube
+from ..frames import GapCounter
 from .processor import LiveProcessor
 from .reduce import image_and_spectrum, window_bins
 
@@ -306,13 +307,15 @@ class _ChildWorker:
         self.shape = None
         self.extractor = None
         self.block = None
-        self.last_frame_number = None
+        self.gaps = GapCounter()
         self.flow = np.zeros(2, np.int64)
         shared[HAS_SRC_STATS] = 1.0 if getattr(source, "stats", None) is not None else 0.0
 
     def _build(self):
-        from ..events import EventExtractor
-        self.extractor = EventExtractor(self.config, self.shape)
+        from ..pipeline import Chain
+        # the extract stage of a chain; its accumulate stage is the shared-memory cube here
+        self.chain = Chain(self.config, self.shape, accumulate=False)
+        self.extractor = self.chain.extractor
         self.bins = self.config.resolved_bins()
         rows, cols = self.shape
         block = shared_memory.SharedMemory(create=True, size=rows * cols * self.bins.n * 4)
@@ -361,19 +364,14 @@ class _ChildWorker:
             self._build()
         elif self.extractor is None:
             self._build()
-        fn = batch.frame_numbers
-        gaps = np.diff(fn)
-        dropped = int(np.sum(gaps[gaps > 1] - 1))
-        if self.last_frame_number is not None and fn[0] > self.last_frame_number + 1:
-            dropped += int(fn[0] - self.last_frame_number - 1)
-        self.last_frame_number = int(fn[-1])
+        dropped = self.gaps.count(batch.frame_numbers)
         if self.shared[PAUSED]:
             with self.lock:
                 self.shared[SKIPPED] += n
                 self.shared[GAP_DROPPED] += dropped
             return
         hits_before = self.extractor.stats["hits"]
-        events = self.extractor(batch)
+        events = self.chain.extract(batch)
         hits = self.extractor.stats["hits"] - hits_before
         with self.lock:
             histogram_events(events.row, events.col, events.energy, self.shape[1], self.bins.start, self.bins.width,

@@ -1,0 +1,292 @@
+"""Forward model of the Compton spectrum of an NMC811 cathode, and fits of 1 - x to it.
+
+The expected counts per energy bin of one pixel are (PHYSICS.md section 2, eqs. 2, 3, 5)
+
+    mu_i = K [ (1-x) T_Li,i + T_host,i ] + B dE_i
+
+with T the free-atom Hartree-Fock profile (Biggs et al. 1975, through xraylib) of Li and of
+the host Ni0.8 Mn0.1 Co0.1 O2, taken through the impulse cross-section factor
+(E2/E1)(mc^2/(q c)) at the pixel's own scattering angle, convolved with the detector's
+Gaussian resolution and integrated over each bin; B is a flat background in counts per keV.
+This is the model the simulator samples from (``hexspec.sim.ComptonSource``), so on
+simulated data it is exact up to the detector's own distortions (charge-sharing losses,
+escape), which mostly fall below the fit range.
+
+Two uses:
+
+- :func:`templates` gives T_Li and T_host per pixel on a cube's bins; the S route's
+  sideband background (``hexspec.compton``) takes the shape of the Compton tail beyond
+  p_z = 7 a.u. from it (core electrons, for which the free-atom profiles are good);
+- :func:`fit_li_blocks` fits (1-x) K, K and B per pixel or block by Poisson maximum
+  likelihood. The model is linear in these three, so the fit is a short Newton iteration
+  with an exact Fisher-information covariance; 1 - x = a / K with its propagated error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import ndtr
+
+from .compton import MC2_KEV, energy_from_pz, pz_from_energy
+from .errors import ConfigError
+
+#: Atoms per formula unit of the host besides Li (Ni0.8 Mn0.1 Co0.1 O2), by element symbol.
+NMC811 = {"Ni": 0.8, "Mn": 0.1, "Co": 0.1, "O": 2.0}
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_PZ_STEP_AU = 0.005
+_PZ_MAX_AU = 60.0
+_FINE_STEP_KEV = 0.02
+_THETA_QUANTUM_RAD = math.radians(0.01)      # 0.003 keV of E_C: far below the resolution
+
+
+@lru_cache(maxsize=None)
+def _profile_table(symbol):
+    import xraylib
+    z = xraylib.SymbolToAtomicNumber(symbol)
+    pz = np.arange(0.0, _PZ_MAX_AU + _PZ_STEP_AU / 2, _PZ_STEP_AU)
+    return pz, np.array([xraylib.ComptonProfile(z, float(p)) for p in pz])
+
+
+def _component_profiles(composition):
+    pz, j_li = _profile_table("Li")
+    j_host = sum(n * _profile_table(s)[1] for s, n in composition.items())
+    return pz, j_li, j_host
+
+
+def _density_per_kev(e2_kev, e1_kev, theta_rad, pz_grid, j):
+    """Counts per keV of E2 proportional to (E2/E1)(mc^2/(q c)) J(p_z(E2)), eq. (3); 0 beyond |p_z| = 60 a.u."""
+    pz = np.abs(pz_from_energy(e2_kev, e1_kev, theta_rad))
+    qc = np.sqrt(e1_kev ** 2 + e2_kev ** 2 - 2.0 * e1_kev * e2_kev * np.cos(theta_rad))
+    return np.interp(pz, pz_grid, j, right=0.0) * (e2_kev / e1_kev) * (MC2_KEV / qc)
+
+
+def templates(edges_kev, e1_kev, theta_rad, resolution_fwhm_kev=0.8, composition=None, bins=None):
+    """Expected counts per bin of the Li and host parts of the Compton spectrum, per pixel.
+
+    Parameters
+    ----------
+    edges_kev : ndarray (nbins + 1,)
+        Energy bin edges, keV.
+    e1_kev : float
+        Incident energy, keV.
+    theta_rad : float or ndarray (npix,)
+        Scattering angle of each pixel, radians.
+    resolution_fwhm_kev : float or ndarray (npix,)
+        Gaussian detector resolution (FWHM, keV) at the Compton peak, e.g. the Am-241
+        calibration's FWHM (the simulated electronic noise does not grow with energy).
+    composition : dict, optional
+        Host atoms per formula unit (default NMC811).
+    bins : slice, optional
+        Bins to compute (all by default).
+
+    Returns
+    -------
+    t_li, t_host : ndarray (npix, nsel)
+        Counts per bin per unit K: T_Li for one Li atom (3 electrons) and T_host for the
+        host formula unit, both in the same (arbitrary, common) units.
+    """
+    composition = NMC811 if composition is None else composition
+    edges = np.asarray(edges_kev, dtype=np.float64)
+    sel = slice(None) if bins is None else bins
+    idx = np.arange(edges.size - 1)[sel]
+    a, b = edges[idx], edges[idx + 1]
+    theta = np.atleast_1d(np.asarray(theta_rad, dtype=np.float64))
+    res = np.broadcast_to(np.asarray(resolution_fwhm_kev, dtype=np.float64), theta.shape)
+    if np.any(~np.isfinite(theta)) or np.any(~(res > 0)):
+        raise ConfigError("compton_forward.templates: expected finite angles and a positive resolution")
+    pz_grid, j_li, j_host = _component_profiles(composition)
+    t_li = np.empty((theta.size, idx.size))
+    t_host = np.empty((theta.size, idx.size))
+    # Quantise the angle and resolution so that each distinct pair is computed once.
+    key_t = np.round(theta / _THETA_QUANTUM_RAD).astype(np.int64)
+    key_s = np.round(res / 0.005).astype(np.int64)
+    for ks in np.unique(key_s):
+        sigma = max(ks * 0.005, 0.005) / FWHM_PER_SIGMA
+        fine = np.arange(a[0] - 7 * sigma, b[-1] + 7 * sigma + _FINE_STEP_KEV, _FINE_STEP_KEV)
+        # response matrix: fine-grid energy -> measured bin (Gaussian resolution), times the step
+        m = (ndtr((b[None, :] - fine[:, None]) / sigma) - ndtr((a[None, :] - fine[:, None]) / sigma)) * _FINE_STEP_KEV
+        in_s = key_s == ks
+        kt, inverse = np.unique(key_t[in_s], return_inverse=True)
+        th = kt * _THETA_QUANTUM_RAD
+        d_li = _density_per_kev(fine[None, :], e1_kev, th[:, None], pz_grid, j_li)
+        d_host = _density_per_kev(fine[None, :], e1_kev, th[:, None], pz_grid, j_host)
+        t_li[in_s] = (d_li @ m)[inverse]
+        t_host[in_s] = (d_host @ m)[inverse]
+    return t_li, t_host
+
+
+# ---------------------------------------------------------------------------- fits
+
+#: Status codes of :func:`fit_li_blocks` (``ForwardFit.status``).
+FIT_STATUS = {0: "converged", 1: "iteration limit", 2: "too few counts in the fit range",
+              3: "singular information matrix (the data cannot separate Li from host)"}
+
+
+@dataclass
+class ForwardFit:
+    """Forward-model fit per pixel or block, each array of the map's shape.
+
+    ``li`` is 1 - x with standard error ``li_err`` (from the Poisson Fisher information);
+    ``scale`` is K, ``background_per_kev`` is B; ``status`` uses :data:`FIT_STATUS`;
+    ``deviance_per_dof`` is the Poisson deviance over its degrees of freedom.
+    """
+
+    li: np.ndarray
+    li_err: np.ndarray
+    scale: np.ndarray
+    background_per_kev: np.ndarray
+    background_err: np.ndarray
+    deviance_per_dof: np.ndarray
+    counts: np.ndarray
+    status: np.ndarray
+    ok: np.ndarray
+
+    FIELDS = ("li", "li_err", "scale", "background_per_kev", "background_err", "deviance_per_dof", "counts",
+              "status", "ok")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+
+def _fit_linear_poisson(y, basis, max_iter=50):
+    """Poisson ML of mu = basis @ p (basis (nbins, 3)); returns p, covariance, deviance, status.
+
+    Newton steps on the log-likelihood from the weighted least-squares start, halved while
+    any expected count would turn non-positive; the covariance is the inverse Fisher
+    information sum basis basis^T / mu at the optimum. Three linear parameters: written
+    out here rather than through lmfit because blocks and pixels number in the thousands.
+    """
+    wls = basis / np.sqrt(np.maximum(y, 1.0))[:, None]
+    try:
+        p = np.linalg.lstsq(wls, y / np.sqrt(np.maximum(y, 1.0)), rcond=None)[0]
+    except np.linalg.LinAlgError:
+        return None, None, np.nan, 3
+    mu_floor = 1e-9 * max(float(y.sum()), 1.0) / y.size
+    status = 1
+    for _ in range(max_iter):
+        mu = np.maximum(basis @ p, mu_floor)
+        grad = basis.T @ (y / mu - 1.0)
+        info = basis.T @ (basis * (y / (mu * mu))[:, None])       # Hessian of -log L (Newton)
+        try:
+            step = np.linalg.solve(info + 1e-12 * np.eye(3) * np.trace(info), grad)
+        except np.linalg.LinAlgError:
+            return None, None, np.nan, 3
+        # step halving keeps every expected count positive where counts were seen
+        t = 1.0
+        while t > 1e-4 and np.any(basis @ (p + t * step) <= 0.0):
+            t *= 0.5
+        p = p + t * step
+        if np.all(np.abs(t * step) <= 1e-8 * (np.abs(p) + 1e-6)):
+            status = 0
+            break
+    mu = np.maximum(basis @ p, mu_floor)
+    info_fisher = basis.T @ (basis / mu[:, None])
+    try:
+        cov = np.linalg.inv(info_fisher)
+    except np.linalg.LinAlgError:
+        return p, None, np.nan, 3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = 2.0 * np.sum(mu - y + np.where(y > 0, y * np.log(y / mu), 0.0))
+    return p, cov, float(dev), status
+
+
+def fit_li_blocks(cube, e1_kev, theta, block=(1, 1), resolution_fwhm_kev=0.8, fit_range_kev=None,
+                  composition=None, min_counts=200, mask=None) -> ForwardFit:
+    """Fit 1 - x of every pixel or block directly to its spectrum with the forward model.
+
+    Parameters
+    ----------
+    cube : SpectralCube
+        Counts (rows, cols, nbins), keV.
+    e1_kev : float
+        Incident energy, keV.
+    theta : float or ndarray (rows, cols)
+        Scattering angle per pixel, radians.
+    block : (int, int)
+        Pixels per block (rows, cols); (1, 1) fits every pixel. A block's model is the sum of
+        its pixels' models (each with its own angle), weighted by the pixels' counts in the
+        fit range, with one 1 - x, one K and one B per block.
+    resolution_fwhm_kev : float or ndarray (rows, cols)
+        Detector resolution (FWHM, keV), e.g. ``EnergyCalibration.fwhm_kev`` of the Am-241 fit.
+    fit_range_kev : (float, float), optional
+        Energies fitted; default 88.5 keV (above the Pb K-beta and Te escape lines) to
+        E1 - 3.5 keV (below the elastic line).
+    min_counts : float
+        Blocks with fewer counts in the fit range get status 2.
+    mask : ndarray (rows, cols) of bool, optional
+        Pixels to use (all with a finite angle by default).
+
+    Returns
+    -------
+    ForwardFit of shape (rows // block[0], cols // block[1]).
+    """
+    rows, cols = cube.shape
+    br, bc = int(block[0]), int(block[1])
+    if br < 1 or bc < 1 or rows // br == 0 or cols // bc == 0:
+        raise ConfigError(f"fit_li_blocks: a {br}x{bc} block does not fit a {rows}x{cols} cube")
+    lo, hi = fit_range_kev if fit_range_kev is not None else (88.5, e1_kev - 3.5)
+    edges = cube.edges
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    sel = np.flatnonzero((centres >= lo) & (centres <= hi))
+    if sel.size < 10:
+        raise ConfigError(f"fit_li_blocks: the fit range {lo}-{hi} keV holds {sel.size} bins, expected at least 10")
+    bins = slice(sel[0], sel[-1] + 1)
+    theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
+    res_map = np.broadcast_to(np.asarray(resolution_fwhm_kev, dtype=np.float64), cube.shape)
+    use = np.isfinite(theta_map) & np.isfinite(res_map) & (res_map > 0)
+    if mask is not None:
+        use &= np.asarray(mask, dtype=bool)
+    nr, nc = rows // br, cols // bc
+    y_all = cube.counts[: nr * br, : nc * bc, bins].astype(np.float64)
+    use = use[: nr * br, : nc * bc]
+    flat = np.flatnonzero(use.reshape(-1))
+    t_li = np.zeros((nr * br * nc * bc, sel.size))
+    t_host = np.zeros_like(t_li)
+    th = theta_map[: nr * br, : nc * bc].reshape(-1)
+    rs = res_map[: nr * br, : nc * bc].reshape(-1)
+    if flat.size:
+        t_li[flat], t_host[flat] = templates(edges, e1_kev, th[flat], rs[flat], composition, bins)
+    t_li = t_li.reshape(nr * br, nc * bc, -1)
+    t_host = t_host.reshape(nr * br, nc * bc, -1)
+    widths = np.diff(edges)[bins]
+    shape = (nr, nc)
+    out = {k: np.full(shape, np.nan) for k in ("li", "li_err", "scale", "background_per_kev", "background_err",
+                                               "deviance_per_dof", "counts")}
+    status = np.full(shape, 2, dtype=np.int64)
+    for i in range(nr):
+        for j in range(nc):
+            sl = (slice(i * br, (i + 1) * br), slice(j * bc, (j + 1) * bc))
+            u = use[sl]
+            y_pix = y_all[sl][u]                            # (npix_used, nsel)
+            n_pix = y_pix.sum(axis=1)
+            total = float(n_pix.sum())
+            out["counts"][i, j] = total
+            if total < min_counts or not u.any():
+                continue
+            # A pixel's model enters with its share of the block's counts (its flux).
+            w = n_pix / total
+            tl = (w[:, None] * t_li[sl][u]).sum(axis=0)
+            thost = (w[:, None] * t_host[sl][u]).sum(axis=0)
+            y = y_pix.sum(axis=0)
+            basis = np.stack([tl, thost, widths], axis=1)
+            p, cov, dev, st = _fit_linear_poisson(y, basis)
+            status[i, j] = st
+            if cov is None or not p[1] > 0:
+                status[i, j] = 3
+                continue
+            a, k = p[0], p[1]
+            li = a / k
+            g = np.array([1.0 / k, -a / (k * k), 0.0])
+            out["li"][i, j] = li
+            out["li_err"][i, j] = math.sqrt(max(float(g @ cov @ g), 0.0))
+            out["scale"][i, j] = k
+            out["background_per_kev"][i, j] = p[2]
+            out["background_err"][i, j] = math.sqrt(max(cov[2, 2], 0.0))
+            out["deviance_per_dof"][i, j] = dev / max(sel.size - 3, 1)
+    ok = (status <= 1) & np.isfinite(out["li"])
+    return ForwardFit(out["li"], out["li_err"], out["scale"], out["background_per_kev"], out["background_err"],
+                      out["deviance_per_dof"], out["counts"], status, ok)

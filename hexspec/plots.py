@@ -1,0 +1,98 @@
+"""Plot writers of the commands: one PNG per result, for a person to look at.
+
+Every function writes one PNG with matplotlib's Agg backend (no display needed) and
+creates the parent folder. The commands import them from here; their old homes in
+hexspec.commands.* still re-export them. (The count-image overview and the map grid,
+``commands.process.save_overview_png`` and ``commands.fit.save_maps_png``, are still
+in their commands.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def save_profile_png(path, profiles: dict, title=None, windows=(1.0, 5.0), pz_max=8.0):
+    """Plot Compton profiles J(p_z) with error bands; the S windows are shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, prof in profiles.items():
+        x = np.repeat(prof.pz_edges, 2)[1:-1]
+        y = np.repeat(prof.J, 2)
+        e = np.repeat(prof.J_err, 2)
+        ax.plot(x, y, label=name, lw=1.2)
+        ax.fill_between(x, y - e, y + e, alpha=0.25, lw=0)
+    low, high = windows
+    ax.axvspan(-low, low, color="0.85", zorder=0, label=f"S_L |p_z|<{low:g}")
+    ax.axvspan(-high, -low, color="0.93", zorder=0)
+    ax.axvspan(low, high, color="0.93", zorder=0, label=f"S_H {low:g}<|p_z|<{high:g}")
+    ax.set_xlim(-pz_max, pz_max)
+    ax.set_xlabel("p_z (a.u.)")
+    ax.set_ylabel("J(p_z) (per a.u., unit area)")
+    ax.axhline(0, color="k", lw=0.5)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report_png(path, cube_adu, cal) -> None:
+    """Maps and histograms of gradient, intercept and FWHM, the good-pixel map and the summed calibrated spectrum."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .calibration.am241 import calibrated_spectrum
+    from .calibration.lines import AM241_CALIBRATION_LINES, AM241_ESCAPE_LINES
+
+    good = cal.good
+    fig = plt.figure(figsize=(16, 10), layout="constrained")
+    grid = fig.add_gridspec(3, 4)
+    panels = (("gradients", cal.gradients, "gradient (keV/ADU)"), ("intercepts", cal.intercepts, "intercept (keV)"),
+              ("FWHM at 59.54 keV", cal.fwhm_kev, "FWHM (keV)"))
+    for k, (title, arr, label) in enumerate(panels):
+        shown = np.where(good, arr, np.nan)
+        ax = fig.add_subplot(grid[0, k])
+        vals = shown[np.isfinite(shown)]
+        lo, hi = (np.percentile(vals, [1, 99]) if vals.size else (0, 1))
+        im = ax.imshow(shown, vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label=label, shrink=0.8)
+        ax = fig.add_subplot(grid[1, k])
+        if vals.size:
+            ax.hist(vals, bins=60)
+        ax.set_xlabel(label)
+        ax.set_ylabel("pixels")
+    ax = fig.add_subplot(grid[0, 3])
+    ax.imshow(good, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(f"good pixels: {cal.n_good} of {good.size}")
+    ax = fig.add_subplot(grid[1, 3])
+    rc = {k: v for k, v in cal.reason_counts().items() if v}
+    ax.barh(list(rc) or ["none"], list(rc.values()) or [0])
+    ax.set_xlabel("pixels")
+    ax.set_title("rejection reasons")
+    ax = fig.add_subplot(grid[2, :])
+    if cal.n_good:
+        edges, counts = calibrated_spectrum(cube_adu, cal)
+        ax.step(edges[:-1], counts, where="post", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(0.5, counts[counts > 0].min() if np.any(counts > 0) else 0.5))
+    for line in AM241_CALIBRATION_LINES:
+        ax.axvline(line.energy_kev, color="tab:red", lw=0.6, ls="--")
+        ax.text(line.energy_kev, 1.0, f" {line.name}", rotation=90, va="top", fontsize=7,
+                transform=ax.get_xaxis_transform())
+    for line in AM241_ESCAPE_LINES:
+        ax.axvline(line.energy_kev, color="tab:gray", lw=0.6, ls=":")
+    ax.set_xlabel("energy (keV)")
+    ax.set_ylabel("counts per 0.1 keV")
+    ax.set_title(f"summed calibrated spectrum of the good pixels; {cal.summary()}")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
