@@ -38,6 +38,7 @@ def phantom(tmp_path_factory):
     return d, path, truth
 
 
+@pytest.mark.slow
 def test_segment_then_quantify_end_to_end(phantom, capsys):
     d, volume, truth = phantom
     seg = d / "seg.h5"
