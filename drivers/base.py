@@ -5,7 +5,8 @@ can be closed and reports how much it received and lost. Sources are opened by U
 (DESIGN.md, public API):
 
 =========================================  ==============================================
-``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`)
+``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`); also
+                                            ``hwm``, ``max_message_bytes``, ``queue_bytes``
 ``ipc://PATH[?socket=...]``                 the same over a local socket
 ``serial://PORT?baud=..&timeout=s``         FORMATS.md serial framing (:mod:`.serial`)
 ``loop://``, ``socket://``, ``rfc2217://``  pyserial URLs, same framing
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ProtocolError
 from ..frames import FrameBatch
 
 log = logging.getLogger("hexspec.drivers")
@@ -141,6 +142,23 @@ class BaseSource:
     def _idle(self) -> None:
         if self.idle_hook is not None:
             self.idle_hook()
+
+    def _skip(self, exc, where: str = "") -> None:
+        """Count one message rejected while decoding untrusted bytes, and log it.
+
+        The one guard of the live loop: decoders call this for *any* exception the
+        bytes of one message provoke (a ProtocolError naming the bad field, or whatever
+        a hostile header makes the parser raise), so one message never ends a source.
+        Only the first, second, fourth, eighth... are logged, so a flood of bad
+        messages cannot flood the log.
+        """
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
+        why = str(exc) if isinstance(exc, ProtocolError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+        self.stats.corrupt += 1
+        self.stats.last_error = why
+        if self.stats.corrupt & (self.stats.corrupt - 1) == 0:
+            log.warning("%s: corrupt message #%d skipped: %s", where or type(self).__name__, self.stats.corrupt, why)
 
     # -- shared -------------------------------------------------------------------------
     @property
@@ -301,6 +319,9 @@ def open_source(url: str, *, shape=None, max_frames=None, timeout_s="default", *
         socket_type = query.pop("socket", "sub").upper()
         if "hwm" in query:
             kw["hwm"] = _int_option(query, "hwm", minimum=1)
+        for key in ("max_message_bytes", "queue_bytes"):
+            if key in query:
+                kw[key] = _int_option(query, key, minimum=1)
         if "bind" in query:
             kw["bind"] = query.pop("bind").lower() in ("1", "true", "yes")
         _no_leftovers(url, query)
