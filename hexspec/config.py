@@ -139,7 +139,8 @@ class ProcessingConfig:
 
         Raises ConfigError naming the expected shape when a map does not fit ``shape``.
         """
-        rows, cols = int(shape[0]), int(shape[1])
+        from .limits import check_detector_shape
+        rows, cols = check_detector_shape(shape, "ProcessingConfig.pixel_maps")
 
         def full(name, value, default):
             if value is None:

@@ -35,6 +35,10 @@ class EnergyBins:
         n = int(round((stop - start) / width))
         if n < 1:
             raise ConfigError(f"EnergyBins: ({start}, {stop}, {width}) gives no bin")
+        from .limits import MAX_BINS
+        if n > MAX_BINS:
+            raise ConfigError(f"EnergyBins: ({start}, {stop}, {width}) gives {n} bins, more than the "
+                              f"{MAX_BINS} allowed (HEXSPEC_MAX_BINS)")
         self.start, self.width, self.n = start, width, n
         self.stop = start + n * width
 
@@ -307,6 +311,8 @@ class SpectrumAccumulator:
         self.bins = config.resolved_bins()
         self.shape = (int(shape[0]), int(shape[1]))
         self.unit = "keV" if config.calibrated else "ADU"
+        from .limits import check_allocation
+        check_allocation((self.shape[0], self.shape[1], self.bins.n), 4, "SpectrumAccumulator: the spectral cube")
         self._counts = np.zeros((self.shape[0], self.shape[1], self.bins.n), dtype=np.uint32)
         self._spare = []             # private cubes of extractor threads (see fused_target)
         self._spare_dirty = False

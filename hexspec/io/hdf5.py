@@ -350,8 +350,10 @@ def iter_events(path, batch_size: int = 1_000_000):
 
 def read_cube(path) -> SpectralCube:
     """The /entry/spectra cube of a hexspec file."""
+    from ..limits import check_allocation
     with _open(path) as f:
         g = _group(f, path, "spectra")
+        check_allocation(g["counts"].shape, g["counts"].dtype.itemsize, f"{path}: /entry/spectra/counts", FormatError)
         unit = g["energy_edges"].attrs.get("units", "keV")
         if isinstance(unit, bytes):
             unit = unit.decode()
