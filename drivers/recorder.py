@@ -445,6 +445,9 @@ class _StopOnSignals:
         self._previous = {}
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGTERM:
+            from ..shutdown import TERMINATED     # the command then exits without a slow teardown
+            TERMINATED.set()
         if self.signal_name:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name

@@ -288,9 +288,11 @@ class ZmqPublisher:
             start = stop
         return n
 
-    def close(self) -> None:
-        """Close the socket, waiting up to ``linger_s`` for queued messages to be delivered."""
+    def close(self, linger_s: float | None = None) -> None:
+        """Close the socket, waiting up to ``linger_s`` (default: the constructor's) for queued messages."""
         if not self._socket.closed:
+            if linger_s is not None:
+                self._socket.setsockopt(zmq.LINGER, int(linger_s * 1000))
             self._socket.close()
             if self._own_context:
                 self._context.term()
