@@ -351,7 +351,7 @@ class Recorder:
 
     def update_counters(self, stats) -> None:
         """Take dropped and corrupt counts from a source's SourceStats (plus what the recorder rejected)."""
-        self._counters = {"frames_dropped": stats.dropped, "corrupt_messages": stats.corrupt + self.rejected}
+        self._counters.update(frames_dropped=stats.dropped, corrupt_messages=stats.corrupt + self.rejected)
 
     def flush(self) -> None:
         """Make everything recorded so far durable (a crash after this loses none of it)."""
@@ -366,6 +366,7 @@ class Recorder:
         if self._accumulator is not None and now - self._last_spectra >= self.spectra_interval_s:
             self.writer.write_spectra(self._accumulator.cube)
             self._last_spectra = now
+            self._counters["cube_frames"] = self.frames_received
         self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
                                     last_frame=self.last_frame, **self._counters)
         self.writer.flush()
@@ -389,6 +390,7 @@ class Recorder:
                         self._frames.close()
                     if self._accumulator is not None:
                         self.writer.write_spectra(self._accumulator.cube)
+                        self._counters["cube_frames"] = self.frames_received
                     self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
                                                 last_frame=self.last_frame, **self._counters)
                     self.writer.flush()

@@ -25,4 +25,5 @@ def open_h5(path) -> h5py.File:
         try:
             return h5py.File(path, "r", locking=False, swmr=True)
         except OSError as exc:
-            raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+            raise FormatError(f"{path}: not a readable HDF5 file ({exc}); if a crashed or killed recording left it, "
+                              f"`hexspec recover {path}` repairs it") from None

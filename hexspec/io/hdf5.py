@@ -34,7 +34,8 @@ from ..spectra import SpectralCube
 from .h5open import open_h5
 
 EVENT_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("energy", np.float32), ("size", np.uint8))
-ACQ_INT = ("frames_received", "frames_dropped", "first_frame", "last_frame", "corrupt_messages", "events_written")
+ACQ_INT = ("frames_received", "frames_dropped", "first_frame", "last_frame", "corrupt_messages", "events_written",
+           "cube_frames")     # cube_frames: frames in the stored cube (stale when < frames_received)
 ACQ_STR = ("start_time", "end_time", "source")
 _COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
 
