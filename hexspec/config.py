@@ -183,7 +183,14 @@ class ProcessingConfig:
         if unknown:
             raise ConfigError(
                 f"ProcessingConfig: unknown option(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(known))}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            # a value of the wrong kind (a table where a number belongs...) from a file
+            shown = ", ".join(f"{k}={str(v)[:40]}" for k, v in sorted(d.items()))
+            raise ConfigError(f"ProcessingConfig: an option has a value of the wrong kind ({exc}); found {shown}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ProcessingConfig":

@@ -330,11 +330,25 @@ def write_results(path, group_name: str, arrays: dict, attrs: dict | None = None
 
 # ------------------------------------------------------------------ readers
 
+def _check_rows(path, group, names, rows, ndim):
+    """Each dataset has ``ndim`` axes and ``rows`` of it fit the allocation limit (sizes come from the file)."""
+    from ..limits import check_allocation
+    for name in names:
+        ds = group.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            raise FormatError(f"{path}: expected a dataset {group.name}/{name}, found {sorted(group.keys())}")
+        if ds.ndim != ndim:
+            raise FormatError(f"{path}: expected {group.name}/{name} with {ndim} axes, found shape {ds.shape}")
+        check_allocation((rows,) + ds.shape[1:], ds.dtype.itemsize, f"{path}: {group.name}/{name}", FormatError)
+
+
 def read_events(path) -> EventList:
     """All events of a hexspec file (those up to the last flush, for a cut-off file)."""
     with _open(path) as f:
         g = _group(f, path, "events")
+        _check_rows(path, g, [name for name, _ in EVENT_FIELDS], 0, 1)
         n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
+        _check_rows(path, g, [name for name, _ in EVENT_FIELDS], n, 1)
         return EventList(*(g[name][:n] for name, _ in EVENT_FIELDS))
 
 
@@ -344,6 +358,7 @@ def iter_events(path, batch_size: int = 1_000_000):
         raise FormatError(f"iter_events: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
         g = _group(f, path, "events")
+        _check_rows(path, g, [name for name, _ in EVENT_FIELDS], 0, 1)
         n = min(g[name].shape[0] for name, _ in EVENT_FIELDS)
         for s in range(0, n, batch_size):
             yield EventList(*(g[name][s:min(s + batch_size, n)] for name, _ in EVENT_FIELDS))
@@ -354,6 +369,8 @@ def read_cube(path) -> SpectralCube:
     from ..limits import check_allocation
     with _open(path) as f:
         g = _group(f, path, "spectra")
+        _check_rows(path, g, ["counts"], 0, 3)
+        _check_rows(path, g, ["energy_edges"], 0, 1)
         check_allocation(g["counts"].shape, g["counts"].dtype.itemsize, f"{path}: /entry/spectra/counts", FormatError)
         unit = g["energy_edges"].attrs.get("units", "keV")
         if isinstance(unit, bytes):
@@ -368,6 +385,8 @@ def count_frames(path) -> int:
         e = _entry(f, path)
         if "frames" not in e:
             return 0
+        _check_rows(path, e["frames"], ["data"], 0, 3)
+        _check_rows(path, e["frames"], ["frame_number"], 0, 1)
         return min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0])
 
 
@@ -375,9 +394,12 @@ def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
     """Raw frames [start, stop) of a hexspec file."""
     with _open(path) as f:
         e = _entry(f, path)
-        _group(f, path, "frames")
+        g = _group(f, path, "frames")
+        _check_rows(path, g, ["data"], 0, 3)
+        _check_rows(path, g, ["frame_number"], 0, 1)
         n = min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0])
         stop = n if stop is None else min(stop, n)
+        _check_rows(path, g, ["data"], max(0, stop - start), 3)
         return FrameBatch(e["frames/data"][start:stop], e["frames/frame_number"][start:stop])
 
 
@@ -387,7 +409,9 @@ def iter_frames(path, batch_size: int = 1000):
         raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
         e = _entry(f, path)
-        _group(f, path, "frames")
+        g = _group(f, path, "frames")
+        _check_rows(path, g, ["data"], batch_size, 3)
+        _check_rows(path, g, ["frame_number"], 0, 1)
         data, fn = e["frames/data"], e["frames/frame_number"]
         n = min(data.shape[0], fn.shape[0])
         for s in range(0, n, batch_size):
