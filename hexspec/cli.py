@@ -77,7 +77,9 @@ def _main(argv=None) -> int:
         parser.print_help()
         return 2
     previous = None
-    if threading.current_thread() is threading.main_thread():
+    # not the viewer: an exception raised inside Qt's event loop would be printed and
+    # ignored, while the default action of SIGTERM ends it at once
+    if args.command != "view" and threading.current_thread() is threading.main_thread():
         # SIGTERM ends a command as Ctrl-C does (within a second, cleaning up temporary
         # outputs); record and serve-sim install their own handlers for a clean stop
         previous = signal.signal(signal.SIGTERM, _terminate)
