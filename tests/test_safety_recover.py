@@ -33,6 +33,7 @@ def killed_recording(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_a_killed_recording_is_recovered_in_place_keeping_every_frame(killed_recording, tmp_path):
     path = tmp_path / "run.h5"
     shutil.copy(killed_recording, path)

@@ -29,6 +29,7 @@ def seconds_to_stop(proc):
     return time.monotonic() - t0
 
 
+@pytest.mark.slow
 def test_serve_sim_push_without_a_reader_stops_on_sigterm_within_a_second():
     port = free_port()
     proc = subprocess.Popen(HEXSPEC + ["serve-sim", "--socket", "push", "--zmq", f"tcp://127.0.0.1:{port}",
@@ -43,6 +44,7 @@ def test_serve_sim_push_without_a_reader_stops_on_sigterm_within_a_second():
             proc.kill()
 
 
+@pytest.mark.slow
 def test_simulate_stops_on_sigterm_within_a_second_leaving_no_partial_output(tmp_path):
     out = tmp_path / "big.h5"
     proc = subprocess.Popen(HEXSPEC + ["simulate", "-n", "10000000", "--shape", "16", "16", "-o", str(out), "-q"],
@@ -61,6 +63,7 @@ def test_simulate_stops_on_sigterm_within_a_second_leaving_no_partial_output(tmp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_record_stops_on_sigterm_within_a_second_with_a_closed_file(tmp_path):
     out = tmp_path / "run.h5"
     proc = subprocess.Popen(HEXSPEC + ["record", "sim://?seed=2&shape=16,16&rate=2000", "-o", str(out), "--raw", "-q"],
