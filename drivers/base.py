@@ -6,7 +6,8 @@ with :func:`hexspec.drivers.open_source` (:mod:`.registry`, which maps each sche
 its transport module; this module imports none of them):
 
 =========================================  ==============================================
-``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`)
+``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`); also
+                                            ``hwm``, ``max_message_bytes``, ``queue_bytes``
 ``ipc://PATH[?socket=...]``                 the same over a local socket
 ``serial://PORT?baud=..&timeout=s``         FORMATS.md serial framing (:mod:`.serial`)
 ``loop://``, ``socket://``, ``rfc2217://``  pyserial URLs, same framing
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ProtocolError
 from ..frames import FrameBatch, GapCounter
 
 log = logging.getLogger("hexspec.drivers")
@@ -120,6 +121,23 @@ class BaseSource:
     def _idle(self) -> None:
         if self.idle_hook is not None:
             self.idle_hook()
+
+    def _skip(self, exc, where: str = "") -> None:
+        """Count one message rejected while decoding untrusted bytes, and log it.
+
+        The one guard of the live loop: decoders call this for *any* exception the
+        bytes of one message provoke (a ProtocolError naming the bad field, or whatever
+        a hostile header makes the parser raise), so one message never ends a source.
+        Only the first, second, fourth, eighth... are logged, so a flood of bad
+        messages cannot flood the log.
+        """
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
+        why = str(exc) if isinstance(exc, ProtocolError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+        self.stats.corrupt += 1
+        self.stats.last_error = why
+        if self.stats.corrupt & (self.stats.corrupt - 1) == 0:
+            log.warning("%s: corrupt message #%d skipped: %s", where or type(self).__name__, self.stats.corrupt, why)
 
     # -- shared -------------------------------------------------------------------------
     @property

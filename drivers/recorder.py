@@ -268,6 +268,23 @@ class Recorder:
         self._check_gap_s = 0.0
         self._counters = {}
         self._closed = False
+        # A flusher thread keeps the one-second promise while the caller is busy (a large
+        # batch in the event kernels, a source simulating or receiving): file writes and
+        # counters are guarded by _mutex, event extraction runs outside it.
+        self._mutex = threading.RLock()
+        self._stop_flusher = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="hexspec-flusher", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop_flusher.wait(0.1):
+            with self._mutex:
+                if self._closed or self.failed is not None:
+                    return
+                try:
+                    self.flush_if_due()
+                except WriteError:
+                    return          # the next add() or close() reports it
 
     # -- write errors ---------------------------------------------------------------------
     def _fail(self, exc) -> WriteError:
@@ -313,8 +330,12 @@ class Recorder:
         """
         if batch.shape != self.shape:
             raise ProtocolError(f"recorder: expected frames of shape {self.shape}, found {batch.shape}")
-        with self._writing():
-            return self._add(batch, stats)
+        if self.failed is not None:
+            raise self._fail(self.failed)
+        # the event kernels release the GIL and touch no file: the flusher may flush meanwhile
+        events = self._chain.extract(batch) if self._extractor is not None and len(batch) else None
+        with self._mutex, self._writing():
+            return self._add(batch, stats, events)
 
     def reject(self, batch: FrameBatch, why: str) -> None:
         """Count a batch that cannot go into this file (frames of another shape) and skip it."""
@@ -323,14 +344,12 @@ class Recorder:
             log.warning("recorder: message #%d skipped: %s", self.rejected, why)
         self._counters["corrupt_messages"] = self._counters.get("corrupt_messages", 0) + 1
 
-    def _add(self, batch, stats):
+    def _add(self, batch, stats, events):
         if len(batch) == 0:
             return EventList.empty() if self._extractor is not None else None
         if self._frames is not None:
             self._frames.append(batch)
-        events = None
-        if self._extractor is not None:
-            events = self._chain.extract(batch)
+        if events is not None:
             if self.events:
                 self.writer.write_events(events)
             if self._accumulator is not None:
@@ -353,6 +372,10 @@ class Recorder:
         Called after every batch and, through the source's ``idle_hook``, while the
         source waits, so data received just before a pause are flushed on time too.
         """
+        with self._mutex:
+            self._flush_if_due()
+
+    def _flush_if_due(self) -> None:
         now = time.monotonic()
         # the longest recent wait between two calls (a batch being processed, a source
         # busy receiving): flushing when the next call could come too late keeps the gap
@@ -369,11 +392,12 @@ class Recorder:
 
     def update_counters(self, stats) -> None:
         """Take dropped and corrupt counts from a source's SourceStats (plus what the recorder rejected)."""
-        self._counters = {"frames_dropped": stats.dropped, "corrupt_messages": stats.corrupt + self.rejected}
+        with self._mutex:
+            self._counters.update(frames_dropped=stats.dropped, corrupt_messages=stats.corrupt + self.rejected)
 
     def flush(self) -> None:
         """Make everything recorded so far durable (a crash after this loses none of it)."""
-        with self._writing():
+        with self._mutex, self._writing():
             self._flush()
 
     def _flush(self) -> None:
@@ -384,6 +408,7 @@ class Recorder:
         if self._accumulator is not None and now - self._last_spectra >= self.spectra_interval_s:
             self.writer.write_spectra(self._accumulator.cube)
             self._last_spectra = now
+            self._counters["cube_frames"] = self.frames_received
         self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
                                     last_frame=self.last_frame, **self._counters)
         self.writer.flush()
@@ -397,9 +422,13 @@ class Recorder:
 
     def close(self) -> None:
         """Write the spectra and counters and close the file. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        self._stop_flusher.set()
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+        if self._flusher is not threading.current_thread():
+            self._flusher.join()
         try:
             if self.failed is None:      # otherwise the file stays as the last flush left it (see _fail)
                 with self._writing():
@@ -407,6 +436,7 @@ class Recorder:
                         self._frames.close()
                     if self._accumulator is not None:
                         self.writer.write_spectra(self._accumulator.cube)
+                        self._counters["cube_frames"] = self.frames_received
                     self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
                                                 last_frame=self.last_frame, **self._counters)
                     self.writer.flush()
@@ -467,6 +497,9 @@ class _StopOnSignals:
         self._previous = {}
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGTERM:
+            from ..shutdown import TERMINATED     # the command then exits without a slow teardown
+            TERMINATED.set()
         if self.signal_name:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name

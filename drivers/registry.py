@@ -75,6 +75,9 @@ def _open_zmq(url, scheme, rest, query, shape, max_frames, kw):
         kw["hwm"] = _int_option(query, "hwm", minimum=1)
     if "bind" in query:
         kw["bind"] = query.pop("bind").lower() in ("1", "true", "yes")
+    for key in ("max_message_bytes", "queue_bytes"):
+        if key in query:
+            kw[key] = _int_option(query, key, minimum=1)
     if "dataset" in query:
         kw["dataset"] = query.pop("dataset")
     if "sampled" in query:

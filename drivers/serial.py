@@ -119,20 +119,31 @@ class FrameParser:
     ----------
     shape : (rows, cols), optional
         Reject frames of any other shape.
+    lock_shape : bool
+        Without ``shape``, take the shape of the first good frame as the expected one
+        (a stray valid frame of another shape is then counted as corrupt, not delivered).
+
+    A header can be believable and still false (noise that happens to start with the
+    sync word). While such a header waits for a payload that will never come, the
+    parser looks ahead: a complete frame with a good CRC starting inside the claimed
+    payload proves the header false, so good frames are never held back behind it,
+    and :meth:`finish` rescans what is left instead of dropping it.
 
     Attributes
     ----------
     corrupt : int
         Frames rejected: impossible header, CRC mismatch, bad sparse index, or cut
-        short (seen when the next sync word arrives inside it, or at :meth:`finish`).
+        short (seen when a good frame starts inside it, or at :meth:`finish`).
     skipped_bytes : int
         Bytes discarded while looking for a sync word.
     last_error : str
     """
 
-    def __init__(self, shape=None):
+    def __init__(self, shape=None, lock_shape: bool = False):
         self.shape = None if shape is None else (int(shape[0]), int(shape[1]))
+        self.lock_shape = lock_shape
         self._buffer = bytearray()
+        self._lookahead_from = 0     # where the search for a frame inside a pending one resumes
         self.corrupt = 0
         self.skipped_bytes = 0
         self.last_error = ""
@@ -145,6 +156,51 @@ class FrameParser:
         # resynchronise: look for the next sync word after this one's first byte
         del self._buffer[:1]
         self.skipped_bytes += 1
+        self._lookahead_from = 0
+
+    def _frame_at(self, buf, at):
+        """Parse the frame whose sync word starts at ``at``.
+
+        Returns ``("ok", number, frame, end)``, ``("short", why, None, end)`` when the
+        bytes are not all there yet, or ``("bad", why, None, 0)``.
+        """
+        if len(buf) < at + len(SYNC) + HEADER.size:
+            return "short", "header cut short", None, at + len(SYNC) + HEADER.size
+        number, rows, cols, encoding, _flags, _reserved, length = HEADER.unpack_from(buf, at + len(SYNC))
+        why = check_header(number, rows, cols, encoding, length, self.shape)
+        if why:
+            return "bad", "impossible header: " + why, None, 0
+        end = at + len(SYNC) + HEADER.size + length
+        if len(buf) < end + CRC.size:
+            return "short", f"frame {number} cut short", None, end + CRC.size
+        # copies (a few kB) rather than memoryviews: the buffer must stay resizable
+        body = bytes(buf[at + len(SYNC):end])
+        crc_found = CRC.unpack_from(buf, end)[0]
+        crc_expected = zlib.crc32(body)
+        if crc_found != crc_expected:
+            return "bad", f"frame {number}: CRC-32 {crc_found:08x} does not match {crc_expected:08x}", None, 0
+        try:
+            frame = decode_payload(body[HEADER.size:], rows, cols, encoding)
+        except Exception as exc:      # whatever the payload provokes: this frame is corrupt
+            return "bad", f"frame {number}: {exc}", None, 0
+        return "ok", number, frame, end + CRC.size
+
+    def _good_frame_inside(self, buf, limit):
+        """Position of a complete, CRC-valid frame starting in buf[1:limit], or -1."""
+        at = max(1, self._lookahead_from)
+        while True:
+            at = buf.find(SYNC, at, max(at, limit))
+            if at < 0:
+                # resume just before the end next time (a sync word may be split across reads)
+                self._lookahead_from = max(1, min(limit, len(buf)) - len(SYNC) + 1)
+                return -1
+            status = self._frame_at(buf, at)[0]
+            if status == "ok":
+                return at
+            if status == "short":
+                self._lookahead_from = at      # look at it again when more bytes are in
+                return -1
+            at += 1
 
     def feed(self, data) -> list:
         """Add received bytes; return the frames completed, as (frame_number, frame) pairs."""
@@ -159,45 +215,44 @@ class FrameParser:
                 if len(buf) > keep:
                     self.skipped_bytes += len(buf) - keep
                     del buf[:len(buf) - keep]
+                self._lookahead_from = 0
                 return out
             if at:
                 self.skipped_bytes += at
                 del buf[:at]
-            if len(buf) < len(SYNC) + HEADER.size:
+                self._lookahead_from = max(0, self._lookahead_from - at)
+            status, what, frame, end = self._frame_at(buf, 0)
+            if status == "bad":
+                self._reject(what)
+                continue
+            if status == "short":
+                # wait for the rest, unless a good frame already starts inside the claim
+                if self._good_frame_inside(buf, min(end, len(buf))) >= 0:
+                    self._reject(f"{what}: a good frame starts inside it")
+                    continue
                 return out
-            number, rows, cols, encoding, _flags, _reserved, length = HEADER.unpack_from(buf, len(SYNC))
-            why = check_header(number, rows, cols, encoding, length, self.shape)
-            if why:
-                self._reject("impossible header: " + why)
-                continue
-            end = len(SYNC) + HEADER.size + length
-            if len(buf) < end + CRC.size:
-                # wait for the rest; a frame cut short shows up as a CRC mismatch once the
-                # following bytes arrive, or at finish() when the stream goes quiet
-                return out
-            # copies (a few kB) rather than memoryviews: the buffer must stay resizable
-            body = bytes(buf[len(SYNC):end])
-            crc_found = CRC.unpack_from(buf, end)[0]
-            crc_expected = zlib.crc32(body)
-            if crc_found != crc_expected:
-                self._reject(f"frame {number}: CRC-32 {crc_found:08x} does not match {crc_expected:08x}")
-                continue
-            try:
-                frame = decode_payload(body[HEADER.size:], rows, cols, encoding)
-            except ProtocolError as exc:
-                self._reject(f"frame {number}: {exc}")
-                continue
-            out.append((number, frame))
-            del buf[:end + CRC.size]
+            out.append((what, frame))
+            if self.lock_shape and self.shape is None:
+                self.shape = frame.shape
+            del buf[:end]
+            self._lookahead_from = 0
 
-    def finish(self) -> None:
-        """The stream ended (or went quiet): a partial frame left over is counted as corrupt."""
-        at = self._buffer.find(SYNC)
-        if at >= 0:
-            self.corrupt += 1
-            self.last_error = "frame cut short at end of stream"
+    def finish(self) -> list:
+        """The stream ended (or went quiet): reject a partial frame and rescan what follows it.
+
+        Returns the frames found behind a false header (as :meth:`feed` does).
+        """
+        out = []
+        while True:
+            out += self.feed(b"")
+            # feed stops at a frame whose bytes are not all there, or with no sync word left
+            if self._buffer.find(SYNC) < 0:
+                break
+            self._reject("frame cut short at end of stream")    # drops one byte: the loop ends
         self.skipped_bytes += len(self._buffer)
         self._buffer.clear()
+        self._lookahead_from = 0
+        return out
 
     @property
     def buffered(self) -> int:
@@ -252,7 +307,7 @@ class SerialSource(BaseSource):
         self.timeout_s = timeout_s
         self.batch_frames = max(1, int(batch_frames))
         self.max_latency_s = float(max_latency_s)
-        self.parser = FrameParser(shape)
+        self.parser = FrameParser(shape, lock_shape=True)
         self._decoded = 0
 
     def _read(self):
@@ -281,7 +336,11 @@ class SerialSource(BaseSource):
             if data:
                 idle_since = now
                 self.stats.bytes += len(data)
-                decoded = self.parser.feed(data)
+                try:
+                    decoded = self.parser.feed(data)
+                except Exception as exc:       # the live loop's guard: no byte ends the source
+                    self.parser._reject(f"{type(exc).__name__}: {str(exc)[:200]}")
+                    decoded = []
                 self._decoded += len(decoded)
                 if decoded and not pending:
                     held_since = now
@@ -306,7 +365,10 @@ class SerialSource(BaseSource):
                 self._idle()
             if not data and self.timeout_s is not None and now - idle_since > self.timeout_s:
                 if self.parser.buffered:
-                    self.parser.finish()
+                    # frames behind a false header are still delivered
+                    rescued = self.parser.finish()
+                    self._decoded += len(rescued)
+                    pending.extend(rescued)
                     self._sync_stats()
                 log.info("serial %s: no data for %.1f s, ending", self.name, self.timeout_s)
                 break

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import numpy as np
@@ -46,7 +47,15 @@ COMPRESSED = ("blosc", "lz4", "bslz4")
 
 #: Largest message payload accepted (bytes): a header claiming more is corrupt,
 #: whatever the actual payload, so a bad header can never make us allocate gigabytes.
+#: Receiving sockets also set ZMQ_MAXMSGSIZE to this, so ZMQ itself refuses (and
+#: disconnects) a sender of a bigger message part before buffering it.
 MAX_PAYLOAD_BYTES = 1 << 30
+
+#: Longest JSON header accepted (bytes); odin-data's are about 200.
+MAX_HEADER_BYTES = 1 << 16
+
+#: Largest size of one axis in a shape; with MAX_PAYLOAD_BYTES it bounds every product.
+MAX_AXIS = 1 << 24
 
 #: Messages queued per socket before ZMQ drops (PUB/SUB) or blocks the sender
 #: (PUSH/PULL). 1000 single 80x80 frames is ~13 MB and ~0.1 s of a HEXITEC at
@@ -89,25 +98,32 @@ def encode_header(frame_num: int, shape, dtype="uint16", acquisition_id: str = "
     return json.dumps(header).encode("utf-8")
 
 
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _shape_entries(raw, frame_num):
     where = f" (frame {frame_num})"
     if not isinstance(raw, list) or not 2 <= len(raw) <= 3:
-        raise ProtocolError(f"shape: expected a list of 2 or 3 sizes, found {raw!r}{where}")
+        raise ProtocolError(f"shape: expected a list of 2 or 3 sizes, found {_short(raw)}{where}")
     shape = []
     for s in raw:
         if isinstance(s, bool):
-            raise ProtocolError(f"shape: expected integer sizes, found {raw!r}{where}")
+            raise ProtocolError(f"shape: expected integer sizes, found {_short(raw)}{where}")
         if isinstance(s, str):
-            if not s.strip().isdigit():
-                raise ProtocolError(f"shape: expected integer sizes, found {raw!r}{where}")
+            s = s.strip()
+            # ASCII digits only ("²".isdigit() is true), and few enough to be a size
+            if not (s.isascii() and s.isdigit() and len(s) <= 9):
+                raise ProtocolError(f"shape: expected integer sizes up to {MAX_AXIS}, found {_short(raw)}{where}")
             s = int(s)
-        if not isinstance(s, int) or s <= 0:
-            raise ProtocolError(f"shape: expected positive integer sizes, found {raw!r}{where}")
+        if not isinstance(s, int) or not 0 < s <= MAX_AXIS:
+            raise ProtocolError(f"shape: expected integer sizes 1..{MAX_AXIS}, found {_short(raw)}{where}")
         shape.append(s)
     return tuple(shape)
 
 
-def decode_message(parts, expected_shape=None):
+def decode_message(parts, expected_shape=None, max_payload_bytes: int = MAX_PAYLOAD_BYTES):
     """Validate one two-part message and return ``(header, frames)``.
 
     Parameters
@@ -116,6 +132,8 @@ def decode_message(parts, expected_shape=None):
         The message parts as received.
     expected_shape : (rows, cols), optional
         Reject frames of any other shape.
+    max_payload_bytes : int
+        Reject a header declaring a bigger payload (default :data:`MAX_PAYLOAD_BYTES`).
 
     Returns
     -------
@@ -131,39 +149,44 @@ def decode_message(parts, expected_shape=None):
     """
     if len(parts) != 2:
         raise ProtocolError(f"expected a 2-part message (JSON header, frame), found {len(parts)} parts")
+    if memoryview(parts[0]).nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header: at most {MAX_HEADER_BYTES} bytes of JSON accepted, "
+                            f"found {memoryview(parts[0]).nbytes}")
     try:
         header = json.loads(bytes(parts[0]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"header is not UTF-8 JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"header is not UTF-8 JSON: {type(exc).__name__}: {str(exc)[:80]}") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"header: expected a JSON object, found {type(header).__name__}")
     frame_num = header.get("frame_num")
-    if isinstance(frame_num, bool) or not isinstance(frame_num, int) or frame_num < 0:
-        raise ProtocolError(f"frame_num: expected an integer >= 0, found {frame_num!r}")
+    # frame numbers are stored as int64
+    if isinstance(frame_num, bool) or not isinstance(frame_num, int) or not 0 <= frame_num < 1 << 63:
+        raise ProtocolError(f"frame_num: expected an integer 0..2^63-1, found {_short(frame_num)}")
     dtype_name = header.get("dtype")
-    if dtype_name not in WIRE_DTYPES:
-        raise ProtocolError(f"dtype: expected one of {sorted(WIRE_DTYPES)}, found {dtype_name!r} (frame {frame_num})")
+    if not isinstance(dtype_name, str) or dtype_name not in WIRE_DTYPES:
+        raise ProtocolError(f"dtype: expected one of {sorted(WIRE_DTYPES)}, found {_short(dtype_name)} (frame {frame_num})")
     dtype = WIRE_DTYPES[dtype_name]
     compression = header.get("compression", "none")
-    compression = "none" if compression in (None, "") else compression
+    if compression in (None, ""):
+        compression = "none"
     if not isinstance(compression, str) or compression.lower() not in ("none", "unknown") + COMPRESSED:
         raise ProtocolError(f"compression: expected one of none, unknown, {', '.join(COMPRESSED)}, "
-                            f"found {compression!r} (frame {frame_num})")
+                            f"found {_short(compression)} (frame {frame_num})")
     compression = compression.lower()
     shape = _shape_entries(header.get("shape"), frame_num)
     dsize = header.get("dsize")
     if isinstance(dsize, bool) or not isinstance(dsize, int):
-        raise ProtocolError(f"dsize: expected an integer byte count, found {dsize!r} (frame {frame_num})")
-    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if expected_bytes > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"shape: at most {MAX_PAYLOAD_BYTES} bytes of frames accepted, shape {list(shape)} "
-                            f"of {dtype_name} is {expected_bytes} (frame {frame_num})")
+        raise ProtocolError(f"dsize: expected an integer byte count, found {_short(dsize)} (frame {frame_num})")
+    expected_bytes = math.prod(shape) * dtype.itemsize      # Python integers: no wrap-around
+    if expected_bytes > max_payload_bytes:
+        raise ProtocolError(f"shape: {list(shape)} of {dtype_name} is {expected_bytes} bytes, at most "
+                            f"{max_payload_bytes} accepted (frame {frame_num})")
     if compression in ("none", "unknown") and dsize != expected_bytes:
         what = "" if compression == "none" else " (compression 'unknown' is read as uncompressed only then)"
         raise ProtocolError(f"dsize: expected prod(shape {list(shape)}) * {dtype.itemsize} = {expected_bytes} bytes"
-                            f"{what}, found {dsize} (frame {frame_num})")
-    if dsize > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"dsize: at most {MAX_PAYLOAD_BYTES} bytes accepted, found {dsize} (frame {frame_num})")
+                            f"{what}, found {_short(dsize)} (frame {frame_num})")
+    if dsize > max_payload_bytes:
+        raise ProtocolError(f"dsize: at most {max_payload_bytes} bytes accepted, found {dsize} (frame {frame_num})")
     payload = memoryview(parts[1])
     if payload.nbytes != dsize:
         raise ProtocolError(f"payload: header says dsize {dsize} bytes, part 2 has {payload.nbytes} (frame {frame_num})")
@@ -284,9 +307,11 @@ class ZmqPublisher:
             start = stop
         return n
 
-    def close(self) -> None:
-        """Close the socket, waiting up to ``linger_s`` for queued messages to be delivered."""
+    def close(self, linger_s: float | None = None) -> None:
+        """Close the socket, waiting up to ``linger_s`` (default: the constructor's) for queued messages."""
         if not self._socket.closed:
+            if linger_s is not None:
+                self._socket.setsockopt(zmq.LINGER, int(linger_s * 1000))
             self._socket.close()
             if self._own_context:
                 self._context.term()
@@ -336,12 +361,23 @@ class ZmqSource(BaseSource):
         socket, sampled while most message-to-message steps skip frames (a decimated
         odin-data live view, ``per_second`` or ``frame_frequency``); a PULL pipeline's
         gaps are always losses.
+    max_message_bytes : int
+        Largest payload accepted (ZMQ_MAXMSGSIZE is set to it plus room for the
+        header, so ZMQ disconnects a sender of anything bigger before buffering it).
+    queue_bytes : int, optional
+        Bound on the memory of the receive queue: the high-water mark becomes at most
+        ``queue_bytes // max_message_bytes`` messages.
+    drain_s : float
+        When :meth:`stop` is called, messages already queued are still received and
+        delivered for up to this long (the sender of a PUSH pipeline considers them
+        delivered); any left after that are received and counted as dropped.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, socket_type: str = "SUB", timeout_s: float | None = 10.0,
                  batch_frames: int = 1000, max_latency_s: float = 0.05, shape=None, hwm: int = DEFAULT_HWM,
                  bind: bool = False, max_frames: int | None = None, context=None, dataset: str | None = None,
-                 sampled: str = "auto"):
+                 sampled: str = "auto", max_message_bytes: int = MAX_PAYLOAD_BYTES, queue_bytes: int | None = None,
+                 drain_s: float = 0.5):
         super().__init__(max_frames)
         if sampled not in ("auto", "yes", "no"):
             raise ConfigError(f"ZmqSource: sampled must be 'auto', 'yes' or 'no', found {sampled!r}")
@@ -363,9 +399,14 @@ class ZmqSource(BaseSource):
         self.max_latency_s = float(max_latency_s)
         self.shape = None if shape is None else (int(shape[0]), int(shape[1]))
         self._acquisition_id = None
+        self.max_message_bytes = int(max_message_bytes)
+        self.drain_s = float(drain_s)
+        if queue_bytes is not None:
+            hwm = max(1, min(int(hwm), int(queue_bytes) // self.max_message_bytes))
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(getattr(zmq, socket_type))
         self._socket.setsockopt(zmq.RCVHWM, int(hwm))
+        self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + MAX_HEADER_BYTES)
         self._socket.setsockopt(zmq.LINGER, 0)
         if socket_type == "SUB":
             self._socket.setsockopt(zmq.SUBSCRIBE, b"")
@@ -393,19 +434,24 @@ class ZmqSource(BaseSource):
         self.stats.messages += 1
         self.stats.bytes += sum(len(p.buffer) for p in parts)
         try:
-            header, frames = decode_message([p.buffer for p in parts], self.shape)
-        except ProtocolError as exc:
-            self.stats.corrupt += 1
-            self.stats.last_error = str(exc)
-            # one log line per power of two keeps a flood of bad messages from flooding the log
-            if self.stats.corrupt & (self.stats.corrupt - 1) == 0:
-                log.warning("%s: corrupt message #%d skipped: %s", self.endpoint, self.stats.corrupt, exc)
+            header, frames = decode_message([p.buffer for p in parts], self.shape, self.max_message_bytes)
+            name = header.get("dataset")
+            if name is not None and not self._wanted(str(name)):
+                self.stats.filtered += 1
+                return None
+            acq = header.get("acquisition_id")
+            if not isinstance(acq, (str, type(None))):
+                acq = repr(acq)[:80]
+            if acq != self._acquisition_id:
+                self._frame_shape = None       # a new acquisition may have another frame shape
+            if self._frame_shape is None:
+                self._frame_shape = frames.shape[1:]
+            elif frames.shape[1:] != self._frame_shape:
+                raise ProtocolError(f"shape: expected frames of {self._frame_shape} as before, found "
+                                    f"{list(frames.shape[1:])} (frame {header['frame_num']})")
+        except Exception as exc:        # anything untrusted bytes can raise: count it, skip it
+            self._skip(exc, self.endpoint)
             return None
-        name = header.get("dataset")
-        if name is not None and not self._wanted(str(name)):
-            self.stats.filtered += 1
-            return None
-        acq = header.get("acquisition_id")
         if acq != self._acquisition_id:
             if self._acquisition_id is not None:
                 self._gaps.expected = None     # a new acquisition restarts frame numbering
@@ -430,7 +476,44 @@ class ZmqSource(BaseSource):
             return self.sampled == "yes"
         return self.socket_type == "SUB" and self._steps_skipping > self._steps_consecutive
 
+    _frame_shape = None
+
     def _batches(self):
+        yield from self._receive_until_closed()
+        if not getattr(self, "_released", False) and not self._socket.closed:
+            yield from self._drain()
+
+    def _drain(self):
+        """After stop(): deliver what is already queued, then count what is left as dropped."""
+        deadline = time.monotonic() + self.drain_s
+        pending, pending_frames = [], 0
+        while time.monotonic() < deadline:
+            parts = self._receive(0.02)
+            if parts is None:
+                break
+            decoded = self._decode(parts)
+            if decoded is None:
+                continue
+            if pending and decoded[1].shape[1:] != pending[0][1].shape[1:] or pending_frames >= self.batch_frames:
+                yield self._join(pending)
+                pending, pending_frames = [], 0
+            pending.append(decoded)
+            pending_frames += decoded[1].shape[0]
+        if pending:
+            yield self._join(pending)
+        left = 0
+        stop_counting = time.monotonic() + self.drain_s
+        while time.monotonic() < stop_counting:
+            parts = self._receive(0)
+            if parts is None:
+                break
+            left += 1
+            self.stats.messages += 1
+        if left:
+            self.stats.dropped += left     # frames: at least one per message left in the queue
+            log.warning("%s: %d queued messages left unread when stopped (counted as dropped)", self.endpoint, left)
+
+    def _receive_until_closed(self):
         poll_s = 0.1
         idle_since = time.monotonic()
         pending = []         # (frame_num, frames) waiting to be joined into one batch

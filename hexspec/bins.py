@@ -34,6 +34,10 @@ class EnergyBins:
         n = int(round((stop - start) / width))
         if n < 1:
             raise ConfigError(f"EnergyBins: ({start}, {stop}, {width}) gives no bin")
+        from .limits import MAX_BINS
+        if n > MAX_BINS:
+            raise ConfigError(f"EnergyBins: ({start}, {stop}, {width}) gives {n} bins, more than the "
+                              f"{MAX_BINS} allowed (HEXSPEC_MAX_BINS)")
         self.start, self.width, self.n = start, width, n
         self.stop = start + n * width
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from importlib import import_module
 
 from . import __version__
 from .errors import HexspecError
+from .shutdown import TERMINATED
 
 #: subcommand -> module in hexspec.commands
 COMMANDS = {
@@ -51,11 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; returns its exit status.
+
+    Run as a program (``argv`` None), a command stopped by SIGTERM exits as soon as its
+    files are closed, without the second or so the interpreter spends tearing down
+    numba and friends: the promise is to stop within one second.
+    """
+    rc = _main(argv)
+    if argv is None and TERMINATED.is_set():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    return rc
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = None
+    # not the viewer: an exception raised inside Qt's event loop would be printed and
+    # ignored, while the default action of SIGTERM ends it at once
+    if args.command != "view" and threading.current_thread() is threading.main_thread():
+        # SIGTERM ends a command as Ctrl-C does (within a second, cleaning up temporary
+        # outputs); record and serve-sim install their own handlers for a clean stop
+        previous = signal.signal(signal.SIGTERM, _terminate)
     from .io import provenance
     if argv is None and args.command != "selftest":
         # a real command line, not a call from Python: say once that the first run compiles
@@ -81,6 +109,14 @@ def main(argv=None) -> int:
         # the file system or a damaged file (h5py reports both as OSError): one line, no traceback
         print(f"hexspec {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    TERMINATED.set()
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

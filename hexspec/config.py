@@ -188,7 +188,8 @@ class ProcessingConfig:
 
         Raises ConfigError naming the expected shape when a map does not fit ``shape``.
         """
-        rows, cols = int(shape[0]), int(shape[1])
+        from .limits import check_detector_shape
+        rows, cols = check_detector_shape(shape, "ProcessingConfig.pixel_maps")
 
         def full(name, value, default):
             if value is None:
@@ -231,7 +232,14 @@ class ProcessingConfig:
         if unknown:
             raise ConfigError(
                 f"ProcessingConfig: unknown option(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(known))}")
-        return cls(**_renamed(d))
+        try:
+            return cls(**_renamed(d))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            # a value of the wrong kind (a table where a number belongs...) from a file
+            shown = ", ".join(f"{k}={str(v)[:40]}" for k, v in sorted(d.items()))
+            raise ConfigError(f"ProcessingConfig: an option has a value of the wrong kind ({exc}); found {shown}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ProcessingConfig":

@@ -151,6 +151,8 @@ class SpectrumAccumulator:
         self.bins = config.resolved_bins()
         self.shape = (int(shape[0]), int(shape[1]))
         self.unit = "keV" if config.calibrated else "ADU"
+        from .limits import check_allocation
+        check_allocation((self.shape[0], self.shape[1], self.bins.n), 4, "SpectrumAccumulator: the spectral cube")
         self._counts = np.zeros((self.shape[0], self.shape[1], self.bins.n), dtype=np.uint32)
         self._spare = []             # private cubes of extractor threads (see histogram_target)
         self._spare_dirty = False

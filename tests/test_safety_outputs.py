@@ -133,6 +133,7 @@ def test_a_second_recorder_on_the_same_file_fails_at_once_and_the_first_is_intac
     np.testing.assert_array_equal(got.frame_numbers, np.arange(300))
 
 
+@pytest.mark.slow
 def test_a_second_record_command_fails_with_one_line_while_the_first_runs(tmp_path):
     path = tmp_path / "run.h5"
     cmd = [sys.executable, "-m", "hexspec.cli", "record", "sim://?seed=3&shape=8,8&rate=500&frames=100000",
@@ -196,6 +197,7 @@ RECORD_RAW = [sys.executable, "-m", "hexspec.cli", "record", "sim://?seed=1&fram
               "--compression", "gzip"]
 
 
+@pytest.mark.slow
 def test_file_size_limit_during_record_stops_cleanly_keeping_flushed_frames(tmp_path):
     path = tmp_path / "full.h5"
     r = subprocess.run(RECORD_RAW + ["-o", str(path)], capture_output=True, text=True, timeout=120,
@@ -203,6 +205,7 @@ def test_file_size_limit_during_record_stops_cleanly_keeping_flushed_frames(tmp_
     _check_cut_recording(path, r)
 
 
+@pytest.mark.slow
 def test_disk_full_during_record_stops_cleanly_keeping_flushed_frames(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()

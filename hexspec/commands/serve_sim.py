@@ -62,9 +62,17 @@ def run(args) -> int:
     sink, where = open_sink(args)
     stop = threading.Event()
     previous = None
+
+    def terminate(signum, frame):
+        # SIGTERM (a service manager, `kill`) stops as Ctrl-C does: raising here also ends a
+        # send blocked on a PUSH socket with no reader, which setting a flag cannot
+        from ..shutdown import TERMINATED
+        TERMINATED.set()
+        stop.set()
+        raise KeyboardInterrupt
+
     if threading.current_thread() is threading.main_thread():
-        # SIGTERM (a service manager, `kill`) stops as cleanly as Ctrl-C does.
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        previous = signal.signal(signal.SIGTERM, terminate)
     prog = Progress("serve-sim", quiet=args.quiet)
     rate_text = "as fast as possible" if not args.rate else f"{args.rate:g} frames/s"
     print(f"{source_url(args)} -> {where}, {rate_text}; Ctrl-C stops", file=sys.stderr, flush=True)
@@ -76,7 +84,10 @@ def run(args) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        sink.close()
+        if interrupted and hasattr(sink, "frames_per_message"):
+            sink.close(linger_s=0.5)     # stop within a second even if a slow reader holds messages
+        else:
+            sink.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     frames = getattr(sink, "frames_sent", stats.frames if stats else 0)

@@ -44,4 +44,5 @@ def _unreadable(path, exc) -> str:
         magic = fh.read(8)
     if magic != b"\x89HDF\r\n\x1a\n":
         return f"{path}: expected an HDF5 file, found {size} bytes starting {magic!r}"
-    return f"{path}: expected a readable HDF5 file, found a damaged one of {size} bytes ({text})"
+    return (f"{path}: expected a readable HDF5 file, found a damaged one of {size} bytes ({text}); if a crashed "
+            f"or killed recording left it, `hexspec recover {path}` repairs it")

@@ -41,7 +41,8 @@ from .framefile import frame_compression as frame_compression_options
 from .h5open import open_h5
 
 EVENT_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("energy", np.float32), ("size", np.uint8))
-ACQ_INT = ("frames_received", "frames_dropped", "first_frame", "last_frame", "corrupt_messages", "events_written")
+ACQ_INT = ("frames_received", "frames_dropped", "first_frame", "last_frame", "corrupt_messages", "events_written",
+           "cube_frames")     # cube_frames: frames in the stored cube (stale when < frames_received)
 ACQ_STR = ("start_time", "end_time", "source")
 _COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
 #: HDF5 file-format bounds. The upper bound 1.10 keeps every file readable by HDF5 1.10
@@ -389,6 +390,13 @@ def write_results(path, group_name: str, arrays: dict, attrs: dict | None = None
 
 # ------------------------------------------------------------------ readers
 
+def _check_rows(path, datasets, rows):
+    """``rows`` of each dataset fit the allocation limit (sizes come from the file, not from us)."""
+    from ..limits import check_allocation
+    for ds in datasets:
+        check_allocation((rows,) + ds.shape[1:], ds.dtype.itemsize, f"{path}: {ds.name}", FormatError)
+
+
 def read_slice(ds, start, stop, path):
     """``ds[start:stop]``, with a damaged chunk reported as a FormatError naming the rows."""
     try:
@@ -449,6 +457,7 @@ def read_events(path) -> EventList:
     with _open(path) as f:
         ds = _event_datasets(f, path)
         n = min(d.shape[0] for d in ds)
+        _check_rows(path, ds, n)
         return EventList(*(read_slice(d, 0, n, path) for d in ds))
 
 
@@ -465,8 +474,12 @@ def iter_events(path, batch_size: int = 1_000_000):
 
 def read_cube(path) -> SpectralCube:
     """The /entry/spectra cube of a hexspec file."""
+    from ..limits import check_allocation
     with _open(path) as f:
         g = _group(f, path, "spectra")
+        counts = _dataset(g, "counts", path, 3)
+        _dataset(g, "energy_edges", path, 1)
+        check_allocation(counts.shape, counts.dtype.itemsize, f"{path}: /entry/spectra/counts", FormatError)
         unit = g["energy_edges"].attrs.get("units", "keV")
         if isinstance(unit, bytes):
             unit = unit.decode()
@@ -490,6 +503,7 @@ def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
         data, fn = _frame_datasets(f, path)
         n = min(data.shape[0], fn.shape[0])
         stop = n if stop is None else min(stop, n)
+        _check_rows(path, [data], max(0, stop - start))
         return FrameBatch(read_slice(data, start, stop, path), read_slice(fn, start, stop, path))
 
 
@@ -499,6 +513,7 @@ def iter_frames(path, batch_size: int = 1000):
         raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
         data, fn = _frame_datasets(f, path)
+        _check_rows(path, [data], batch_size)
         n = min(data.shape[0], fn.shape[0])
         for s in range(0, n, batch_size):
             t = min(s + batch_size, n)

@@ -29,9 +29,14 @@ def read_odin(path) -> dict:
     (R, C), ``pixel_spectra`` (R, C, nbins), ``summed_spectra`` (nbins), ``spectra_bins``
     (nbins, lower bin edges). Any subset may be present; at least one must be.
     """
+    from ..limits import check_allocation
     path = Path(path)
     with open_h5(path) as f:
-        out = {k: f[k][()] for k in ODIN_DATASETS if k in f and isinstance(f[k], h5py.Dataset)}
+        present = [k for k in ODIN_DATASETS if k in f and isinstance(f[k], h5py.Dataset)]
+        for k in present:      # declared sizes are checked before anything is read
+            check_allocation(f[k].shape, f[k].dtype.itemsize, f"{path}: {k} (read large files with iter_odin_frames)",
+                             FormatError)
+        out = {k: f[k][()] for k in present}
     if not out:
         raise FormatError(f"{path}: expected odin-data datasets ({', '.join(ODIN_DATASETS)}) at the root, found none")
     return out
