@@ -21,7 +21,8 @@ Conventions: energies in keV, momenta p_z in atomic units, angles in radians; ma
 from .binning import FACTORS, bin_weights, rebin_matrix, window_weights
 from .geometry import PinholeGeometry, theta_map_from_peaks
 from .kinematics import (MC2_KEV, MC_AU, compton_energy, energy_from_pz, energy_from_pz_scalar, impulse_factor,
-                         momentum_transfer_kev, pz_from_energy, pz_scalar, resolution_in_pz, theta_from_peak_energy)
+                         momentum_transfer_kev, pz_from_energy, pz_per_kev, pz_scalar,
+                         resolution_in_pz, theta_from_peak_energy)
 from .profiles import ATTENUATION_CORRECTION, ComptonProfile, difference, profile, region_profile, symmetrise
 from .sideband import BACKGROUNDS, SIDEBAND_ELASTIC_MARGIN_KEV, SIDEBAND_PZ_AU, sideband_estimator
 from .sparameter import SMap, s_parameter, s_parameter_blocks, s_parameter_map, s_parameter_region
@@ -29,7 +30,7 @@ from .windows import COLUMNS, N_COLUMNS
 
 __all__ = [
     "MC2_KEV", "MC_AU", "compton_energy", "pz_from_energy", "energy_from_pz", "energy_from_pz_scalar", "pz_scalar",
-    "momentum_transfer_kev", "impulse_factor", "theta_from_peak_energy", "resolution_in_pz",
+    "momentum_transfer_kev", "impulse_factor", "pz_per_kev", "theta_from_peak_energy", "resolution_in_pz",
     "PinholeGeometry", "theta_map_from_peaks",
     "FACTORS", "bin_weights", "window_weights", "rebin_matrix",
     "ATTENUATION_CORRECTION", "ComptonProfile", "profile", "region_profile", "symmetrise", "difference",
