@@ -15,9 +15,9 @@ import numpy as np
 from numba import njit
 
 from ..errors import ConfigError
-from .binning import (add_window_weights, bin_weights, check_factor, density_factor, linear_background_counts,
+from .binning import (add_window_weights, check_factor, density_factor, linear_background_counts,
                       linear_background_table, rebin_matrix, window_weights)
-from .kinematics import pz_scalar, resolution_in_pz
+from .kinematics import pz_from_energy, pz_scalar, resolution_in_pz
 
 #: Sample-attenuation correction factors of the reference work for depth regions 1, 2, 3
 #: (PHYSICS.md section 1); pass one as ``attenuation_factor`` to scale S.
@@ -150,7 +150,8 @@ def profile(energy_edges, counts, e1_kev, theta_rad, factor="impulse", backgroun
     n = np.asarray(counts, dtype=np.float64)
     if edges.ndim != 1 or n.shape != (edges.size - 1,):
         raise ConfigError(f"profile: expected counts of shape ({edges.size - 1},) for {edges.size} edges, found {n.shape}")
-    pz_edges, _ = bin_weights(edges, e1_kev, theta_rad, factor)
+    check_factor(factor, "compton profile")
+    pz_edges = pz_from_energy(edges, e1_kev, theta_rad)
     var_counts = np.maximum(n, 0.0)
     net = n.copy()
     basis = np.zeros((n.size, 0))

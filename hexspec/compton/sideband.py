@@ -85,7 +85,7 @@ def sideband_table(cube, e1_kev, theta_safe, low, high, factor, resolution_fwhm_
     bins = slice(j0, j0 + m)
     cl, ch, fl, fh = (np.zeros((npix, m)) for _ in range(4))
     window_coefficients(edges, theta_safe, float(e1_kev), float(low), float(high), factor == "impulse", j0,
-                         cl, ch, fl, fh)
+                        cl, ch, fl, fh)
     beta = sideband_estimator(edges, e1_kev, theta_safe, high, resolution_fwhm_kev=resolution_fwhm_kev,
                               li_content=li_content, bins=bins)
     widths = np.diff(edges)[bins]

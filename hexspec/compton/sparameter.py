@@ -124,7 +124,7 @@ def window_table(cube, e1_kev, theta, low, high, factor, background, background_
                           else np.ascontiguousarray(np.asarray(background_var, dtype=np.float64).reshape(npix, -1)))
     out = np.empty((npix, N_COLUMNS))
     window_sums(np.ascontiguousarray(cube.edges), counts, theta_safe, float(e1_kev), float(low), float(high),
-                 factor == "impulse", e_lo, e_hi, bg_lin, bg_lin_err, bg_arr, bg_arr_var, out)
+                factor == "impulse", e_lo, e_hi, bg_lin, bg_lin_err, bg_arr, bg_arr_var, out)
     out[bad_theta | no_background] = np.nan
     return out
 
