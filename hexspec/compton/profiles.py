@@ -24,6 +24,11 @@ from .kinematics import pz_from_energy, pz_scalar, resolution_in_pz
 ATTENUATION_CORRECTION = {1: 1.015, 2: 1.010, 3: 1.005}
 
 
+def _background_variance(basis, cov):
+    """Per-bin variance of a subtracted background basis @ beta with cov(beta) = cov (0 without one)."""
+    return np.einsum("ij,jk,ik->i", basis, cov, basis) if basis.shape[1] else 0.0
+
+
 @dataclass
 class ComptonProfile:
     """A Compton profile J(p_z) on p_z bins (PHYSICS.md eq. 3).
@@ -99,7 +104,7 @@ class ComptonProfile:
         var = (t * t) @ self.var
         basis = t @ self.bg_basis
         J = t @ self.J
-        bg_var = np.einsum("ij,jk,ik->i", basis, self.bg_cov, basis) if basis.shape[1] else 0.0
+        bg_var = _background_variance(basis, self.bg_cov)
         return ComptonProfile(new_edges, J, np.sqrt(var + bg_var), self.factor, self.e1_kev, self.theta_rad,
                               self.resolution_fwhm_au, self.normalization, self.counts, var, basis, self.bg_cov)
 
@@ -183,7 +188,7 @@ def profile(energy_edges, counts, e1_kev, theta_rad, factor="impulse", backgroun
     var = var_counts[sl] * k * k
     basis = basis[sl] * k[:, None]
     res_au = float("nan") if resolution_fwhm_kev is None else resolution_in_pz(resolution_fwhm_kev, e1_kev, theta_rad)
-    bg_var = np.einsum("ij,jk,ik->i", basis, cov, basis) if basis.shape[1] else 0.0
+    bg_var = _background_variance(basis, cov)
     prof = ComptonProfile(pz_edges[idx[0]: idx[-1] + 2].copy(), J, np.sqrt(var + bg_var), factor, float(e1_kev),
                           float(np.mean(theta_rad)), res_au, None, float(np.sum(net[sl])), var, basis, cov)
     return prof.normalized(normalization) if normalization is not None else prof
@@ -230,7 +235,7 @@ def difference(a: ComptonProfile, b: ComptonProfile, pz_edges=None) -> ComptonPr
     cov = np.zeros((nk, nk))
     cov[:ra.bg_cov.shape[0], :ra.bg_cov.shape[0]] = ra.bg_cov
     cov[ra.bg_cov.shape[0]:, ra.bg_cov.shape[0]:] = rb.bg_cov
-    bg_var = np.einsum("ij,jk,ik->i", basis, cov, basis) if nk else 0.0
+    bg_var = _background_variance(basis, cov)
     return ComptonProfile(pz_edges, ra.J - rb.J, np.sqrt(var + bg_var), a.factor, a.e1_kev,
                           a.theta_rad if a.theta_rad == b.theta_rad else float("nan"),
                           max(a.resolution_fwhm_au, b.resolution_fwhm_au), None, float("nan"), var, basis, cov)
