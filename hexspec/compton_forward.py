@@ -31,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtr
 
-from .compton import MC2_KEV, energy_from_pz, pz_from_energy
+from .compton.kinematics import impulse_factor, pz_from_energy
 from .errors import ConfigError
 
 #: Atoms per formula unit of the host besides Li (Ni0.8 Mn0.1 Co0.1 O2), by element symbol.
@@ -60,8 +60,7 @@ def _component_profiles(composition):
 def _density_per_kev(e2_kev, e1_kev, theta_rad, pz_grid, j):
     """Counts per keV of E2 proportional to (E2/E1)(mc^2/(q c)) J(p_z(E2)), eq. (3); 0 beyond |p_z| = 60 a.u."""
     pz = np.abs(pz_from_energy(e2_kev, e1_kev, theta_rad))
-    qc = np.sqrt(e1_kev ** 2 + e2_kev ** 2 - 2.0 * e1_kev * e2_kev * np.cos(theta_rad))
-    return np.interp(pz, pz_grid, j, right=0.0) * (e2_kev / e1_kev) * (MC2_KEV / qc)
+    return np.interp(pz, pz_grid, j, right=0.0) / impulse_factor(e2_kev, e1_kev, theta_rad)
 
 
 def templates(edges_kev, e1_kev, theta_rad, resolution_fwhm_kev=0.8, composition=None, bins=None):

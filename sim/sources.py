@@ -19,7 +19,8 @@ import numpy as np
 import xraylib
 from numba import njit
 
-from ..compton import MC2_KEV, PinholeGeometry, energy_from_pz, energy_from_pz_scalar
+from ..compton import MC2_KEV, MC_AU, PinholeGeometry, energy_from_pz, energy_from_pz_scalar
+from ..compton.kinematics import _dpz_de_formula, _impulse_factor_formula
 from ..errors import ConfigError
 from .fastrandom import new_state, uniform
 
@@ -145,11 +146,9 @@ def cross_section_weight(e2_kev, e1_kev, theta_rad):
 
 def _weight_formula(e2, e1, cos_t):
     # Shared by numpy (arrays) and the numba kernel (scalars) so the two cannot drift apart.
-    a = 1.0 + e1 * (1.0 - cos_t) / MC2_KEV
-    qc = np.sqrt(e1 * e1 + e2 * e2 - 2.0 * e1 * e2 * cos_t)
-    num = e2 - e1 + e1 * e2 * (1.0 - cos_t) / MC2_KEV
-    dpz_de2 = (a * qc - num * (e2 - e1 * cos_t) / qc) / (qc * qc)   # in units of m c per keV
-    return (e2 / e1) * (MC2_KEV / qc) / (dpz_de2 * MC2_KEV)
+    # (E2/E1)(mc^2/(q c)) / (dp_z/dE2), dp_z in a.u. per keV; the constant MC_AU / mc^2 makes it
+    # the weight with p_z in m c and E in mc^2.
+    return MC_AU / (_impulse_factor_formula(e2, e1, cos_t) * _dpz_de_formula(e2, e1, cos_t) * MC2_KEV)
 
 
 _weight = njit(cache=True, nogil=True)(_weight_formula)

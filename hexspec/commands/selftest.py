@@ -24,7 +24,8 @@ import numpy as np
 
 AM241_PHOTOPEAK_KEV = 59.5409
 #: a numba decorator and its options
-_DECORATOR = re.compile(r"@(?:numba\.)?(?:njit|jit)\(([^)]*)\)")
+# "@njit(...)" decorators and "name = njit(...)(formula)" compiled twins of plain formulas
+_DECORATOR = re.compile(r"(?:@|=\s*)(?:numba\.)?(?:njit|jit)\(([^)]*)\)")
 
 
 def register(sub) -> None:
