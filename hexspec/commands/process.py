@@ -34,9 +34,9 @@ def register(sub) -> None:
     p.add_argument("--png", help="picture of the count image and summed spectrum (default: OUTPUT with .png)")
     g = p.add_argument_group("parallel (frame files; needs the cluster extra: dask[distributed])")
     g.add_argument("--workers", type=positive_int, metavar="N",
-                   help="process on a local Dask cluster of N worker processes; same cube and counters as without")
+                   help="process on a local Dask cluster of N worker processes; same cube and counters as without (default: one process)")
     g.add_argument("--scheduler", metavar="ADDRESS",
-                   help="process on an existing Dask cluster, e.g. tcp://host:8786 (its workers must see the files)")
+                   help="process on an existing Dask cluster, e.g. tcp://host:8786 (its workers must see the files; default: none)")
     g.add_argument("--resume", action="store_true",
                    help="continue a cancelled --workers/--scheduler run from OUTPUT.manifest.json")
     g.add_argument("--chunk-frames", type=positive_int, default=100_000, metavar="N",

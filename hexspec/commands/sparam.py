@@ -138,6 +138,7 @@ def run(args) -> int:
 
     path = Path(args.cube)
     check_output(args.output, [path, args.fits, args.lithium_cal, *(ref for ref, _ in args.reference)], args.force)
+    saved_cal = load_calibration(args.lithium_cal) if args.lithium_cal else None   # a bad file fails before any work
     check_writable(args.png if args.png else Path(args.output).with_suffix(".png"), "--png")
     cube = read_kev_cube(path, "the S-parameter")
     peaks = None
@@ -213,7 +214,7 @@ def run(args) -> int:
         if args.save_lithium_cal:
             cal.save(args.save_lithium_cal)
     elif args.lithium_cal:
-        cal = load_calibration(args.lithium_cal)
+        cal = saved_cal
     if cal is not None:
         if isinstance(cal, LithiumCalibrationMap) and cal.block != (tuple(args.block) if args.block else (1, 1)):
             raise ConfigError(f"{args.lithium_cal}: a flat field for {cal.block[0]}x{cal.block[1]} blocks; "

@@ -48,9 +48,9 @@ def register(sub) -> None:
                    help="output prefix, or a directory (ending in / or existing) for quantify.* inside it")
     p.add_argument("--regions", type=int, default=3, help="number of equal depth regions (default 3)")
     p.add_argument("--axis", choices=tuple(AXES), default="z", help="thickness axis of the volume (default z)")
-    p.add_argument("--d-bulk", type=float, default=1.0, help="bulk diffusivity D (any unit; D_eff has the same)")
+    p.add_argument("--d-bulk", type=float, default=1.0, help="bulk diffusivity D (any unit; D_eff has the same; default 1)")
     p.add_argument("--ssa-method", choices=("marching_cubes", "faces"), default="marching_cubes",
-                   help="surface area by smoothed marching cubes (default) or voxel-face counting (~1.5x higher)")
+                   help="surface area by smoothed marching cubes or voxel-face counting (~1.5x higher) (default marching_cubes)")
     p.add_argument("--no-tortuosity", action="store_false", dest="tortuosity", help="skip the diffusion solves")
     p.add_argument("--impedance", action="store_true",
                    help="also simulate each region's diffusion impedance through the thickness (PREFIX_nyquist.png)")

@@ -48,7 +48,7 @@ def register(sub) -> None:
                    help="working-memory budget, e.g. 2GB (default: a quarter of the machine's memory)")
     p.add_argument("--voxel-size-mm", type=float, metavar="MM",
                    help="detector pixel size in mm (default: from the file, else 1 with values per pixel)")
-    p.add_argument("--rows", nargs=2, type=int, metavar=("START", "STOP"), help="reconstruct detector rows START..STOP-1 only")
+    p.add_argument("--rows", nargs=2, type=int, metavar=("START", "STOP"), help="reconstruct detector rows START..STOP-1 only (default: every row)")
     p.add_argument("--png", help="PNG of the central slices (default: OUTPUT with .png)")
     p.add_argument("--force", action="store_true", help="replace OUTPUT (and the PNG) if they exist")
     add_quiet_option(p)

@@ -40,10 +40,10 @@ def register(sub) -> None:
                    help="keep every component of the electrode envelope, not only the largest")
     p.add_argument("--unsharp", nargs=2, type=float, default=(1.0, 1.0), metavar=("RADIUS", "AMOUNT"),
                    help="unsharp mask radius (voxels) and amount before the phase threshold (default 1 1)")
-    p.add_argument("--no-unsharp", action="store_const", const=None, dest="unsharp", help="skip the unsharp mask")
+    p.add_argument("--no-unsharp", action="store_const", const=None, dest="unsharp", help="skip the unsharp mask (default: applied)")
     p.add_argument("--threshold", default="otsu", metavar="otsu|VALUE[,VALUE]",
-                   help="phase threshold(s) inside the electrode: otsu (multi-Otsu with --phases 3) or grey values")
-    p.add_argument("--phases", type=int, choices=(2, 3), default=2, help="2: pore/solid; 3: pore/binder/active")
+                   help="phase threshold(s) inside the electrode: otsu (multi-Otsu with --phases 3) or grey values (default otsu)")
+    p.add_argument("--phases", type=int, choices=(2, 3), default=2, help="2: pore/solid; 3: pore/binder/active (default 2)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
