@@ -1,6 +1,6 @@
 """Reconstruction speed and accuracy against algotom's numba FBP, in the same run.
 
-    python benchmarks/bench_tomo.py [--size 512] [--angles 720] [--slices 8] [--repeats 5]
+    python benchmarks/bench_tomo.py [--size 512] [--angles 720] [--slices 16] [--repeats 5]
 
 A Shepp-Logan phantom (scikit-image) is projected with skimage.transform.radon (an
 independent forward projector) over [0, 180) degrees; the same sinogram is stacked as
@@ -52,7 +52,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--angles", type=int, default=720)
-    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--slices", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 

@@ -171,7 +171,12 @@ def test_360_offset_axis_scan_converts_to_a_180_scan_that_reconstructs(phantom_s
     crop = recon[lo:lo + N, lo:lo + N] if c == (n - 1) // 2 else None
     assert crop is not None and crop.shape == image.shape
     inside = np.hypot(*(np.mgrid[:N, :N] - N // 2)) < 0.9 * N / 2
-    assert np.sqrt(np.mean((crop - image)[inside] ** 2)) < 0.06
+    err = np.sqrt(np.mean((crop - image)[inside] ** 2))
+    # the same phantom seen whole over 180 degrees, reconstructed directly, sets the scale
+    direct = rec.reconstruct(full[:180], np.deg2rad(theta_deg[:180]), center=N // 2, ring_removal=False,
+                             take_log=False)[0]
+    err_direct = np.sqrt(np.mean((direct - image)[inside] ** 2))
+    assert err < 1.3 * err_direct, (err, err_direct)
 
 
 def test_paganin_damps_a_spatial_frequency_as_its_formula_says():

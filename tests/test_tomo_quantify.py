@@ -208,3 +208,13 @@ def test_sphericity_of_a_sphere_and_a_cube():
     two[:3, :3, :3] = True                          # a small particle cut by the box
     p2 = particle_statistics(two, min_voxels=8)
     assert p2.label.size == 2 and p2.touches_border.tolist() == [True, False]
+
+
+def test_public_names_stay_functions_after_their_modules_are_imported():
+    # a submodule named like a public function would replace it in hexspec.tomo on import
+    import hexspec.tomo as tomo
+    import hexspec.tomo.diffusion  # noqa: F401
+    import hexspec.tomo.particles  # noqa: F401
+    import hexspec.tomo.quantify  # noqa: F401
+    for name in ("tortuosity", "specific_surface_area", "impedance"):
+        assert callable(getattr(tomo, name)), name

@@ -38,6 +38,7 @@ def phantom(tmp_path_factory):
     return d, path, truth
 
 
+@pytest.mark.slow
 def test_segment_then_quantify_end_to_end(phantom, capsys):
     d, volume, truth = phantom
     seg = d / "seg.h5"
@@ -53,7 +54,7 @@ def test_segment_then_quantify_end_to_end(phantom, capsys):
     assert main(["tomo", "quantify", str(seg), "--regions", "3", "--axis", "z", "--d-bulk", "2.0",
                  "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "porosity (vol%)" in text and "tau through" in text and "marching_cubes" in text
+    assert "porosity (vol%)" in text and "tau through" in text and "SSA marching_cubes (um^2/um^3)" in text
     with open(d / "q.csv") as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     assert [int(r["start_voxel"]) for r in rows] == [b[0] for b in BOUNDS]

@@ -21,6 +21,8 @@ COLUMNS = [  # (key, header, unit)
     ("start_voxel", "start", "voxel"),
     ("stop_voxel", "stop", "voxel"),
     ("porosity_vol_percent", "porosity", "vol%"),
+    ("binder_vol_percent", "binder", "vol%"),
+    ("active_vol_percent", "active", "vol%"),
     ("tau_through", "tau through", ""),
     ("tau_in_plane", "tau in-plane", ""),
     ("d_eff_through", "D_eff through", "D units"),
@@ -68,7 +70,7 @@ def output_paths(output) -> dict:
 def quantify_regions(labels, voxel_size_mm, n_regions, axis, d_bulk, ssa_method, do_tortuosity=True,
                      do_impedance=False):
     """Rows of the region table, the RegionPorosity, and impedance spectra (if asked)."""
-    from ..tomo.quantify import porosity_by_region, surface_area, tortuosity
+    from ..tomo.quantify import phase_volume_fractions, porosity_by_region, surface_area, tortuosity
     electrode = labels > 0
     pores = labels == 1
     reg = porosity_by_region(pores, electrode, n_regions, axis)
@@ -96,6 +98,9 @@ def quantify_regions(labels, voxel_size_mm, n_regions, axis, d_bulk, ssa_method,
         sa = surface_area(sub_pores, spacing=voxel_size_mm, method=ssa_method)
         row = {"region": i + 1, "start_voxel": int(start), "stop_voxel": int(stop),
                "porosity_vol_percent": 100 * eps, "ssa_per_um": sa.specific_surface_area / 1000.0}
+        if labels.max() == 3:      # pore / binder / active segmentation: their fractions too
+            fr = phase_volume_fractions(labels[tuple(sl)], {"binder": 2, "active": 3})
+            row.update({f"{k}_vol_percent": 100 * v for k, v in fr.items()})
         if do_tortuosity:
             through = tortuosity(solve_pores, axis=axis, d_bulk=d_bulk)
             lateral = [tortuosity(solve_pores, axis=a, d_bulk=d_bulk) for a in other]
@@ -120,10 +125,10 @@ def quantify_regions(labels, voxel_size_mm, n_regions, axis, d_bulk, ssa_method,
 
 def format_table(rows, ssa_method, d_bulk) -> str:
     cols = [c for c in COLUMNS if c[0] in rows[0]]
-    head = [h + (f" ({u})" if u else "") for _, h, u in cols]
+    head = [(f"SSA {ssa_method}" if k == "ssa_per_um" else h) + (f" ({u})" if u else "") for k, h, u in cols]
     body = []
     for r in rows:
-        body.append([f"{r[k]:.1f}" if k in ("porosity_vol_percent", "non_percolating_percent")
+        body.append([f"{r[k]:.1f}" if k.endswith("_percent")
                      else f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k, _, _ in cols])
     width = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, width))]
@@ -231,7 +236,8 @@ def _maps_png(path, reg, axis_name):
         im = ax.imshow(100 * reg.maps[i], vmin=0, vmax=100, cmap="viridis")
         ax.set_title(f"region {i + 1}: {100 * reg.porosity[i]:.1f} vol%")
         ax.set_xlabel(f"{lateral[1]} (voxel)")
-        ax.set_ylabel(f"{lateral[0]} (voxel)")
+        if i == 0:
+            ax.set_ylabel(f"{lateral[0]} (voxel)")
     fig.colorbar(im, ax=axes[0].tolist(), label="porosity (vol%)")
     fig.savefig(path)
     plt.close(fig)

@@ -94,6 +94,11 @@ def run(args) -> int:
     with projections:
         nang, nrow, ncol = projections.shape
         voxel = args.voxel_size_mm or projections.pixel_size_mm
+        if projections.flat is None:
+            mid = np.asarray(projections.proj[:, nrow // 2, :])
+            if np.nanmax(mid) > 1.5:
+                print(f"hexspec tomo reconstruct: warning: {src.name} has no flat field, so its values are taken as "
+                      f"transmission, but they reach {np.nanmax(mid):.4g} (counts?)", file=sys.stderr)
         progress = Progress("reconstruct", quiet=quiet)
         info = {}
 
