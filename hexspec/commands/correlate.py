@@ -33,7 +33,8 @@ def register(sub) -> None:
                    help="volume axis through the electrode thickness (default 0, z)")
     p.add_argument("--pixel-mm", type=float, default=None,
                    help="sample width of one Compton pixel in mm (default 0.25 x 160/150)")
-    p.add_argument("--transform", choices=("translation", "rigid", "similarity", "affine"), default="rigid")
+    p.add_argument("--transform", choices=("translation", "rigid", "similarity", "affine"), default="rigid",
+                   help="registration transform of the XCT porosity map onto the Compton count image (default rigid)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace existing outputs in DIR")
     p.set_defaults(func=run)
