@@ -99,7 +99,7 @@ class FrameChunkWriter:
         if gzip:
             self._encode = lambda block: shuffle_deflate(block, self.level)
         elif plugin:
-            from ..io.framefile import encode_chunk
+            from ..io.compression import encode_chunk
             self._encode = lambda block: encode_chunk(plugin, block)
         self.written = data.shape[0]      # frames stored (extent of the dataset)
         self.appended = self.written      # frames handed to append()
@@ -209,7 +209,7 @@ class Recorder:
         Threads compressing raw frames (gzip: chunks deflated here; the hdf5plugin
         filters compress inside HDF5).
     frame_compression : {"bslz4", "blosc", "lz4", "gzip", "none"}
-        Filter of the raw frames (:func:`hexspec.io.framefile.frame_compression`).
+        Filter of the raw frames (:func:`hexspec.io.compression.frame_compression`).
     on_flush : callable, optional
         Called as ``on_flush(recorder)`` after every flush.
     lock : OutputLock, optional

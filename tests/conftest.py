@@ -38,3 +38,13 @@ def am241_calibrated(tmp_path_factory):
                  "-o", str(sim), "-q"]) == 0
     assert main(["calibrate", "am241", str(sim), "-o", str(cal), "--min-peak-counts", "20", "--no-png", "-q"]) == 0
     return sim, cal
+
+
+#: the one informational line a real command line prints on a cold numba cache (hexspec
+#: selftest's notice): not an error, so tests that count error lines leave it out
+COMPILE_NOTICE = "hexspec: compiling numba kernels"
+
+
+def error_lines(stderr: str) -> list:
+    """The lines of a command's stderr other than the first-run compile notice."""
+    return [line for line in stderr.strip().splitlines() if line and not line.startswith(COMPILE_NOTICE)]

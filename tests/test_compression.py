@@ -10,6 +10,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
+from conftest import error_lines
 
 import hexspec as hx
 from hexspec.cli import main
@@ -131,6 +132,6 @@ def test_record_stops_with_one_line_when_the_file_cannot_grow(tmp_path, name):
                         "--raw", "-q", "--compression", name, "-o", str(out)], capture_output=True, text=True,
                        timeout=90, preexec_fn=limit)
     assert r.returncode == 1
-    lines = r.stderr.strip().splitlines()
+    lines = error_lines(r.stderr)
     assert len(lines) == 1 and "write failed" in lines[0] and "File too large" in lines[0], r.stderr
     assert framefile.file_compression(out) == name

@@ -150,7 +150,7 @@ def test_reading_a_cube_and_events_loads_no_event_kernel_and_no_numba(tmp_path):
     assert out.stdout.strip() == ""
 
 
-DATA = {"hexspec", "hexspec.errors", "hexspec.detector", "hexspec.frames", "hexspec.bins", "hexspec.eventlist",
+DATA = {"hexspec", "hexspec.errors", "hexspec.limits", "hexspec.detector", "hexspec.frames", "hexspec.bins", "hexspec.eventlist",
         "hexspec.cube", "hexspec.config"}
 KERNELS = {"hexspec._simd", "hexspec.event_stages", "hexspec.events", "hexspec.spectra"}
 

@@ -187,7 +187,7 @@ def read_kev_cube(path, purpose: str):
 
 def add_compression_option(parser) -> None:
     """``--compression``: the HDF5 filter of raw frames written (hexspec.io.framefile)."""
-    from ..io.framefile import COMPRESSIONS, DEFAULT_COMPRESSION
+    from ..io.compression import COMPRESSIONS, DEFAULT_COMPRESSION
     parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
                         help="filter of the raw frames written: bitshuffle+LZ4, Blosc (LZ4), LZ4, gzip level 1 "
                              f"or none (default {DEFAULT_COMPRESSION}; readers need hdf5plugin for all but gzip)")

@@ -37,7 +37,7 @@ from ..errors import FormatError
 from ..eventlist import EventList
 from ..frames import FrameBatch
 from . import nexus, provenance
-from .framefile import frame_compression as frame_compression_options
+from .compression import frame_compression as frame_compression_options
 from .h5open import open_h5
 
 EVENT_FIELDS = (("frame", np.int64), ("row", np.uint16), ("col", np.uint16), ("energy", np.float32), ("size", np.uint8))
@@ -109,7 +109,7 @@ class HexspecWriter:
     mode : {"w", "a"}
         "a" appends to an existing hexspec file of the same layout.
     frame_compression : {"bslz4", "blosc", "lz4", "gzip", "none"}
-        Filter of the raw frames (:func:`hexspec.io.framefile.frame_compression`),
+        Filter of the raw frames (:func:`hexspec.io.compression.frame_compression`),
         recorded as the ``compression`` attribute of /entry/frames/data and the
         ``frame_compression`` attribute of /entry/acquisition.
     """
