@@ -5,9 +5,10 @@ counts; no frame is read on the client). Each chunk is a task that opens its fil
 path on a worker, so workers need only the package and the files. A chunk first reads
 the frame before it (the last frame of the previous chunk, possibly in the previous
 file) to set the next-frame state exactly as the serial loop has it there; its gaps are
-counted from that frame's number. Cubes and counters are sums over chunks, reduced in
-a tree on the workers, so the cube, the counters and the extractor statistics equal
-those of :func:`serial` bit for bit.
+counted from that frame's number by the run's one gap counter (frames.GapCounter).
+Cubes and counters are sums over chunks, reduced in a tree on the workers, so the
+cube, the counters and the extractor statistics equal those of :func:`serial` bit for
+bit.
 
 A Dask LocalCluster is started by default (``workers`` processes of one thread);
 ``scheduler="tcp://host:8786"`` uses an existing cluster. A worker lost mid-run costs
@@ -205,7 +206,10 @@ def process_chunk(chunk: Chunk, config: ProcessingConfig, shape, batch_frames: i
             # (see EventExtractor._run_parallel, which primes its thread chunks the same way)
             _prime_state(prev.frames.reshape(1, -1)[0], extractor.thr, extractor._last_hit, extractor._state,
                          int(prev.frame_numbers[0]))
-            stats.last_frame = int(prev.frame_numbers[0])   # so the gap before this chunk is counted here
+            # the gap counter's state after that frame, so the gap before this chunk (or a
+            # restart there) is counted here as the serial loop counts it; the frame itself
+            # belongs to the chunk before, so nothing else of the stats is touched
+            stats.gaps.count(prev.frame_numbers)
         source = framefile.iter_frame_range(chunk.path, chunk.start, chunk.stop, batch_frames, shape=shape)
         if read_ahead:
             source = ReadAhead(source)
