@@ -162,7 +162,8 @@ def test_every_run_that_adds_results_adds_its_own_process_step(outputs, tmp_path
     target = tmp_path / "both.h5"
     shutil.copy(outputs["fit"], target)
     cube = outputs["fit"].parent / "cube.h5"
-    assert main(["sparam", str(cube), "--theta", "90", "--no-background", "-o", str(target), "-q"]) == 0
+    # results are added to an existing file only with --force
+    assert main(["sparam", str(cube), "--theta", "90", "--no-background", "-o", str(target), "--force", "-q"]) == 0
     with h5py.File(target, "r", locking=False) as f:
         names = sorted(k for k, g in f["entry"].items() if g.attrs.get("NX_class") == "NXprocess")
         assert names == ["process_fit", "process_sparam"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 AM241_PHOTOPEAK_KEV = 59.5409
+ELECTRON_REST_KEV = 510.99895
 #: a numba decorator and its options
 # "@njit(...)" decorators and "name = njit(...)(formula)" compiled twins of plain formulas
 _DECORATOR = re.compile(r"(?:@|=\s*)(?:numba\.)?(?:njit|jit)\(([^)]*)\)")
@@ -169,8 +170,12 @@ def _check_chain(folder):
     centre = float(np.median(arrays["center"][ok]))
     if not abs(centre - AM241_PHOTOPEAK_KEV) < 0.3:
         raise RuntimeError(f"expected the fitted photopeak at {AM241_PHOTOPEAK_KEV} keV, found {centre:.3f} keV")
-    # compiles the S-parameter kernels (Am-241 data are no Compton profile: nothing to compare)
-    _main(["sparam", str(kev), "--theta", "90", "--no-background", "--min-counts", "1", "-o", str(d / "s.h5")])
+    # compiles the S-parameter kernels (Am-241 data are no Compton profile: nothing to compare). sparam
+    # refuses data with no counts in its p_z windows, so the incident energy is the one whose Compton
+    # peak at 90 degrees falls on the 59.54 keV photopeak: E1 = E' / (1 - E' / m_e c^2)
+    e1 = AM241_PHOTOPEAK_KEV / (1.0 - AM241_PHOTOPEAK_KEV / ELECTRON_REST_KEV)
+    _main(["sparam", str(kev), "--e1", f"{e1:.2f}", "--theta", "90", "--no-background", "--min-counts", "1",
+           "-o", str(d / "s.h5")])
     return (f"simulate -> calibrate -> process -> fit: calibration within {np.median(err_kev):.3f} keV of the "
             f"truth at 59.5 keV ({int(good.sum())} of 64 pixels), photopeak fitted at {centre:.3f} keV")
 

@@ -182,6 +182,8 @@ def cli_inputs(args) -> list:
         v = getattr(args, role, None)
         if isinstance(v, (str, os.PathLike)):
             out.append((role, v))
+        elif isinstance(v, (list, tuple)):   # e.g. `process` takes several inputs (nargs="+")
+            out.extend((role, x) for x in v if isinstance(x, (str, os.PathLike)))
     src = getattr(args, "source", None)
     if isinstance(src, str) and src.startswith("file://"):
         out.append(("source", src[len("file://"):].split("?", 1)[0]))
