@@ -80,9 +80,18 @@ def cold_modules(modules=None) -> list:
     return cold
 
 
+def chain_kernel_modules() -> list:
+    """Kernel modules of the processing chain every frame-processing command runs (events,
+    spectra, fits, Compton): the ones whose first compile costs the minute. The viewer's,
+    the simulator's and the tomography kernels compile in seconds when first used, and are
+    left out so that the notice is not repeated by commands that never use them."""
+    root = Path(__file__).resolve().parents[1]
+    return [m for m in kernel_modules() if m.parent == root or m.parent == root / "compton"]
+
+
 def notice_if_cold(stream=None, modules=None) -> bool:
     """Say in one line (on stderr) that numba kernels are about to be compiled, if they are."""
-    cold = cold_modules(modules)
+    cold = cold_modules(chain_kernel_modules() if modules is None else modules)
     if not cold:
         return False
     names = ", ".join(p.stem for p in cold[:4]) + (", ..." if len(cold) > 4 else "")
