@@ -155,6 +155,17 @@ def _copy_repaired(path, tmp) -> dict:
     return {"frames": counters.get("frames_received"), "events": n_events, "cube_rebuilt_from": rebuilt}
 
 
+def _filters(ds) -> dict:
+    """create_dataset keywords that compress like ``ds``: HDF5's own filters as they are, the
+    hdf5plugin filters (Blosc, bitshuffle+LZ4, LZ4: h5py names them "unknown") by hexspec's
+    name for them, anything else with gzip."""
+    from ..io.compression import COMPRESSIONS, dataset_compression, frame_compression
+    if ds.compression in ("gzip", "lzf", "szip") or ds.compression is None:
+        return dict(compression=ds.compression, compression_opts=ds.compression_opts, shuffle=ds.shuffle)
+    name = dataset_compression(ds)
+    return frame_compression(name if name in COMPRESSIONS else "gzip")
+
+
 def _copy_dataset(ds, g, key, n=None):
     """Copy one dataset (its first ``n`` rows), keeping chunking, compression and attributes.
 
@@ -166,8 +177,7 @@ def _copy_dataset(ds, g, key, n=None):
     else:
         n = ds.shape[0] if n is None else n
         new = g.create_dataset(key, shape=(n,) + ds.shape[1:], maxshape=ds.maxshape, dtype=ds.dtype,
-                               chunks=ds.chunks, compression=ds.compression, compression_opts=ds.compression_opts,
-                               shuffle=ds.shuffle)
+                               chunks=ds.chunks, **_filters(ds))
         step = max(1, (64 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))))
         for s in range(0, n, step):
             new[s:min(s + step, n)] = ds[s:min(s + step, n)]
