@@ -10,6 +10,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 from hexspec.drivers import ZmqSource, open_source
 from hexspec.drivers.zmq import decode_message
 
@@ -224,7 +225,14 @@ def test_several_datasets_on_one_socket_never_mix(push):
     # the first processed frame came before any raw frame; from then on raw_frames only
     assert len(got) == 11 and src.stats.filtered == 9
     np.testing.assert_array_equal(got[1:], np.stack([hexitec_frame(k) for k in range(10)]))
-    src.close()            # PUSH would share the next messages between both receivers
+    # PUSH shares messages between its peers: wait until it has seen the first receiver go
+    # (on a loaded machine that takes a moment), or part of the next ten would go to it
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    src.close()
+    assert monitor.poll(10_000), "the PUSH socket never saw the first receiver disconnect"
+    recv_monitor_message(monitor)
+    sock.disable_monitor()
+    monitor.close()
     chosen = source("socket=pull&timeout=0.4&dataset=processed_frames")
     for k in range(10):
         send_both(k)
