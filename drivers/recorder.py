@@ -406,19 +406,27 @@ class Recorder:
             self._frames.flush()
         now = time.monotonic()
         if self._accumulator is not None and now - self._last_spectra >= self.spectra_interval_s:
-            self.writer.write_spectra(self._accumulator.cube)
+            self._write_spectra()
             self._last_spectra = now
-            self._counters["cube_frames"] = self.frames_received
-        self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
-                                    last_frame=self.last_frame, **self._counters)
-        self.writer.flush()
-        self.frames_flushed = self.frames_received
-        self.events_flushed = self.events_received
+        self._write_counters()
         self.flushes += 1
         self._last_flush = time.monotonic()
         self._flush_time_s = max(0.9 * self._flush_time_s, self._last_flush - t0)
         if self.on_flush is not None:
             self.on_flush(self)
+
+    def _write_spectra(self) -> None:
+        """Rewrite the cube; cube_frames says how many frames it holds (stale when fewer than received)."""
+        self.writer.write_spectra(self._accumulator.cube)
+        self._counters["cube_frames"] = self.frames_received
+
+    def _write_counters(self) -> None:
+        """Write the acquisition counters and flush the file: everything so far is durable."""
+        self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
+                                    last_frame=self.last_frame, **self._counters)
+        self.writer.flush()
+        self.frames_flushed = self.frames_received
+        self.events_flushed = self.events_received
 
     def close(self) -> None:
         """Write the spectra and counters and close the file. Idempotent."""
@@ -435,13 +443,8 @@ class Recorder:
                     if self._frames is not None:
                         self._frames.close()
                     if self._accumulator is not None:
-                        self.writer.write_spectra(self._accumulator.cube)
-                        self._counters["cube_frames"] = self.frames_received
-                    self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
-                                                last_frame=self.last_frame, **self._counters)
-                    self.writer.flush()
-                    self.frames_flushed = self.frames_received
-                    self.events_flushed = self.events_received
+                        self._write_spectra()
+                    self._write_counters()
         finally:
             try:
                 if self._extractor is not None:

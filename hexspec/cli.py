@@ -12,9 +12,9 @@ import os
 import signal
 import sys
 import threading
-from importlib import import_module
 
 from . import __version__
+from .commands import register_modules
 from .errors import HexspecError
 from .shutdown import TERMINATED
 
@@ -42,14 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Spectral imaging with HEXITEC detectors: frames -> events -> spectra -> Compton/S/Li maps.")
     parser.add_argument("--version", action="version", version=f"hexspec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        try:
-            mod = import_module(f".commands.{module}", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("hexspec.commands."):
-                continue   # subcommand not part of this build
-            raise
-        mod.register(sub)
+    register_modules(sub, COMMANDS.values())
     return parser
 
 

@@ -6,7 +6,7 @@ that defines ``register(subparsers)``; this module only groups them.
 
 from __future__ import annotations
 
-from importlib import import_module
+from . import register_modules
 
 SUBCOMMANDS = ("tomo_reconstruct", "tomo_segment", "tomo_quantify")
 
@@ -17,12 +17,5 @@ def register(subparsers) -> None:
         description="X-ray CT companion: reconstruct projections, segment pores from solid, "
                     "quantify each depth region (porosity, tortuosity, surface area).")
     sub = parser.add_subparsers(dest="tomo_command", metavar="STEP")
-    for module in SUBCOMMANDS:
-        try:
-            mod = import_module(f".{module}", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("hexspec.commands."):
-                continue   # step not part of this build
-            raise
-        mod.register(sub)
+    register_modules(sub, SUBCOMMANDS)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
