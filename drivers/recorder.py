@@ -10,13 +10,9 @@ Guarantees (DESIGN.md, "Errors and data safety"):
 - /entry/acquisition holds frames received, dropped (gaps in frame numbers) and
   corrupt messages, updated at every flush.
 
-Raw frames are the heavy part (a HEXITEC at 9.1 kHz gives 117 MB/s of uint16). One
-core deflates only 4,000-14,000 real 80x80 frames/s with zlib, so
-:class:`FrameChunkWriter` compresses whole HDF5 chunks in worker threads (the
-compressor releases the GIL) and stores them with direct chunk writes, in exactly the
-format HDF5's shuffle + deflate filters read back. When the ``isal`` package (Intel
-ISA-L) is installed its zlib-compatible compressor is used: ~5x faster than zlib at
-level 1, with the same stream format, so any HDF5 reader decodes the file as usual.
+Compression never runs inside a flush: the chunk writers of :mod:`.chunks` compress in
+worker threads and store chunks directly, and :mod:`.flushing` decides when to flush,
+from a thread of its own, early enough to keep the promise under load.
 """
 
 from __future__ import annotations
@@ -27,164 +23,24 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import numpy as np
 
 from ..config import ProcessingConfig
 from ..errors import ProtocolError, WriteError
 from ..eventlist import EventList
 from ..frames import FrameBatch
 from ..pipeline import Chain
+# the chunk writers lived here; their names stay importable from this module
+from .chunks import DEFLATE_LIBRARY, CubeWriter, EventChunkWriter, FrameChunkWriter, shuffle_deflate  # noqa: F401
+from .flushing import FlushSchedule, FlusherThread
 
 log = logging.getLogger("hexspec.recorder")
 
-try:        # optional accelerator: same zlib stream format, several times faster
-    from isal import isal_zlib as _deflate
-    DEFLATE_LIBRARY = "isal"
-except ImportError:
-    import zlib as _deflate
-    DEFLATE_LIBRARY = "zlib"
-
-
-def shuffle_deflate(block: np.ndarray, level: int) -> bytes:
-    """Bytes HDF5's shuffle then deflate filters make of one chunk.
-
-    The shuffle filter stores byte 0 of every element, then byte 1 of every element,
-    and so on; deflate is zlib's format (HDF5 calls compress2). ISA-L has levels 0-3
-    (its 0 is its fastest real compression, not "store"); zlib levels above 3 map to 3.
-    """
-    raw = np.ascontiguousarray(block).view(np.uint8).reshape(-1, block.dtype.itemsize)
-    shuffled = np.ascontiguousarray(raw.T)
-    if DEFLATE_LIBRARY == "isal":
-        level = min(int(level), 3)
-    return _deflate.compress(shuffled, level)
-
-
-class FrameChunkWriter:
-    """Append frames to a chunked (n, R, C) dataset, compressing chunks in parallel.
-
-    Whole chunks go through :func:`shuffle_deflate` in a thread pool and are stored
-    with ``write_direct_chunk``; frames that do not fill a chunk yet are written
-    through HDF5 at each :meth:`flush` (and rewritten whole once the chunk fills), so
-    a flush always leaves every frame appended so far in the file. The dataset's
-    extent only grows over frames actually written, so a reader never sees frames
-    that are not there yet.
-
-    Parameters
-    ----------
-    data, numbers : h5py.Dataset
-        ``/entry/frames/data`` (n, R, C) uint16 and ``/entry/frames/frame_number`` (n,).
-    threads : int
-        Compression threads.
-    """
-
-    def __init__(self, data, numbers, threads: int = 2):
-        self.data, self.numbers = data, numbers
-        self.chunk = data.chunks[0]
-        self.frame_shape = data.shape[1:]
-        # direct writes must reproduce the dataset's filters exactly; any other filter
-        # setup is left to HDF5
-        whole_frames = not data.fletcher32 and data.scaleoffset is None and data.chunks[1:] == data.shape[1:]
-        gzip = data.compression == "gzip" and data.shuffle and whole_frames
-        # hdf5plugin's filters (their name in the dataset's "compression" attribute, as
-        # HexspecWriter writes it): chunks encoded through the filter itself, stored alike
-        plugin = str(data.attrs.get("compression", "")) if whole_frames else ""
-        plugin = plugin if plugin in ("bslz4", "blosc", "lz4") and data.compression not in ("gzip", "lzf", "szip") \
-            else ""
-        self.direct = gzip or bool(plugin)
-        self.level = int(data.compression_opts or 4) if gzip else 0
-        if gzip:
-            self._encode = lambda block: shuffle_deflate(block, self.level)
-        elif plugin:
-            from ..io.compression import encode_chunk
-            self._encode = lambda block: encode_chunk(plugin, block)
-        self.written = data.shape[0]      # frames stored (extent of the dataset)
-        self.appended = self.written      # frames handed to append()
-        self._tail = np.empty((self.chunk,) + self.frame_shape, dtype=np.uint16)
-        self._tail_numbers = np.empty(self.chunk, dtype=np.int64)
-        self._tail_n = 0
-        if self.written % self.chunk:
-            # appending to a file whose last chunk is partial: continue that chunk
-            start = self.written - self.written % self.chunk
-            self._tail_n = self.written - start
-            self._tail[:self._tail_n] = data[start:self.written]
-            self._tail_numbers[:self._tail_n] = numbers[start:self.written]
-        self._pool = ThreadPoolExecutor(max(1, int(threads)), thread_name_prefix="hexspec-deflate") \
-            if self.direct else None
-        self._pending = deque()           # (chunk start, frame numbers, future) in file order
-        self._max_pending = 2 * max(1, int(threads)) + 2
-
-    def append(self, batch: FrameBatch) -> None:
-        frames, numbers = batch.frames, batch.frame_numbers
-        if frames.shape[1:] != self.frame_shape:
-            raise ProtocolError(f"recorder: expected frames of shape {self.frame_shape}, found {frames.shape[1:]}")
-        if not self.direct:
-            n0 = self.data.shape[0]
-            self.data.resize(n0 + len(frames), axis=0)
-            self.data[n0:] = frames
-            self.numbers.resize(n0 + len(frames), axis=0)
-            self.numbers[n0:] = numbers
-            self.appended = self.written = n0 + len(frames)
-            return
-        at, n = 0, len(frames)
-        while at < n:
-            if self._tail_n == 0 and n - at >= self.chunk:
-                # a whole chunk straight from the batch: no copy
-                block, block_numbers = frames[at:at + self.chunk], numbers[at:at + self.chunk]
-                at += self.chunk
-                self.appended += self.chunk
-            else:
-                take = min(self.chunk - self._tail_n, n - at)
-                self._tail[self._tail_n:self._tail_n + take] = frames[at:at + take]
-                self._tail_numbers[self._tail_n:self._tail_n + take] = numbers[at:at + take]
-                self._tail_n += take
-                at += take
-                self.appended += take
-                if self._tail_n < self.chunk:
-                    break
-                block, block_numbers = self._tail.copy(), self._tail_numbers.copy()
-                self._tail_n = 0
-            start = self.appended - self.chunk
-            self._pending.append((start, block_numbers, self._pool.submit(self._encode, block)))
-            self.drain(block=len(self._pending) > self._max_pending)
-
-    def drain(self, block: bool = False) -> None:
-        """Store compressed chunks that are ready (all of them, waiting, if ``block``)."""
-        while self._pending and (block or self._pending[0][2].done()):
-            start, block_numbers, future = self._pending.popleft()
-            payload = future.result()
-            end = start + self.chunk
-            if self.data.shape[0] < end:
-                self.data.resize(end, axis=0)
-                self.numbers.resize(end, axis=0)
-            self.data.id.write_direct_chunk((start,) + (0,) * len(self.frame_shape), payload)
-            self.numbers[start:end] = block_numbers
-            self.written = max(self.written, end)
-            block = block and len(self._pending) > self._max_pending
-
-    def flush(self) -> None:
-        """Store every frame appended so far (whole chunks and the partial tail)."""
-        if not self.direct:
-            return
-        while self._pending:
-            self.drain(block=True)
-        if self._tail_n:
-            start = self.appended - self._tail_n
-            end = self.appended
-            if self.data.shape[0] < end:
-                self.data.resize(end, axis=0)
-                self.numbers.resize(end, axis=0)
-            self.data[start:end] = self._tail[:self._tail_n]
-            self.numbers[start:end] = self._tail_numbers[:self._tail_n]
-            self.written = end
-
-    def close(self) -> None:
-        self.flush()
-        if self._pool is not None:
-            self._pool.shutdown()
+#: Events per chunk of a recording: every flush compresses and rewrites the partial last
+#: chunk of each event column, so short chunks keep a flush short (and the file space an
+#: SWMR writer leaves behind for each rewrite small); 16384 events still read fast.
+EVENT_CHUNK = 16384
 
 
 class Recorder:
@@ -243,14 +99,22 @@ class Recorder:
         try:
             self.writer = HexspecWriter(path, self.shape, config=self.config, source=source, frames=raw,
                                         events=events, spectra=spectra, swmr=True,
-                                        frame_compression=frame_compression)
+                                        frame_compression=frame_compression, event_chunk=EVENT_CHUNK)
         except BaseException:
             self._lock.release()
             raise
         self.path = self.writer.path
         entry = self.writer.f["entry"]
-        self._frames = FrameChunkWriter(entry["frames/data"], entry["frames/frame_number"], compress_threads) \
+        self._pool = ThreadPoolExecutor(max(1, int(compress_threads)), thread_name_prefix="hexspec-deflate")
+        self._frames = FrameChunkWriter(entry["frames/data"], entry["frames/frame_number"], pool=self._pool) \
             if raw else None
+        self._events = None
+        if events:
+            from ..io.hdf5 import EVENT_FIELDS
+            self._events = EventChunkWriter({name: entry["events"][name] for name, _ in EVENT_FIELDS}, self._pool,
+                                            entry["acquisition/events_written"])
+        self._cube = CubeWriter(entry["spectra/counts"], entry["spectra/underflow"], entry["spectra/overflow"]) \
+            if spectra else None
         # the extract and accumulate stages of a processing chain; the file is its sink
         self._chain = Chain(self.config, self.shape, accumulate=spectra) if (events or spectra) else None
         self._extractor = None if self._chain is None else self._chain.extractor
@@ -262,29 +126,42 @@ class Recorder:
         self.frames_flushed = 0
         self.events_flushed = 0
         self.flushes = 0
-        self._last_flush = time.monotonic()
-        self._last_spectra = self._last_flush
-        self._last_check = self._last_flush
-        self._check_gap_s = 0.0
+        self._last_snapshot = time.monotonic()
         self._counters = {}
+        self._written_counters = {}
         self._closed = False
-        # A flusher thread keeps the one-second promise while the caller is busy (a large
-        # batch in the event kernels, a source simulating or receiving): file writes and
-        # counters are guarded by _mutex, event extraction runs outside it.
+        # File writes and counters are guarded by _mutex; event extraction and histogramming
+        # run outside it (only the receiving thread touches the chain). A flusher thread
+        # keeps the one-second promise while the receiving thread is busy or not scheduled.
         self._mutex = threading.RLock()
-        self._stop_flusher = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_loop, name="hexspec-flusher", daemon=True)
+        self.schedule = FlushSchedule(self.flush_interval_s)
+        self._flusher = FlusherThread(self.schedule, self._flush_from_thread)
         self._flusher.start()
 
-    def _flush_loop(self) -> None:
-        while not self._stop_flusher.wait(0.1):
-            with self._mutex:
-                if self._closed or self.failed is not None:
-                    return
-                try:
-                    self.flush_if_due()
-                except WriteError:
-                    return          # the next add() or close() reports it
+    @property
+    def flush_times(self) -> list:
+        """Completion times (time.monotonic, s) of the recent flushes, oldest first."""
+        return list(self.schedule.times)
+
+    @property
+    def longest_flush_gap_s(self) -> float:
+        """Longest time between the completions of two successive flushes so far (s)."""
+        return self.schedule.longest_gap_s
+
+    def _flush_from_thread(self, started: float) -> bool:
+        with self._mutex:
+            if self._closed or self.failed is not None:
+                self._flusher.stop()
+                return False
+            if self.frames_received == self.frames_flushed or not self.schedule.due():
+                return False
+            try:
+                with self._writing():
+                    self._flush(started)
+            except WriteError:
+                self._flusher.stop()    # the next add() or close() reports it
+                return False
+            return True
 
     # -- write errors ---------------------------------------------------------------------
     def _fail(self, exc) -> WriteError:
@@ -332,10 +209,24 @@ class Recorder:
             raise ProtocolError(f"recorder: expected frames of shape {self.shape}, found {batch.shape}")
         if self.failed is not None:
             raise self._fail(self.failed)
-        # the event kernels release the GIL and touch no file: the flusher may flush meanwhile
-        events = self._chain.extract(batch) if self._extractor is not None and len(batch) else None
+        if self._flusher.error is not None:
+            raise self._flusher.error
+        # extraction and histogramming touch no file (and the kernels release the GIL):
+        # the flusher may flush meanwhile
+        events = EventList.empty() if self._extractor is not None else None
+        if self._extractor is not None and len(batch):
+            events = self._chain.extract(batch)
+            if self._accumulator is not None:
+                self._chain.accumulate(events)
         with self._mutex, self._writing():
-            return self._add(batch, stats, events)
+            self._add(batch, stats, events)
+        if self._cube is not None and time.monotonic() - self._last_snapshot >= self.spectra_interval_s \
+                and not self._cube.busy:
+            # copied here, in the thread that fills the cube, then compressed in the
+            # background; stored by a later flush (cube_frames says which frames it holds)
+            self._cube.snapshot(self._accumulator.cube, self.frames_received)
+            self._last_snapshot = time.monotonic()
+        return events
 
     def reject(self, batch: FrameBatch, why: str) -> None:
         """Count a batch that cannot go into this file (frames of another shape) and skip it."""
@@ -346,14 +237,12 @@ class Recorder:
 
     def _add(self, batch, stats, events):
         if len(batch) == 0:
-            return EventList.empty() if self._extractor is not None else None
+            return
         if self._frames is not None:
             self._frames.append(batch)
         if events is not None:
-            if self.events:
-                self.writer.write_events(events)
-            if self._accumulator is not None:
-                self._chain.accumulate(events)
+            if self._events is not None:
+                self._events.append(events)
             self.events_received += len(events)
         if self.first_frame < 0:
             self.first_frame = int(batch.frame_numbers[0])
@@ -363,32 +252,22 @@ class Recorder:
             self.update_counters(stats)
         if self._frames is not None:
             self._frames.drain()
-        self.flush_if_due()
-        return events
+        self._flush_if_due()
 
     def flush_if_due(self) -> None:
-        """Flush if something is unflushed and the last flush is ``flush_interval_s`` old.
+        """Flush if something is unflushed and the schedule says a flush must start.
 
         Called after every batch and, through the source's ``idle_hook``, while the
-        source waits, so data received just before a pause are flushed on time too.
+        source waits; the flusher thread does the same on its own (:mod:`.flushing`).
         """
         with self._mutex:
             self._flush_if_due()
 
     def _flush_if_due(self) -> None:
-        now = time.monotonic()
-        # the longest recent wait between two calls (a batch being processed, a source
-        # busy receiving): flushing when the next call could come too late keeps the gap
-        # between flushes under flush_interval_s instead of overshooting by one batch
-        self._check_gap_s = max(0.9 * self._check_gap_s, now - self._last_check)
-        self._last_check = now
         if self._closed or self.frames_received == self.frames_flushed:
             return
-        margin = min(1.25 * self._check_gap_s + self._flush_time_s, 0.5 * self.flush_interval_s)
-        if now - self._last_flush + margin >= self.flush_interval_s:
+        if self.schedule.due():
             self.flush()
-
-    _flush_time_s = 0.0
 
     def update_counters(self, stats) -> None:
         """Take dropped and corrupt counts from a source's SourceStats (plus what the recorder rejected)."""
@@ -397,40 +276,45 @@ class Recorder:
 
     def flush(self) -> None:
         """Make everything recorded so far durable (a crash after this loses none of it)."""
+        started = time.monotonic()
         with self._mutex, self._writing():
-            self._flush()
+            self._flush(started)
 
-    def _flush(self) -> None:
-        t0 = time.monotonic()
+    def _flush(self, started: float) -> None:
+        """Store frames, events, a ready cube snapshot and the counters, then flush the file.
+
+        Nothing here compresses more than the tail of the raw frames: whole chunks were
+        compressed in the background, the events' last chunk is stored unfiltered.
+        """
         if self._frames is not None:
             self._frames.flush()
-        now = time.monotonic()
-        if self._accumulator is not None and now - self._last_spectra >= self.spectra_interval_s:
-            self._write_spectra()
-            self._last_spectra = now
+        if self._events is not None:
+            self._events.flush()
+        if self._cube is not None:
+            stored = self._cube.store()
+            if stored is not None:
+                self._counters["cube_frames"] = stored
         self._write_counters()
         self.flushes += 1
-        self._last_flush = time.monotonic()
-        self._flush_time_s = max(0.9 * self._flush_time_s, self._last_flush - t0)
+        self.schedule.done(started, time.monotonic())
         if self.on_flush is not None:
             self.on_flush(self)
 
-    def _write_spectra(self) -> None:
-        """Rewrite the cube; cube_frames says how many frames it holds (stale when fewer than received)."""
-        self.writer.write_spectra(self._accumulator.cube)
-        self._counters["cube_frames"] = self.frames_received
-
     def _write_counters(self) -> None:
         """Write the acquisition counters and flush the file: everything so far is durable."""
-        self.writer.set_acquisition(frames_received=self.frames_received, first_frame=self.first_frame,
-                                    last_frame=self.last_frame, **self._counters)
+        counters = dict(frames_received=self.frames_received, first_frame=self.first_frame,
+                        last_frame=self.last_frame, **self._counters)
+        # only what changed: each dataset write costs a GIL hand-over when threads compete
+        changed = {k: v for k, v in counters.items() if self._written_counters.get(k) != v}
+        self.writer.set_acquisition(**changed)
+        self._written_counters.update(changed)
         self.writer.flush()
         self.frames_flushed = self.frames_received
         self.events_flushed = self.events_received
 
     def close(self) -> None:
         """Write the spectra and counters and close the file. Idempotent."""
-        self._stop_flusher.set()
+        self._flusher.stop()
         with self._mutex:
             if self._closed:
                 return
@@ -442,15 +326,20 @@ class Recorder:
                 with self._writing():
                     if self._frames is not None:
                         self._frames.close()
-                    if self._accumulator is not None:
-                        self._write_spectra()
+                    if self._events is not None:
+                        self._events.flush()
+                    if self._cube is not None:
+                        self._cube.close()          # a snapshot still compressing is not needed now
+                        self.writer.write_spectra(self._accumulator.cube)
+                        self._counters["cube_frames"] = self.frames_received
                     self._write_counters()
         finally:
             try:
                 if self._extractor is not None:
                     self._extractor.close()
-                if self._frames is not None and self._frames._pool is not None:
-                    self._frames._pool.shutdown(cancel_futures=True)
+                if self._cube is not None:
+                    self._cube.close()
+                self._pool.shutdown(cancel_futures=True)
                 if self.failed is None:
                     self.writer.close()
                 else:
