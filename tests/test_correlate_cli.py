@@ -81,7 +81,7 @@ def test_correlate_refuses_to_overwrite_without_force(inputs, tmp_path, capsys):
     out.mkdir()
     (out / "report.html").write_text("keep me")
     assert main(["correlate", "--xct", str(d / "seg.h5"), "--compton", paths[0], "-o", str(out)]) != 0
-    assert "would overwrite report.html" in capsys.readouterr().err
+    assert "report.html: already exists; give --force" in capsys.readouterr().err
     assert (out / "report.html").read_text() == "keep me"
 
 

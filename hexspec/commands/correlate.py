@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, FormatError
+from ..io.outputs import add_force_option, check_output
 from .common import positive_int
 
 #: Energy window of the Compton count image (keV): the Compton peak of a 115 keV beam at 90 degrees.
@@ -36,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--transform", choices=("translation", "rigid", "similarity", "affine"), default="rigid",
                    help="registration transform of the XCT porosity map onto the Compton count image (default rigid)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--force", action="store_true", help="replace existing outputs in DIR")
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -100,9 +101,11 @@ def read_lithium(path):
 
 def run(args) -> int:
     from ..tomo.correlate import COMPTON_PIXEL_MM, correlate
-    from ..tomo.report import FILES, check_outputs, save_correlation
+    from ..tomo.report import FILES, save_correlation
 
-    check_outputs(args.output, FILES, args.force)   # before any work
+    inputs = [args.xct, *args.compton, *(args.li or ())]
+    for name in FILES:                               # before any work
+        check_output(Path(args.output) / name, inputs, args.force)
     pores, electrode, voxel_mm = read_segmentation(args.xct)
     comp = [read_compton(p) for p in _per_region(args.compton, args.regions, "compton")]
     li = li_err = None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.outputs import add_force_option, check_output
 
 AXES = {"z": 0, "y": 1, "x": 2}
 #: slices of a region that the electrode fills less than this are left out of the diffusion solves
@@ -54,7 +55,7 @@ def register(sub) -> None:
     p.add_argument("--no-tortuosity", action="store_false", dest="tortuosity", help="skip the diffusion solves")
     p.add_argument("--impedance", action="store_true",
                    help="also simulate each region's diffusion impedance through the thickness (PREFIX_nyquist.png)")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -147,9 +148,8 @@ def run(args) -> int:
         raise ConfigError(f"--d-bulk: expected a positive diffusivity, found {args.d_bulk}")
     paths = output_paths(args.output)
     wanted = [k for k in paths if k != "nyquist_png" or args.impedance]
-    existing = [str(paths[k]) for k in wanted if paths[k].exists()]
-    if existing and not args.force:
-        raise ConfigError(f"{existing[0]} exists; give --force to replace it")
+    for k in wanted:
+        check_output(paths[k], [args.segmentation], args.force)
     vol = read_volume(args.segmentation)
     labels = vol.data
     if labels.dtype.kind not in "iu" or labels.max(initial=0) > 3:

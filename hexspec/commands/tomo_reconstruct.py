@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, FormatError
+from ..io.outputs import add_force_option, check_output
 from .common import Progress, add_quiet_option
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
@@ -50,7 +51,7 @@ def register(sub) -> None:
                    help="detector pixel size in mm (default: from the file, else 1 with values per pixel)")
     p.add_argument("--rows", nargs=2, type=int, metavar=("START", "STOP"), help="reconstruct detector rows START..STOP-1 only (default: every row)")
     p.add_argument("--png", help="PNG of the central slices (default: OUTPUT with .png)")
-    p.add_argument("--force", action="store_true", help="replace OUTPUT (and the PNG) if they exist")
+    add_force_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
@@ -76,12 +77,8 @@ def run(args) -> int:
     png = Path(args.png) if args.png else out.with_suffix(".png")
     if not src.exists():
         raise FormatError(f"{src}: no such file")
-    for target in (out, png):
-        if target.exists():
-            if target.samefile(src):
-                raise ConfigError(f"{target}: is the input; choose another output")
-            if not args.force:
-                raise ConfigError(f"{target}: exists; refusing to overwrite it (give --force)")
+    check_output(out, [src], args.force)
+    check_output(png, [src], args.force, "--png")
     if args.voxel_size_mm is not None and not args.voxel_size_mm > 0:
         raise ConfigError(f"--voxel-size-mm: expected a positive size in mm, found {args.voxel_size_mm}")
 

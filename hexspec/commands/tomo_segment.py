@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.outputs import add_force_option, check_output
 
 
 def _threshold(text):
@@ -44,7 +45,7 @@ def register(sub) -> None:
     p.add_argument("--threshold", default="otsu", metavar="otsu|VALUE[,VALUE]",
                    help="phase threshold(s) inside the electrode: otsu (multi-Otsu with --phases 3) or grey values (default otsu)")
     p.add_argument("--phases", type=int, choices=(2, 3), default=2, help="2: pore/solid; 3: pore/binder/active (default 2)")
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -52,11 +53,7 @@ def run(args) -> int:
     from ..tomo.io import read_volume, write_volume
     from ..tomo.segment import segment_electrode
 
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise ConfigError(f"{out} exists; give --force to replace it")
-    if Path(args.volume).exists() and out.exists() and out.resolve() == Path(args.volume).resolve():
-        raise ConfigError(f"{out}: the output would overwrite the input volume")
+    out = check_output(args.output, [args.volume], args.force)
     vol = read_volume(args.volume)
     electrode_threshold = _threshold(args.electrode_threshold)
     if isinstance(electrode_threshold, list):
