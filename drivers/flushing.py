@@ -23,6 +23,9 @@ from collections import deque
 #: Recent flushes (and wake-ups) the margin is learnt from: about half a minute, so one
 #: slow flush keeps the margin wide long enough to cover the next slow one
 HISTORY = 30
+#: Until this many flushes are known, start each at least STARTUP_MARGIN intervals early
+STARTUP_FLUSHES = 3
+STARTUP_MARGIN = 0.15
 #: Completion times kept for inspection (about an hour at one flush a second)
 KEEP_TIMES = 4096
 
@@ -49,7 +52,11 @@ class FlushSchedule:
         """How early before the deadline a flush starts (at most half the interval)."""
         slow = max(self._durations, default=0.0)
         late = max(self._lateness, default=0.0)
-        return min(2.0 * slow + late + 0.02, 0.5 * self.interval_s)
+        margin = 2.0 * slow + late + 0.02
+        if len(self._durations) < STARTUP_FLUSHES:
+            # nothing learnt yet (the first flushes of a file are also the slowest)
+            margin = max(margin, STARTUP_MARGIN * self.interval_s)
+        return min(margin, 0.5 * self.interval_s)
 
     @property
     def start_at(self) -> float:
