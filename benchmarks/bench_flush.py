@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0, help="recording time of one run")
     ap.add_argument("--rate", type=float, default=3000.0, help="frames per second fed to the recorder")
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the busy processes of a run in progress are killed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     import hexspec as hx
     with tempfile.TemporaryDirectory() as tmp:
