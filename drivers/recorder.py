@@ -59,11 +59,13 @@ class Recorder:
     flush_interval_s : float
         Longest time between flushes (at most 1 s is what the recorder promises).
     spectra_interval_s : float
-        How often the cube is rewritten while recording (it is always written at
-        close; events and frames are enough to rebuild it after a crash).
+        How often the cube is copied while recording, to be compressed in the
+        background and stored by a later flush (/entry/acquisition/cube_frames says
+        how many frames the stored cube holds). It is always written at close; events
+        and frames are enough to rebuild it after a crash.
     compress_threads : int
-        Threads compressing raw frames (gzip: chunks deflated here; the hdf5plugin
-        filters compress inside HDF5).
+        Threads compressing chunks of raw frames and events (the cube has a thread of
+        its own).
     frame_compression : {"bslz4", "blosc", "lz4", "gzip", "none"}
         Filter of the raw frames (:func:`hexspec.io.compression.frame_compression`).
     on_flush : callable, optional
