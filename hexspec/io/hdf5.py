@@ -507,17 +507,18 @@ def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
         return FrameBatch(read_slice(data, start, stop, path), read_slice(fn, start, stop, path))
 
 
-def iter_frames(path, batch_size: int = 1000):
-    """Raw frames of a hexspec file in batches (bounded memory)."""
+def iter_frames(path, batch_size: int = 1000, decode_threads: int | None = None):
+    """Raw frames of a hexspec file in batches (bounded memory); bitshuffle-LZ4 and Blosc
+    chunks are decoded in ``decode_threads`` threads (:mod:`hexspec.io.chunkread`)."""
+    from .chunkread import iter_batches
     if batch_size < 1:
         raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
         data, fn = _frame_datasets(f, path)
         _check_rows(path, [data], batch_size)
         n = min(data.shape[0], fn.shape[0])
-        for s in range(0, n, batch_size):
-            t = min(s + batch_size, n)
-            yield FrameBatch(read_slice(data, s, t, path), read_slice(fn, s, t, path))
+        for s, block in zip(range(0, n, batch_size), iter_batches(data, 0, n, batch_size, path, decode_threads)):
+            yield FrameBatch(block, read_slice(fn, s, min(s + batch_size, n), path))
 
 
 def read_detector(path) -> DetectorSpec:
