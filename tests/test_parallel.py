@@ -188,3 +188,46 @@ def test_cli_workers_on_worker_processes_equal_the_serial_command(run_files, tmp
         assert qa[k] == qb[k]
     assert qa["frames_dropped"] == GAPS
     assert not (tmp_path / "par.h5.manifest.json").exists()
+
+
+def _die_at_second_chunk():
+    """Run in one worker process: its second chunk kills the process (SIGKILL, as the
+    kernel's OOM killer or a node failure would), whatever it holds then is lost."""
+    import os
+    import signal
+
+    import hexspec.parallel as par
+    orig = par.process_chunk
+    calls = []
+
+    def chunk_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return orig(*args, **kwargs)
+    par.process_chunk = chunk_then_die     # the client's tasks name the function by module and name
+    return os.getpid()
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_costs_only_its_chunks(run_files, serial):
+    import os
+    import sys
+
+    import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers cannot import this test module
+    client, cluster = parallel._client(2, None, processes=True)
+    try:
+        client.wait_for_workers(2)
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        pid = client.run(_die_at_second_chunk, workers=[victim])[victim]
+        res = parallel.process_files(run_files, CFG, client=client, chunk_frames=100, batch_frames=BATCH,
+                                     shape=SHAPE, group_chunks=2)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)                   # the worker process really died mid-run
+        assert res.chunks == 14 and not res.failed
+        assert_same(res, serial)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        client.close()
+        cluster.close()
