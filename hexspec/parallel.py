@@ -182,11 +182,14 @@ def _read_one(path, index, shape):
 
 
 def process_chunk(chunk: Chunk, config: ProcessingConfig, shape, batch_frames: int = 1000,
-                  read_ahead: bool = True) -> ChunkResult:
+                  read_ahead: bool = True, decode_threads: int | None = 1) -> ChunkResult:
     """Events and spectra of one chunk, with the serial loop's state at its start.
 
     Errors of the file (missing, damaged) are returned in ``errors``, not raised, so
-    that the other chunks of a reduction still count.
+    that the other chunks of a reduction still count. ``decode_threads`` decode
+    compressed chunks ahead of the kernel (:mod:`hexspec.io.chunkread`; one by default:
+    a worker is given one core, and that one thread already overlaps decoding with the
+    kernel).
     """
     from .io import framefile
     from .io.readahead import ReadAhead
@@ -210,7 +213,8 @@ def process_chunk(chunk: Chunk, config: ProcessingConfig, shape, batch_frames: i
             # restart there) is counted here as the serial loop counts it; the frame itself
             # belongs to the chunk before, so nothing else of the stats is touched
             stats.gaps.count(prev.frame_numbers)
-        source = framefile.iter_frame_range(chunk.path, chunk.start, chunk.stop, batch_frames, shape=shape)
+        source = framefile.iter_frame_range(chunk.path, chunk.start, chunk.stop, batch_frames, shape=shape,
+                                            decode_threads=decode_threads)
         if read_ahead:
             source = ReadAhead(source)
         for batch in source:
@@ -225,7 +229,7 @@ def process_chunk(chunk: Chunk, config: ProcessingConfig, shape, batch_frames: i
     cube = acc.cube
     ex = extractor.stats
     ex.pop("frames", None)
-    return ChunkResult(chunks=[chunk.index], counts=cube.counts.copy(), underflow=cube.underflow,
+    return ChunkResult(chunks=[chunk.index], counts=cube.counts, underflow=cube.underflow,
                        overflow=cube.overflow, frames=stats.frames, frames_dropped=stats.frames_dropped,
                        batches=stats.batches, events=stats.events,
                        first=(chunk.index, stats.first_frame), last=(chunk.index, stats.last_frame),
@@ -254,14 +258,15 @@ def _to_run_result(total: ChunkResult, config, shape, elapsed_s, cls=RunResult, 
 
 # ------------------------------------------------------------------ serial reference
 
-def iter_files(paths, batch_frames: int = 1000, shape=None, read_ahead: bool = True):
-    """FrameBatch iterator over several frame files in order (what the serial path reads)."""
+def iter_files(paths, batch_frames: int = 1000, shape=None, read_ahead: bool = True, decode_threads: int | None = None):
+    """FrameBatch iterator over several frame files in order (what the serial path reads);
+    ``decode_threads`` as :func:`hexspec.io.framefile.iter_frame_file`."""
     from .io import framefile
     from .io.readahead import ReadAhead
 
     def chain():
         for p in paths:
-            yield from framefile.iter_frame_file(p, batch_frames, shape=shape or (80, 80))
+            yield from framefile.iter_frame_file(p, batch_frames, shape=shape or (80, 80), decode_threads=decode_threads)
     return ReadAhead(chain()) if read_ahead else chain()
 
 
@@ -389,7 +394,7 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
                   chunk_frames: int = 100_000, batch_frames: int = 1000, shape=None, manifest=None,
                   resume: bool = False, progress=None, processes: bool = True, client=None,
                   group_chunks: int | None = None, checkpoint_interval_s: float = 2.0,
-                  read_ahead: bool = False) -> ParallelResult:
+                  read_ahead: bool = False, decode_threads: int | None = 1) -> ParallelResult:
     """Process frame files on Dask; the result equals :func:`serial` over the same files.
 
     Parameters
@@ -427,6 +432,9 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
     read_ahead : bool
         Read each chunk in a thread ahead of its kernel. Off by default: a worker of one
         thread is given one core, which the extra thread would share with the others.
+    decode_threads : int, optional
+        Threads per task decoding bitshuffle-LZ4 and Blosc chunks ahead of its kernel
+        (None: one per core of the worker's machine, up to 4).
 
     Returns
     -------
@@ -465,7 +473,7 @@ def process_files(paths, config: ProcessingConfig, workers: int = 2, scheduler: 
             futures = {}
             for g in groups:
                 level = client.map(process_chunk, g, config=config, shape=shape, batch_frames=batch_frames,
-                                   read_ahead=read_ahead, pure=False)
+                                   read_ahead=read_ahead, decode_threads=decode_threads, pure=False)
                 while len(level) > 1:      # tree reduction on the workers, pairs at each level
                     level = [client.submit(_sum, *level[i:i + 2], pure=False) for i in range(0, len(level), 2)]
                 futures[level[0]] = g
