@@ -231,3 +231,34 @@ def test_worker_killed_mid_run_costs_only_its_chunks(run_files, serial):
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
         client.close()
         cluster.close()
+
+
+def test_events_of_every_chunk_merge_into_the_serial_event_list(run_files, client, serial, tmp_path):
+    """Each task stores its chunk's events; merged in run order they are the serial run's
+    events, element for element (not merely the same set)."""
+    events_dir = tmp_path / "ev"
+    res = parallel.process_files(run_files, CFG, client=client, chunk_frames=CHUNK, batch_frames=BATCH, shape=SHAPE,
+                                 events_dir=events_dir)
+    assert_same(res, serial)
+    merged = hx.EventList.concatenate(parallel.load_chunk_events(events_dir, i) for i in res.done_chunks)
+    from hexspec import pipeline
+    chain = pipeline.Chain(CFG, SHAPE)      # the serial loop, one batch after the other
+    expect = hx.EventList.concatenate(chain.feed(b) for b in parallel.iter_files(run_files, BATCH, SHAPE,
+                                                                                read_ahead=False))
+    assert len(merged) == serial.stats.events == len(expect)
+    assert merged == expect
+
+
+@pytest.mark.slow
+def test_cli_events_with_workers_equal_the_serial_command(run_files, tmp_path):
+    par, ser = tmp_path / "par.h5", tmp_path / "ser.h5"
+    common = ["--threshold", "200", "--bins", "0", "4000", "20", "--shape", "16", "16", "--batch-size", str(BATCH),
+              "--quiet", "--events"]
+    assert main(["process", *run_files, "-o", str(par), "--workers", "2", "--chunk-frames", str(CHUNK), *common]) == 0
+    assert main(["process", *run_files, "-o", str(ser), *common]) == 0
+    with h5py.File(par, "r") as a, h5py.File(ser, "r") as b:
+        for name in ("frame", "row", "col", "energy", "size"):
+            np.testing.assert_array_equal(a[f"entry/events/{name}"][()], b[f"entry/events/{name}"][()])
+        assert a["entry/events/frame"].shape[0] > 1000
+    np.testing.assert_array_equal(hdf5.read_cube(par).counts, hdf5.read_cube(ser).counts)
+    assert not (tmp_path / "par.h5.events.d").exists()
