@@ -88,3 +88,18 @@ def test_damaged_chunk_is_named(tmp_path, comp):
     np.testing.assert_array_equal(next(it).frames, fr[16:32])
     with pytest.raises(FormatError, match="frames 32-47"):
         next(it)
+
+
+def test_bitshuffle_block_size_past_the_chunk_is_an_error_not_a_stray_read(tmp_path):
+    fr = frames(32, (16, 16))
+    p = tmp_path / "bad_block.h5"
+    with hdf5.HexspecWriter(p, (16, 16), frames=True, events=False, spectra=False, frame_chunk=16,
+                            frame_compression="bslz4") as w:
+        w.write_frames(hx.FrameBatch(fr))
+    with h5py.File(p, "r") as f:
+        info = f["entry/frames/data"].id.get_chunk_info(1)
+    with open(p, "r+b") as fh:
+        fh.seek(info.byte_offset + 12)         # the first LZ4 block's stored size
+        fh.write((0x7FFFFFF0).to_bytes(4, "big"))
+    with pytest.raises(FormatError, match="frames 16-31.*blocks do not add up"):
+        list(framefile.iter_frame_range(p, 0, 32, 16, shape=(16, 16), decode_threads=2))

@@ -97,6 +97,24 @@ def _addr(raw) -> int:
     return ctypes.cast(ctypes.c_char_p(raw), ctypes.c_void_p).value
 
 
+def _check_bshuf_blocks(raw, n, item, block, path, where):
+    """The LZ4 block sizes of a bitshuffle chunk stay inside it.
+
+    bshuf_decompress_lz4 trusts each block's stored size (it is given no input length),
+    so a damaged size would make it read past the chunk; walking the few block headers
+    first (a handful per chunk) keeps a damaged file a FormatError.
+    """
+    blocks = n // block + (1 if (n % block) - (n % block) % 8 else 0)
+    off, end = 12, len(raw)
+    for _ in range(blocks):
+        if off + 4 > end:
+            break
+        off += 4 + struct.unpack_from(">I", raw, off)[0]
+    if off + (n % 8) * item != end:
+        raise FormatError(f"{path}: the bitshuffle-LZ4 chunk at frame {where} is corrupt "
+                          f"(its blocks do not add up to its {end} bytes)")
+
+
 def _decode(codec, raw, out, path, where):
     """Decode the stored bytes ``raw`` of one chunk into the C-contiguous array ``out``."""
     nbytes = out.nbytes
@@ -114,6 +132,7 @@ def _decode(codec, raw, out, path, where):
         if total != nbytes or block % item or block == 0 and total:
             raise FormatError(f"{path}: expected a bitshuffle chunk of {nbytes} bytes at frame {where}, "
                               f"found a header for {total} bytes in blocks of {block}")
+        _check_bshuf_blocks(raw, total // item, item, block // item, path, where)
         used = _lib("bshuf").bshuf_decompress_lz4(_addr(raw) + 12, out.ctypes.data, total // item, item,
                                                   block // item)
         if used != len(raw) - 12:
