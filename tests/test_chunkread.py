@@ -12,6 +12,12 @@ from hexspec.errors import FormatError
 from hexspec.io import chunkread, framefile, hdf5
 
 
+@pytest.fixture(autouse=True)
+def small_chunks_decoded_directly(monkeypatch):
+    # the files here are small; real ones have chunks above the size limit
+    monkeypatch.setattr(chunkread, "MIN_DIRECT_CHUNK_BYTES", 0)
+
+
 def frames(n=333, shape=(24, 20), seed=3):
     rng = np.random.default_rng(seed)
     hit = rng.random((n,) + shape) < 0.05
@@ -103,3 +109,14 @@ def test_bitshuffle_block_size_past_the_chunk_is_an_error_not_a_stray_read(tmp_p
         fh.write((0x7FFFFFF0).to_bytes(4, "big"))
     with pytest.raises(FormatError, match="frames 16-31.*blocks do not add up"):
         list(framefile.iter_frame_range(p, 0, 32, 16, shape=(16, 16), decode_threads=2))
+
+
+def test_chunks_of_a_few_frames_are_left_to_hdf5(tmp_path, monkeypatch):
+    monkeypatch.setattr(chunkread, "MIN_DIRECT_CHUNK_BYTES", 256 * 1024)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        one = f.create_dataset("one", shape=(100, 80, 80), dtype=np.uint16, chunks=(1, 80, 80),
+                               **hdf5plugin.Bitshuffle(cname="lz4"))
+        many = f.create_dataset("many", shape=(100, 80, 80), dtype=np.uint16, chunks=(64, 80, 80),
+                                **hdf5plugin.Bitshuffle(cname="lz4"))
+        assert chunkread.direct_codec(one) is None          # 12.8 KB: h5py reads it faster
+        assert chunkread.direct_codec(many) == "bslz4"     # 819 KB: decoded in threads
