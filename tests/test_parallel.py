@@ -262,3 +262,24 @@ def test_cli_events_with_workers_equal_the_serial_command(run_files, tmp_path):
         assert a["entry/events/frame"].shape[0] > 1000
     np.testing.assert_array_equal(hdf5.read_cube(par).counts, hdf5.read_cube(ser).counts)
     assert not (tmp_path / "par.h5.events.d").exists()
+
+
+def test_chunk_results_cross_processes_unchanged():
+    """What Dask pickles between workers: a mostly empty cube goes as its non-zero bins,
+    a full one as it is; both come back identical, dtype and shape included."""
+    import pickle
+    rng = np.random.default_rng(5)
+    sparse = np.zeros((6, 5, 40), np.uint32)
+    sparse.reshape(-1)[rng.choice(1200, 30, replace=False)] = rng.integers(1, 2 ** 32 - 1, 30, dtype=np.uint32)
+    dense = rng.integers(1, 9, (6, 5, 40)).astype(np.uint32)
+    for counts in (sparse, dense, np.zeros((6, 5, 40), np.uint32), None):
+        r = parallel.ChunkResult(chunks=[3, 4], counts=counts, underflow=2, frames=7, first=(3, 10), last=(4, 99),
+                                 extractor={"hits": 5})
+        back = pickle.loads(pickle.dumps(r))
+        assert back.chunks == [3, 4] and back.underflow == 2 and back.first == (3, 10) and back.extractor == {"hits": 5}
+        if counts is None:
+            assert back.counts is None
+        else:
+            assert back.counts.dtype == np.uint32 and back.counts.shape == (6, 5, 40)
+            np.testing.assert_array_equal(back.counts, counts)
+    assert len(pickle.dumps(parallel.ChunkResult(chunks=[], counts=sparse))) < sparse.nbytes / 5
