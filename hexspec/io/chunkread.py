@@ -161,6 +161,16 @@ def _decode(codec, raw, out, path, where):
     return out
 
 
+def read_slice(ds, start, stop, path):
+    """``ds[start:stop]`` through h5py, with a damaged chunk reported as a FormatError
+    naming the rows."""
+    try:
+        return np.asarray(ds[start:stop])
+    except (OSError, RuntimeError) as exc:
+        raise FormatError(f"{path}: expected readable data in {ds.name}[{start}:{stop}], found a corrupt chunk "
+                          f"({exc})") from None
+
+
 def iter_batches(ds, start: int, stop: int, batch_size: int, path, threads: int | None = None):
     """Arrays of frames ``[s, s + batch_size)`` of the (N, rows, cols) dataset ``ds``, for
     s = start, start + batch_size, ... up to ``stop`` (the last batch shorter).
@@ -181,7 +191,6 @@ def iter_batches(ds, start: int, stop: int, batch_size: int, path, threads: int 
     being decoded ahead of the one handed out. A damaged chunk raises FormatError naming
     its frames, after every batch before it.
     """
-    from .hdf5 import read_slice
     start, stop, batch_size = int(start), min(int(stop), int(ds.shape[0])), int(batch_size)
     codec = direct_codec(ds)
     if codec is None:
