@@ -5,7 +5,9 @@ per compression hexspec offers, then reads each file whole in batches of 1000 fr
 (hexspec.io.framefile.iter_frame_file, the reader `hexspec process` uses), the files
 taken in turn within each repeat so that load on a shared machine hits them alike.
 Prints, per compression, the file size over gzip's and the read speed over gzip's
-(median and range over the repeats), plus frames/s for scale.
+(median and range over the repeats), with the reader's default decoding threads and on
+one core (decode_threads=0; gzip is always decoded inside HDF5, on one core), plus
+frames/s for scale.
 
 Target (issue 14): bslz4 reads >= 5x faster than gzip level 1, at a size <= 1.5x gzip's.
 With --real, the same on the real 2x2-module frames of ../shared/data (tiled), whose
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import hexspec as hx
-from hexspec.io import framefile, hdf5
+from hexspec.io import chunkread, framefile, hdf5
 
 REAL = Path(os.environ.get("HEXSPEC_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")) / "hexitec_2x2_raw_30frames.h5"
 
@@ -43,9 +45,9 @@ def write(path, frames, name):
             w.write_frames(hx.FrameBatch(frames[s:s + 5000], np.arange(s, min(s + 5000, len(frames)))))
 
 
-def read_all(path):
+def read_all(path, decode_threads=None):
     n = 0
-    for b in framefile.iter_frame_file(path, 1000):
+    for b in framefile.iter_frame_file(path, 1000, decode_threads=decode_threads):
         n += len(b)
     return n
 
@@ -60,21 +62,30 @@ def bench(frames, repeat, label):
             sizes[k] = os.path.getsize(paths[k])
             read_all(paths[k])                       # warm the page cache and the filters
         times = {k: [] for k in names}
+        times1 = {k: [] for k in names}      # decoded in the reading thread: per core
         for _ in range(repeat):
             for k in names:
                 t = time.perf_counter()
                 read_all(paths[k])
                 times[k].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                read_all(paths[k], 0)
+                times1[k].append(time.perf_counter() - t)
     n = len(frames)
     occ = float(np.mean(frames > 0))
     print(f"\n{label}: {n} frames of {frames.shape[1]}x{frames.shape[2]}, {occ:.2%} of pixels non-zero, "
           f"{repeat} repeats (speed ratio: gzip time / its time, per repeat)")
-    print(f"{'compression':12s} {'size MB':>9s} {'size/gzip':>10s} {'speed/gzip median [range]':>28s} {'frames/s (median)':>18s}")
+    print(f"decode threads: {chunkread.DEFAULT_DECODE_THREADS} (reader default) and 0 (one core); "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'compression':12s} {'size MB':>9s} {'size/gzip':>10s} {'speed/gzip median [range]':>28s} "
+          f"{'one core':>20s} {'frames/s (median)':>18s}")
     for k in names:
         ratios = [g / t for g, t in zip(times["gzip"], times[k])]
-        med = statistics.median(ratios)
+        ratios1 = [g / t for g, t in zip(times1["gzip"], times1[k])]
         print(f"{k:12s} {sizes[k] / 1e6:9.1f} {sizes[k] / sizes['gzip']:10.2f} "
-              f"{med:12.2f} [{min(ratios):.2f}-{max(ratios):.2f}]     {n / statistics.median(times[k]):18,.0f}")
+              f"{statistics.median(ratios):12.2f} [{min(ratios):.2f}-{max(ratios):.2f}]     "
+              f"{statistics.median(ratios1):6.2f} [{min(ratios1):.2f}-{max(ratios1):.2f}] "
+              f"{n / statistics.median(times[k]):18,.0f}")
     return sizes, times
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -56,24 +57,42 @@ def write_file(path, block, n_frames, compression):
             done += k
 
 
-def kernel_only(block):
+def cpu_s():
+    """CPU seconds of this process so far (all its threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def kernel_only(block, cpu=None):
     ex = hx.EventExtractor(CFG, block.shape[1:])
     acc = hx.SpectrumAccumulator(CFG, block.shape[1:])
     batches = [hx.FrameBatch(block[s:s + BATCH], np.arange(s, min(s + BATCH, len(block)))) for s in
                range(0, len(block), BATCH)]
-    t = time.perf_counter()
+    c, t = cpu_s(), time.perf_counter()
     for b in batches:
         ex(b, accumulator=acc)
+    if cpu is not None:
+        cpu.append((cpu_s() - c) / len(block))
     return len(block) / (time.perf_counter() - t)
 
 
-def end_to_end(path, read_ahead):
-    src = framefile.iter_frame_file(path, BATCH)
+def end_to_end(path, read_ahead, cpu=None, decode_threads=None):
+    src = framefile.iter_frame_file(path, BATCH, decode_threads=decode_threads)
     if read_ahead:
         src = ReadAhead(src)
-    t = time.perf_counter()
+    c, t = cpu_s(), time.perf_counter()
     res = pipeline.run(src, CFG)
+    if cpu is not None:
+        cpu.append((cpu_s() - c) / res.stats.frames)
     return res.stats.frames / (time.perf_counter() - t)
+
+
+def read_only(path, cpu):
+    c, t, n = cpu_s(), time.perf_counter(), 0
+    for b in framefile.iter_frame_file(path, BATCH):
+        n += len(b)
+    cpu.append((cpu_s() - c) / n)
+    return n / (time.perf_counter() - t)
 
 
 def spread(values):
@@ -90,15 +109,26 @@ def part1(d, args, block):
           f"file, written in {time.perf_counter() - t:.0f} s); kernel baseline on {len(block)} frames in memory")
     kernel_only(block[:2000])     # compile / load the kernels
     rows = []
+    cpu = {k: [] for k in ("kernel", "read", "e2e")}
     for r in range(args.repeat):
-        k = kernel_only(block)
-        e = end_to_end(path, True)
+        k = kernel_only(block, cpu["kernel"])
+        e = end_to_end(path, True, cpu["e2e"])
         p = end_to_end(path, False)
-        rows.append((k, e, p))
-        print(f"  repeat {r + 1}: kernel {k:,.0f}  end-to-end read-ahead {e:,.0f}  without {p:,.0f} frames/s")
-    print(f"  end-to-end with read-ahead / kernel:    {spread([e / k for k, e, _ in rows])}  (target >= 0.70)")
-    print(f"  end-to-end without read-ahead / kernel: {spread([p / k for k, _, p in rows])}")
-    print(f"  read-ahead gain:                        {spread([e / p for _, e, p in rows])}")
+        o = end_to_end(path, False, decode_threads=0)
+        rd = read_only(path, cpu["read"])
+        rows.append((k, e, p, o, rd))
+        print(f"  repeat {r + 1}: kernel {k:,.0f}  end-to-end read-ahead {e:,.0f}  without {p:,.0f}  "
+              f"one thread {o:,.0f}  reading alone {rd:,.0f} frames/s  (load {os.getloadavg()[0]:.1f})")
+    print(f"  end-to-end with read-ahead / kernel:    {spread([e / k for k, e, *_ in rows])}  (target >= 0.70)")
+    print(f"  end-to-end without read-ahead / kernel: {spread([p / k for k, _, p, *_ in rows])}")
+    print(f"  end-to-end on one thread / kernel:      {spread([o / k for k, _, _, o, _ in rows])}")
+    print(f"  read-ahead gain:                        {spread([e / p for _, e, p, *_ in rows])}")
+    # CPU time per frame (all threads), which load on a shared machine changes little:
+    # where the time goes, and what two free cores allow at best
+    ck, cr, ce = (statistics.median(cpu[k]) * 1e6 for k in ("kernel", "read", "e2e"))
+    print(f"  CPU per frame (median): kernel {ck:.2f} us, reading + decompression {cr:.2f} us "
+          f"({cr / ck:.2f} kernel units), end to end {ce:.2f} us (overhead {ce - ck - cr:+.2f} us)")
+    print(f"  bound on 2 free cores: end to end / kernel <= {min(1.0, 2 * ck / (ck + cr)):.2f}")
     path.unlink()
 
 
@@ -116,16 +146,22 @@ def part2(d, args, block):
         client.run(lambda: kernel_only(block[:100]) and None)     # compile / load kernels on the workers
         kernel_only(block[:100])
         ratios, ratios_1core, same = [], [], True
+        cpu1, cpu2 = [], []
+
+        def workers_cpu():
+            return sum(client.run(cpu_s).values())
         for r in range(args.repeat):
-            t = time.perf_counter()
+            c, t = cpu_s(), time.perf_counter()
             ref = parallel.serial(paths, CFG, batch_frames=BATCH)
             t1 = time.perf_counter() - t
+            cpu1.append((cpu_s() - c) / (4 * n_each))
             t = time.perf_counter()
-            pipeline.run(parallel.iter_files(paths, BATCH, read_ahead=False), CFG)
+            pipeline.run(parallel.iter_files(paths, BATCH, read_ahead=False, decode_threads=0), CFG)
             t0 = time.perf_counter() - t
-            t = time.perf_counter()
+            c, w, t = cpu_s(), workers_cpu(), time.perf_counter()
             res = parallel.process_files(paths, CFG, client=client, chunk_frames=n_each, batch_frames=BATCH)
             t2 = time.perf_counter() - t
+            cpu2.append((cpu_s() - c + workers_cpu() - w) / (4 * n_each))
             ok = (np.array_equal(ref.cube.counts, res.cube.counts) and ref.extractor_stats == res.extractor_stats
                   and ref.stats.frames == res.stats.frames and ref.stats.frames_dropped == res.stats.frames_dropped
                   and ref.stats.events == res.stats.events)
@@ -136,6 +172,11 @@ def part2(d, args, block):
                   f"{4 * n_each / t0:,.0f} on one thread), 2 workers {4 * n_each / t2:,.0f} frames/s, identical: {ok}")
     print(f"  2 workers / one process with read-ahead (2 threads): {spread(ratios)}  (target >= 1.7)")
     print(f"  2 workers / one process on one thread:               {spread(ratios_1core)}")
+    c1, c2 = statistics.median(cpu1) * 1e6, statistics.median(cpu2) * 1e6
+    print(f"  CPU per frame (median, all threads and processes): one process {c1:.2f} us, 2 workers and the "
+          f"client {c2:.2f} us ({c2 / c1:.2f}x)")
+    print(f"  CPU cost of the 2-worker run over one process: {c2 / c1:.2f}x (transfers, reduction, "
+          f"per-task set-up): on N free cores 2 workers reach at most min(N, 2) / {c2 / c1:.2f} times one core")
     print(f"  results identical in every repeat: {same}")
 
 

@@ -188,3 +188,98 @@ def test_cli_workers_on_worker_processes_equal_the_serial_command(run_files, tmp
         assert qa[k] == qb[k]
     assert qa["frames_dropped"] == GAPS
     assert not (tmp_path / "par.h5.manifest.json").exists()
+
+
+def _die_at_second_chunk():
+    """Run in one worker process: its second chunk kills the process (SIGKILL, as the
+    kernel's OOM killer or a node failure would), whatever it holds then is lost."""
+    import os
+    import signal
+
+    import hexspec.parallel as par
+    orig = par.process_chunk
+    calls = []
+
+    def chunk_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return orig(*args, **kwargs)
+    par.process_chunk = chunk_then_die     # the client's tasks name the function by module and name
+    return os.getpid()
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_costs_only_its_chunks(run_files, serial):
+    import os
+    import sys
+
+    import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers cannot import this test module
+    client, cluster = parallel._client(2, None, processes=True)
+    try:
+        client.wait_for_workers(2)
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        pid = client.run(_die_at_second_chunk, workers=[victim])[victim]
+        res = parallel.process_files(run_files, CFG, client=client, chunk_frames=100, batch_frames=BATCH,
+                                     shape=SHAPE, group_chunks=2)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)                   # the worker process really died mid-run
+        assert res.chunks == 14 and not res.failed
+        assert_same(res, serial)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        client.close()
+        cluster.close()
+
+
+def test_events_of_every_chunk_merge_into_the_serial_event_list(run_files, client, serial, tmp_path):
+    """Each task stores its chunk's events; merged in run order they are the serial run's
+    events, element for element (not merely the same set)."""
+    events_dir = tmp_path / "ev"
+    res = parallel.process_files(run_files, CFG, client=client, chunk_frames=CHUNK, batch_frames=BATCH, shape=SHAPE,
+                                 events_dir=events_dir)
+    assert_same(res, serial)
+    merged = hx.EventList.concatenate(parallel.load_chunk_events(events_dir, i) for i in res.done_chunks)
+    from hexspec import pipeline
+    chain = pipeline.Chain(CFG, SHAPE)      # the serial loop, one batch after the other
+    expect = hx.EventList.concatenate(chain.feed(b) for b in parallel.iter_files(run_files, BATCH, SHAPE,
+                                                                                read_ahead=False))
+    assert len(merged) == serial.stats.events == len(expect)
+    assert merged == expect
+
+
+@pytest.mark.slow
+def test_cli_events_with_workers_equal_the_serial_command(run_files, tmp_path):
+    par, ser = tmp_path / "par.h5", tmp_path / "ser.h5"
+    common = ["--threshold", "200", "--bins", "0", "4000", "20", "--shape", "16", "16", "--batch-size", str(BATCH),
+              "--quiet", "--events"]
+    assert main(["process", *run_files, "-o", str(par), "--workers", "2", "--chunk-frames", str(CHUNK), *common]) == 0
+    assert main(["process", *run_files, "-o", str(ser), *common]) == 0
+    with h5py.File(par, "r") as a, h5py.File(ser, "r") as b:
+        for name in ("frame", "row", "col", "energy", "size"):
+            np.testing.assert_array_equal(a[f"entry/events/{name}"][()], b[f"entry/events/{name}"][()])
+        assert a["entry/events/frame"].shape[0] > 1000
+    np.testing.assert_array_equal(hdf5.read_cube(par).counts, hdf5.read_cube(ser).counts)
+    assert not (tmp_path / "par.h5.events.d").exists()
+
+
+def test_chunk_results_cross_processes_unchanged():
+    """What Dask pickles between workers: a mostly empty cube goes as its non-zero bins,
+    a full one as it is; both come back identical, dtype and shape included."""
+    import pickle
+    rng = np.random.default_rng(5)
+    sparse = np.zeros((6, 5, 40), np.uint32)
+    sparse.reshape(-1)[rng.choice(1200, 30, replace=False)] = rng.integers(1, 2 ** 32 - 1, 30, dtype=np.uint32)
+    dense = rng.integers(1, 9, (6, 5, 40)).astype(np.uint32)
+    for counts in (sparse, dense, np.zeros((6, 5, 40), np.uint32), None):
+        r = parallel.ChunkResult(chunks=[3, 4], counts=counts, underflow=2, frames=7, first=(3, 10), last=(4, 99),
+                                 extractor={"hits": 5})
+        back = pickle.loads(pickle.dumps(r))
+        assert back.chunks == [3, 4] and back.underflow == 2 and back.first == (3, 10) and back.extractor == {"hits": 5}
+        if counts is None:
+            assert back.counts is None
+        else:
+            assert back.counts.dtype == np.uint32 and back.counts.shape == (6, 5, 40)
+            np.testing.assert_array_equal(back.counts, counts)
+    assert len(pickle.dumps(parallel.ChunkResult(chunks=[], counts=sparse))) < sparse.nbytes / 5

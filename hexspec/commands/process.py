@@ -132,9 +132,6 @@ def run_many(args, out) -> int:
         for name in ("max_frames", "reorder", "allow_partial"):
             if getattr(args, name):
                 raise ConfigError(f"--{name.replace('_', '-')} is not available with --workers/--scheduler")
-        if args.events:
-            raise ConfigError("--events is not available with --workers/--scheduler (they store spectra and "
-                              "counters); process without them to store events")
         if args.threads > 1:
             raise ConfigError("--threads applies to one process; with --workers each worker runs one thread")
     elif args.resume:
@@ -147,6 +144,9 @@ def run_many(args, out) -> int:
     store_events = args.events or not args.spectra
     prog = Progress("process", quiet=args.quiet)
     failed = {}
+    # with --events each task keeps its chunk's events here; they are merged in run order
+    # below (the folder outlives a cancelled run, for --resume)
+    events_dir = Path(str(args.output) + ".events.d") if parallel_run and args.events else None
     if parallel_run:
         shown = []
 
@@ -160,9 +160,9 @@ def run_many(args, out) -> int:
         result = parallel.process_files(paths, cfg, workers=args.workers or 2, scheduler=args.scheduler,
                                         chunk_frames=args.chunk_frames, batch_frames=args.batch_size, shape=shape,
                                         manifest=str(args.output) + ".manifest.json", resume=args.resume,
-                                        progress=progress)
+                                        progress=progress, events_dir=events_dir)
         failed = result.failed
-        store_events = False
+        store_events = events_dir is not None
     else:
         good = []
         for p in paths:
@@ -182,10 +182,16 @@ def run_many(args, out) -> int:
                                   progress=lambda st: prog.update(frames=st.frames, events=st.events,
                                                                   dropped=st.frames_dropped))
         else:
+            if events_dir is not None:
+                for index in result.done_chunks:
+                    sink.writer.write_events(parallel.load_chunk_events(events_dir, index))
             sink.close(result)
     except BaseException:
         sink.writer.close()
         raise
+    if events_dir is not None:
+        import shutil
+        shutil.rmtree(events_dir, ignore_errors=True)
     st = result.stats
     prog.close(frames=st.frames, events=st.events, dropped=st.frames_dropped)
     png = Path(args.png) if args.png else Path(args.output).with_suffix(".png")

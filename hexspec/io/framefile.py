@@ -43,17 +43,21 @@ def count_frames(path, shape=(80, 80)) -> int:
     return _count(path)
 
 
-def iter_frame_file(path, batch_size: int = 1000, shape=(80, 80), reorder: bool = False, allow_partial: bool = False):
-    """FrameBatch iterator over a frame file of any supported kind (bounded memory)."""
+def iter_frame_file(path, batch_size: int = 1000, shape=(80, 80), reorder: bool = False, allow_partial: bool = False,
+                    decode_threads: int | None = None):
+    """FrameBatch iterator over a frame file of any supported kind (bounded memory).
+
+    ``decode_threads``: threads decoding bitshuffle-LZ4 and Blosc chunks of HDF5 files
+    (default one per core up to 4; 0 decodes in the iterating thread)."""
     kind = frame_file_kind(path)
     if kind == "gige":
         from .gige_bin import iter_gige_bin
         return iter_gige_bin(path, shape, batch_size, reorder=reorder, allow_partial=allow_partial)
     if kind == "odin":
         from .odin import iter_odin_frames
-        return iter_odin_frames(path, batch_size)
+        return iter_odin_frames(path, batch_size, decode_threads)
     from .hdf5 import iter_frames
-    return iter_frames(path, batch_size)
+    return iter_frames(path, batch_size, decode_threads)
 
 
 def frame_shape(path, default=(80, 80)):
@@ -83,13 +87,15 @@ def file_compression(path) -> str:
 
 # ------------------------------------------------------------------ random access (parallel chunks)
 
-def iter_frame_range(path, start: int, stop: int, batch_size: int = 1000, shape=(80, 80), reorder: bool = False):
+def iter_frame_range(path, start: int, stop: int, batch_size: int = 1000, shape=(80, 80), reorder: bool = False,
+                     decode_threads: int | None = None):
     """FrameBatch iterator over frames [start, stop) of a frame file of any kind.
 
     Batches start at ``start`` and hold ``batch_size`` frames (the last fewer), so a
     range starting at a multiple of ``batch_size`` gives the same batches as
     :func:`iter_frame_file` over the whole file. Frame numbers are those the whole-file
-    iterator gives (file positions for .bin and odin-data files).
+    iterator gives (file positions for .bin and odin-data files). ``decode_threads``
+    decode bitshuffle-LZ4 and Blosc chunks (:func:`hexspec.io.chunkread.iter_batches`).
     """
     import numpy as np
 
@@ -118,6 +124,7 @@ def iter_frame_range(path, start: int, stop: int, batch_size: int = 1000, shape=
                     block = out
                 yield FrameBatch(block.astype(np.uint16, copy=False), np.arange(s, t, dtype=np.int64))
         return
+    from .chunkread import iter_batches
     from .h5open import open_h5
     with open_h5(path) as f:
         if kind == "odin":
@@ -129,11 +136,13 @@ def iter_frame_range(path, start: int, stop: int, batch_size: int = 1000, shape=
             data, numbers = f["entry/frames/data"], f["entry/frames/frame_number"]
             n = min(data.shape[0], numbers.shape[0])
         stop = min(stop, n)
+        blocks = iter_batches(data, start, stop, batch_size, path, decode_threads)
         for s in range(start, stop, batch_size):
             t = min(s + batch_size, stop)
             fn = np.arange(s, t, dtype=np.int64) if numbers is None else numbers[s:t]
             try:
-                block = np.asarray(data[s:t])
-            except OSError as exc:     # a damaged chunk: HDF5 names no frame, so say which ones
-                raise FormatError(f"{path}: frames {s}-{t - 1} cannot be read ({exc})") from None
+                block = next(blocks)
+            except (OSError, FormatError) as exc:     # a damaged chunk: name the frames of the batch
+                why = str(exc).removeprefix(f"{path}: ")
+                raise FormatError(f"{path}: frames {s}-{t - 1} cannot be read ({why})") from None
             yield FrameBatch(block, fn)

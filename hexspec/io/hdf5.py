@@ -37,6 +37,7 @@ from ..errors import FormatError
 from ..eventlist import EventList
 from ..frames import FrameBatch
 from . import nexus, provenance
+from .chunkread import iter_batches, read_slice  # noqa: F401  (read_slice: hdf5.read_slice is its former home)
 from .compression import frame_compression as frame_compression_options
 from .h5open import open_h5
 
@@ -397,15 +398,6 @@ def _check_rows(path, datasets, rows):
         check_allocation((rows,) + ds.shape[1:], ds.dtype.itemsize, f"{path}: {ds.name}", FormatError)
 
 
-def read_slice(ds, start, stop, path):
-    """``ds[start:stop]``, with a damaged chunk reported as a FormatError naming the rows."""
-    try:
-        return np.asarray(ds[start:stop])
-    except (OSError, RuntimeError) as exc:
-        raise FormatError(f"{path}: expected readable data in {ds.name}[{start}:{stop}], found a corrupt chunk "
-                          f"({exc})") from None
-
-
 def _dataset(g, name, path, ndim=None, kinds="iuf"):
     """g[name] checked to be a dataset of ``ndim`` dimensions and a numeric kind."""
     where = f"{g.name.rstrip('/')}/{name}"
@@ -507,17 +499,17 @@ def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
         return FrameBatch(read_slice(data, start, stop, path), read_slice(fn, start, stop, path))
 
 
-def iter_frames(path, batch_size: int = 1000):
-    """Raw frames of a hexspec file in batches (bounded memory)."""
+def iter_frames(path, batch_size: int = 1000, decode_threads: int | None = None):
+    """Raw frames of a hexspec file in batches (bounded memory); bitshuffle-LZ4 and Blosc
+    chunks are decoded in ``decode_threads`` threads (:mod:`hexspec.io.chunkread`)."""
     if batch_size < 1:
         raise FormatError(f"iter_frames: batch_size must be >= 1, found {batch_size}")
     with _open(path) as f:
         data, fn = _frame_datasets(f, path)
         _check_rows(path, [data], batch_size)
         n = min(data.shape[0], fn.shape[0])
-        for s in range(0, n, batch_size):
-            t = min(s + batch_size, n)
-            yield FrameBatch(read_slice(data, s, t, path), read_slice(fn, s, t, path))
+        for s, block in zip(range(0, n, batch_size), iter_batches(data, 0, n, batch_size, path, decode_threads)):
+            yield FrameBatch(block, read_slice(fn, s, min(s + batch_size, n), path))
 
 
 def read_detector(path) -> DetectorSpec:

@@ -60,12 +60,13 @@ def odin_frames_shape(path) -> tuple:
         return tuple(int(n) for n in _raw_frames(f, Path(path)).shape)
 
 
-def iter_odin_frames(path, batch_size: int = 1000):
-    """``raw_frames`` of an odin-data file in batches of FrameBatch (bounded memory)."""
+def iter_odin_frames(path, batch_size: int = 1000, decode_threads: int | None = None):
+    """``raw_frames`` of an odin-data file in batches of FrameBatch (bounded memory);
+    bitshuffle-LZ4 and Blosc chunks decode in threads (:mod:`hexspec.io.chunkread`)."""
+    from .chunkread import iter_batches
     path = Path(path)
     with open_h5(path) as f:
         ds = _raw_frames(f, path)
-        from .hdf5 import read_slice
-        for s in range(0, ds.shape[0], batch_size):
-            t = min(s + batch_size, ds.shape[0])
-            yield FrameBatch(read_slice(ds, s, t, path), np.arange(s, t, dtype=np.int64))
+        n = ds.shape[0]
+        for s, block in zip(range(0, n, batch_size), iter_batches(ds, 0, n, batch_size, path, decode_threads)):
+            yield FrameBatch(block, np.arange(s, s + len(block), dtype=np.int64))
