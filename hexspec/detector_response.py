@@ -1,0 +1,282 @@
+"""What the detector and the event chain do to a monoenergetic photon, for the forward model.
+
+A photon of energy E that reaches a pixel becomes a counted event of energy E' with
+probability density
+
+    R(E' | E) = eff(E) [ (1 - f) G(E' - E; sigma) + f T(E' - E; sigma, beta) ]
+
+- G is the Gaussian of the electronic noise, sigma = FWHM / 2.355 with the FWHM of the
+  Am-241 photopeak fit (``EnergyCalibration.fwhm_kev``); it does not grow with energy in
+  the lumped-noise model of PHYSICS.md section 5.
+- T is the low-energy tail of the same fit: an exponential of length beta convolved with
+  G (``hexspec.calibration.am241.lineshape``), with the fit's tail share f. In these
+  detectors it is charge lost to a neighbour whose share stays under its threshold (so
+  the event survives charge-sharing discrimination). That loss, in keV, hardly depends on
+  E: a share q = E Phi(-d / sigma_cloud) of a cloud at distance d from the pixel edge, with
+  q below the threshold T, covers distances d whose width sigma_cloud [z(eps/E) - z(T/E)]
+  changes by a few per cent between 60 and 110 keV (z the Gaussian quantile). So the
+  tail the calibration measures at 59.54 keV carries over to the Compton peak.
+- eff(E), the relative efficiency, is what the calibration's line shape cannot see: the
+  absorption 1 - exp(-mu(E) L) of the sensor (xraylib, Cd0.9Zn0.1Te at 5.78 g/cm3) and the
+  survival of charge-sharing discrimination, (1 - 2 sigma_cloud z(T/E) / pitch)^2: a
+  neighbour that receives more than the threshold T = intercept + gradient (threshold_adu
+  + 1/2) rejects the event. Over a 88-112 keV fit range the two lower the efficiency by
+  about 20 %, enough to bias 1 - x badly if left out. Losses that the chain has and this
+  leaves out (Cd/Te K fluorescence leaving the pixel, more likely for shallow, low-energy
+  absorptions) change eff(E) smoothly; the forward fit frees a slope of ln eff(E) for them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.special import erfc, erfcx, ndtr
+
+from .errors import CalibrationError, ConfigError
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+SENSOR_MATERIAL = "Cd0.9Zn0.1Te"
+SENSOR_DENSITY_G_CM3 = 5.78
+_K_OVER_E_V_PER_K = 8.617333262e-5
+_N_SAMPLES = 16
+
+
+def cloud_fwhm_um(thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0):
+    """Electron-cloud FWHM at the anode, um (PHYSICS.md section 5, Veale 2014); 2 mm, 1200 V, 18 C -> 32.2 um."""
+    r0_um = 0.1477 * temperature_c + 14.66
+    return r0_um + 1.15 * thickness_mm * 1e3 * math.sqrt(2.0 * _K_OVER_E_V_PER_K * (temperature_c + 273.15) / abs(bias_v))
+
+
+def _tail_cdf(x, sigma, beta):
+    """CDF at offsets x (keV, measured minus true) of the unit-area exponential tail convolved with N(0, sigma).
+
+    Phi(x/sigma) + 1/2 exp(x/beta + sigma^2/(2 beta^2)) erfc((sigma/beta + x/sigma)/sqrt 2), written
+    with erfcx where the exponential alone would overflow (the same function as the Am-241 fit's).
+    """
+    a = x / beta + 0.5 * (sigma / beta) ** 2
+    z = (sigma / beta + x / sigma) / math.sqrt(2.0)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        tail = np.where(z < 0.0, np.exp(np.minimum(a, 700.0)) * erfc(z), np.exp(a - z * z) * erfcx(np.maximum(z, 0.0)))
+    return ndtr(x / sigma) + 0.5 * tail
+
+
+@dataclass(frozen=True)
+class DetectorResponse:
+    """Line shape and relative efficiency of detector plus event chain (module docstring).
+
+    Attributes
+    ----------
+    fwhm_kev : float
+        Gaussian FWHM, keV.
+    tail_fraction : float
+        Share f of the counted events in the low-energy tail.
+    tail_length_kev : float
+        Decay length beta of the tail, keV.
+    threshold_kev : float or None
+        Charge a neighbour must receive to be seen (keV); None leaves charge-sharing
+        discrimination out of the efficiency (spectra processed with ``charge_sharing="none"``).
+    thickness_mm, pitch_mm, cloud_fwhm_um : float
+        Sensor thickness, pixel pitch and electron-cloud FWHM (default from thickness,
+        1200 V and 18 C).
+    free_slope : bool
+        Whether the forward fit frees a slope of ln eff(E) (default True).
+    fwhm_samples_kev, threshold_samples_kev : tuple of float, optional
+        Quantiles of the pixels' FWHMs and thresholds: a detector's (or block's) summed
+        spectrum mixes pixels, and its line shape is their average (:meth:`line_cdf`).
+    """
+
+    fwhm_kev: float = 0.8
+    tail_fraction: float = 0.0
+    tail_length_kev: float = 1.0
+    threshold_kev: float | None = None
+    thickness_mm: float = 2.0
+    pitch_mm: float = 0.25
+    cloud_fwhm_um: float | None = None
+    free_slope: bool = True
+    fwhm_samples_kev: tuple | None = None
+    threshold_samples_kev: tuple | None = None
+
+    def __post_init__(self):
+        checks = (("fwhm_kev", self.fwhm_kev > 0), ("tail_fraction", 0 <= self.tail_fraction < 1),
+                  ("tail_length_kev", self.tail_length_kev > 0), ("thickness_mm", self.thickness_mm > 0),
+                  ("pitch_mm", self.pitch_mm > 0),
+                  ("threshold_kev", self.threshold_kev is None or self.threshold_kev > 0),
+                  ("cloud_fwhm_um", self.cloud_fwhm_um is None or self.cloud_fwhm_um >= 0))
+        for name, ok in checks:
+            if not ok:
+                raise ConfigError(f"DetectorResponse.{name}: expected a physical value, found {getattr(self, name)!r}")
+
+    @classmethod
+    def from_calibration(cls, calibration, threshold_adu=0.0, mask=None, **kw):
+        """The response an Am-241 calibration measures, as detector medians over its good pixels.
+
+        Parameters
+        ----------
+        calibration : EnergyCalibration or dict
+            From ``calibrate_am241``, or the maps of ``hexspec.io.hdf5.read_calibration``
+            (gradients, intercepts, fwhm_kev, tail_fraction, tail_length_kev, good).
+        threshold_adu : float or ndarray (rows, cols)
+            The hit threshold the spectra were processed with (``ProcessingConfig.threshold``):
+            a pixel reads charge q as round((q - intercept) / gradient) ADU and counts when
+            that exceeds the threshold, so T = intercept + gradient (threshold_adu + 1/2).
+        mask : ndarray (rows, cols) of bool, optional
+            Pixels to take the medians over (default the calibration's good pixels).
+        **kw
+            Other DetectorResponse fields (thickness_mm, pitch_mm, cloud_fwhm_um, free_slope).
+        """
+        get = (calibration.get if isinstance(calibration, dict) else lambda k: getattr(calibration, k, None))
+        missing = [k for k in ("gradients", "intercepts", "fwhm_kev", "tail_fraction", "tail_length_kev")
+                   if get(k) is None]
+        if missing:
+            raise CalibrationError(f"DetectorResponse.from_calibration: expected the Am-241 fit's maps, missing "
+                                   f"{', '.join(missing)} (recalibrate with this version of `hexspec calibrate`)")
+        g = np.asarray(get("gradients"), np.float64)
+        good = np.asarray(get("good") if get("good") is not None else np.ones(g.shape), bool)
+        use = good if mask is None else (good & np.asarray(mask, bool))
+        thr_kev = np.asarray(get("intercepts"), np.float64) + g * (np.asarray(threshold_adu, np.float64) + 0.5)
+        values = {}
+        quantiles = (np.arange(_N_SAMPLES) + 0.5) / _N_SAMPLES
+        for name, arr in (("fwhm_kev", get("fwhm_kev")), ("tail_fraction", get("tail_fraction")),
+                          ("tail_length_kev", get("tail_length_kev")), ("threshold_kev", thr_kev)):
+            a = np.broadcast_to(np.asarray(arr, np.float64), g.shape)[use]
+            a = a[np.isfinite(a)]
+            if a.size == 0:
+                raise CalibrationError(f"DetectorResponse.from_calibration: no good pixel has a finite {name}")
+            values[name] = float(np.median(a))
+            if name in ("fwhm_kev", "threshold_kev"):
+                # the tail share and length of one pixel are too noisy to average over; its FWHM and threshold are not
+                values[name.replace("_kev", "_samples_kev")] = tuple(float(v) for v in np.quantile(a, quantiles))
+        return cls(**values, **kw)
+
+    def with_fwhm(self, fwhm_kev):
+        return replace(self, fwhm_kev=float(fwhm_kev))
+
+    @property
+    def sigma_kev(self) -> float:
+        return self.fwhm_kev / FWHM_PER_SIGMA
+
+    def efficiency(self, energy_kev):
+        """Relative probability that a photon of ``energy_kev`` (ndarray, keV) reaching a pixel is counted."""
+        import xraylib
+        e = np.asarray(energy_kev, np.float64)
+        flat = np.maximum(e.ravel(), 1.0)
+        # one xraylib call per 0.05 keV step, interpolated: the grids here have thousands of points
+        grid = np.arange(flat.min() - 0.05, flat.max() + 0.1, 0.05)
+        mu = np.array([xraylib.CS_Total_CP(SENSOR_MATERIAL, float(x)) for x in grid]) * SENSOR_DENSITY_G_CM3
+        absorbed = -np.expm1(-np.interp(flat, grid, mu) * self.thickness_mm * 0.1)
+        eff = absorbed
+        if self.threshold_kev is not None:
+            # survival of charge-sharing discrimination on a 2 keV grid (smooth in E), interpolated
+            coarse = np.arange(flat.min() - 2.0, flat.max() + 4.0, 2.0)
+            kept = np.array([self.sharing(float(x), 0.05)[2] for x in np.maximum(coarse, 1.0)])
+            eff = eff * np.interp(flat, coarse, kept)
+        return eff.reshape(e.shape)
+
+    def _sigma_cloud_px(self):
+        cloud = cloud_fwhm_um(self.thickness_mm) if self.cloud_fwhm_um is None else self.cloud_fwhm_um
+        return cloud * 1e-3 / FWHM_PER_SIGMA / self.pitch_mm
+
+    def sharing(self, energy_kev, step_kev=0.01):
+        """Charge-sharing discrimination of a photon absorbed at ``energy_kev``, from the cloud geometry.
+
+        The cloud centre is spread uniformly over the pixel (a 2 x 100 x 100 grid on one
+        quadrant, by symmetry); the shares of the 3 x 3 neighbourhood are products of erf
+        differences (PHYSICS.md section 5). The event survives when every neighbour reads
+        nothing, probability prod_nb Phi((T - q_nb) / sigma) averaged over the pixels'
+        thresholds T (``threshold_samples_kev``) and noise; the pixel then reads E minus the
+        neighbours' shares. Corners lose to two or three neighbours, so losses reach 2-3 T.
+
+        Returns
+        -------
+        (loss_kev (n,), density (n,), kept)
+            Loss grid (step ``step_kev``), the surviving events' loss distribution per keV
+            (integral ``kept``), and ``kept``, the surviving fraction.
+        """
+        sig_px = self._sigma_cloud_px()
+        thr = np.asarray(self.threshold_samples_kev or (self.threshold_kev,), np.float64)
+        s_n = self.sigma_kev
+        u = (np.arange(100) + 0.5) / 200.0                       # 0..0.5: the near edge is at 0
+        side = ndtr(-u / sig_px) if sig_px > 0 else np.zeros_like(u)   # share beyond the near edge
+        far = ndtr(-(1.0 - u) / sig_px) if sig_px > 0 else np.zeros_like(u)
+        f = np.stack([side, 1.0 - side - far, far])              # (3, n): near, own, far column
+        share = f[:, None, :, None] * f[None, :, None, :]        # (3, 3, n, n)
+        own = share[1, 1]
+        keep = np.ones_like(own)
+        for a in range(3):
+            for b in range(3):
+                if a == 1 and b == 1:
+                    continue
+                q = energy_kev * share[a, b]
+                keep *= np.mean(ndtr((thr[None, None, :] - q[..., None]) / s_n), axis=-1)
+        loss = energy_kev * (1.0 - own)
+        nbin = int(np.ceil(max(float(loss.max()), 3.0 * float(thr.max())) / step_kev)) + 2
+        hist = np.bincount(np.minimum((loss / step_kev).astype(np.int64), nbin - 1).ravel(),
+                           weights=keep.ravel(), minlength=nbin) / loss.size
+        return np.arange(nbin) * step_kev, hist / step_kev, float(keep.mean())
+
+    def line_cdf(self, energy_kev=100.0):
+        """(offset_kev, cdf): the CDF of measured minus true energy on a 0.01 keV grid, unit total.
+
+        The Gaussian is the average over the good pixels' FWHMs (``fwhm_samples_kev``: the
+        sum of many pixels is a mixture, with wider wings than its median pixel). With a
+        threshold, the loss to neighbours is that of :meth:`sharing` at ``energy_kev``
+        (it hardly changes across a fit range); without one, the calibration's own tail
+        (share ``tail_fraction``, length ``tail_length_kev``, untruncated: raw frames).
+        """
+        sig = np.asarray(self.fwhm_samples_kev or (self.fwhm_kev,), np.float64) / FWHM_PER_SIGMA
+        step = 0.01
+        below, above = self.reach_kev()
+        d = np.arange(-below, above + step, step)
+        gauss = np.mean(np.exp(-0.5 * (d[:, None] / sig[None, :]) ** 2) / sig[None, :], axis=1) / math.sqrt(2 * math.pi)
+        if self.threshold_kev is not None:
+            loss, dens_q, kept = self.sharing(energy_kev, step)
+            w = dens_q * step / kept
+        elif self.tail_fraction > 0:
+            q = np.arange(0.0, below, step)
+            w = self.tail_fraction * np.exp(-q / self.tail_length_kev) / self.tail_length_kev * step
+            w[0] += 1.0 - self.tail_fraction
+        else:
+            w = np.ones(1)
+        # a loss q moves the Gaussian down: dens(d_i) = sum_l w_l gauss(d_i + q_l), and d_i + q_l
+        # is grid point i + l (one step for both grids)
+        dens = np.convolve(gauss, w[::-1])[w.size - 1: w.size - 1 + d.size]
+        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * step)])
+        return d, cdf
+
+    def matrix(self, fine_kev, lo_kev, hi_kev):
+        """Counts in bins [lo, hi) per unit density at each true energy of a regular grid ``fine_kev``.
+
+        Returns ndarray (nfine, nbins): the line shape (:meth:`line_cdf`) integrated over each
+        bin, times the grid step (the efficiency is applied to the density, not here).
+        """
+        step = float(fine_kev[1] - fine_kev[0])
+        d, cdf = self.line_cdf(0.5 * float(lo_kev[0] + hi_kev[-1]))
+        up = np.interp(hi_kev[None, :] - fine_kev[:, None], d, cdf, left=0.0, right=cdf[-1])
+        down = np.interp(lo_kev[None, :] - fine_kev[:, None], d, cdf, left=0.0, right=cdf[-1])
+        return (up - down) * step
+
+    def reach_kev(self):
+        """(below, above): how far below and above a true energy the line shape reaches, keV."""
+        sig = max(self.fwhm_samples_kev or (self.fwhm_kev,)) / FWHM_PER_SIGMA
+        if self.tail_fraction <= 0:
+            tail = 0.0
+        elif self.threshold_kev is not None:
+            tail = 3.0 * max(self.threshold_samples_kev or (self.threshold_kev,)) + 6.0 * sig
+        else:
+            tail = 25.0 * self.tail_length_kev
+        return 8.0 * sig + tail, 8.0 * sig
+
+
+def full_neighbourhood(good):
+    """Pixels whose eight neighbours are all good and inside the detector, (rows, cols) bool.
+
+    Only there does charge-sharing discrimination see every neighbour: a border pixel loses
+    charge off the detector, and a pixel next to a switched-off one loses charge to it,
+    without rejection, which gives a tail far longer than the threshold. The forward model
+    is for these pixels.
+    """
+    from scipy.ndimage import binary_erosion
+    good = np.asarray(good, bool)
+    return binary_erosion(good, np.ones((3, 3), bool), border_value=0)
