@@ -312,7 +312,8 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
     Each block's model is built on a fine grid of true energy: the count-weighted sum of its
     pixels' eq. (3) densities of Li and host, times eff(E) exp(s (E - E0)), through the
     response matrix into the measured bins. For a given slope s the model is linear in
-    (1-x) K, K and B (:func:`_fit_linear_poisson`); s is found by minimising that profile
+    (1-x) K, K and B (:func:`_fit_linear_poisson`; B, flat in true energy, goes through the same
+    efficiency and line shape); s is found by minimising that profile
     deviance, and the covariance is the inverse Fisher information of all four parameters.
     """
     from scipy.optimize import minimize_scalar
@@ -329,7 +330,8 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
     eff = response.efficiency(fine)
     e0 = 0.5 * (lo[0] + hi[-1])
     x = fine - e0
-    widths = hi - lo
+    # the flat background is photons too: counts per keV at the centre, seen through the same response
+    flat_bg = eff / float(np.interp(e0, fine, eff))
     pz_grid, j_li, j_host = _component_profiles(composition)
     flat_use = use.reshape(-1)
     key = np.zeros(flat_use.size, np.int64)
@@ -364,7 +366,7 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
 
             def basis(s, dl=dl, dh=dh):
                 tilt = np.exp(s * x)
-                return np.stack([(dl * tilt) @ m, (dh * tilt) @ m, widths], axis=1)
+                return np.stack([(dl * tilt) @ m, (dh * tilt) @ m, (flat_bg * tilt) @ m], axis=1)
 
             s_hat = 0.0
             if response.free_slope:
@@ -382,7 +384,7 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
                 continue
             if response.free_slope:
                 tilt = np.exp(s_hat * x)
-                dmu_ds = ((p[0] * dl + p[1] * dh) * tilt * x) @ m
+                dmu_ds = ((p[0] * dl + p[1] * dh + p[2] * flat_bg) * tilt * x) @ m
                 jac = np.column_stack([bas, dmu_ds])
                 mu = np.maximum(bas @ p, 1e-12)
                 try:

@@ -41,6 +41,8 @@ SENSOR_MATERIAL = "Cd0.9Zn0.1Te"
 SENSOR_DENSITY_G_CM3 = 5.78
 _K_OVER_E_V_PER_K = 8.617333262e-5
 _N_SAMPLES = 16
+_N_PHOTONS = 400_000
+_SHARING_CACHE = {}
 
 
 def cloud_fwhm_um(thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0):
@@ -81,7 +83,9 @@ class DetectorResponse:
         Sensor thickness, pixel pitch and electron-cloud FWHM (default from thickness,
         1200 V and 18 C).
     free_slope : bool
-        Whether the forward fit frees a slope of ln eff(E) (default True).
+        Whether the forward fit frees a slope of ln eff(E) per keV (default False: the
+        efficiency above is complete enough; a free slope trades off against the Li share
+        and costs about 10 % in the error of 1 - x).
     fwhm_samples_kev, threshold_samples_kev : tuple of float, optional
         Quantiles of the pixels' FWHMs and thresholds: a detector's (or block's) summed
         spectrum mixes pixels, and its line shape is their average (:meth:`line_cdf`).
@@ -94,7 +98,7 @@ class DetectorResponse:
     thickness_mm: float = 2.0
     pitch_mm: float = 0.25
     cloud_fwhm_um: float | None = None
-    free_slope: bool = True
+    free_slope: bool = False
     fwhm_samples_kev: tuple | None = None
     threshold_samples_kev: tuple | None = None
 
@@ -170,7 +174,7 @@ class DetectorResponse:
         if self.threshold_kev is not None:
             # survival of charge-sharing discrimination on a 2 keV grid (smooth in E), interpolated
             coarse = np.arange(flat.min() - 2.0, flat.max() + 4.0, 2.0)
-            kept = np.array([self.sharing(float(x), 0.05)[2] for x in np.maximum(coarse, 1.0)])
+            kept = np.array([self.sharing(float(x), 0.05, _N_PHOTONS // 4)[2] for x in np.maximum(coarse, 1.0)])
             eff = eff * np.interp(flat, coarse, kept)
         return eff.reshape(e.shape)
 
@@ -178,43 +182,110 @@ class DetectorResponse:
         cloud = cloud_fwhm_um(self.thickness_mm) if self.cloud_fwhm_um is None else self.cloud_fwhm_um
         return cloud * 1e-3 / FWHM_PER_SIGMA / self.pitch_mm
 
-    def sharing(self, energy_kev, step_kev=0.01):
-        """Charge-sharing discrimination of a photon absorbed at ``energy_kev``, from the cloud geometry.
+    def sharing(self, energy_kev, step_kev=0.01, n_photons=_N_PHOTONS):
+        """Charge sharing and K fluorescence of a photon absorbed at ``energy_kev``, by a seeded Monte Carlo.
 
-        The cloud centre is spread uniformly over the pixel (a 2 x 100 x 100 grid on one
-        quadrant, by symmetry); the shares of the 3 x 3 neighbourhood are products of erf
-        differences (PHYSICS.md section 5). The event survives when every neighbour reads
-        nothing, probability prod_nb Phi((T - q_nb) / sigma) averaged over the pixels'
-        thresholds T (``threshold_samples_kev``) and noise; the pixel then reads E minus the
-        neighbours' shares. Corners lose to two or three neighbours, so losses reach 2-3 T.
+        Each photon is absorbed at a point uniform across the pixel and at a depth drawn from
+        the sensor's attenuation (xraylib). With the Cd, Te or Zn K-shell share of the
+        attenuation times the fluorescence yield (``CS_FluorLine_Kissel`` over ``CS_Total``)
+        it emits a K line isotropically, which travels an exponential path (attenuation at
+        the line energy). A line that leaves the sensor, or stops in another pixel (where
+        it reads far above any threshold and the event is rejected), takes the event out of
+        the photopeak; one that stops in the same pixel leaves a second charge cloud there.
+        Each cloud's charge splits over the 3 x 3 neighbourhood as erf products (PHYSICS.md
+        section 5). The event survives discrimination when every neighbour reads nothing,
+        probability prod_nb Phi((T - q_nb) / sigma) averaged over the pixels' thresholds T
+        (``threshold_samples_kev``); it then reads E minus the neighbours' charge. Corners
+        lose to two or three neighbours (losses to 2-3 T); the fluorescence cloud, of only
+        23-31 keV, shares a larger part of its charge under the threshold.
+
+        The random numbers are the same for every energy (a fixed seed), so the results
+        are smooth in energy.
 
         Returns
         -------
         (loss_kev (n,), density (n,), kept)
-            Loss grid (step ``step_kev``), the surviving events' loss distribution per keV
-            (integral ``kept``), and ``kept``, the surviving fraction.
+            Loss grid (step ``step_kev``), the surviving photopeak events' loss distribution
+            per keV (integral ``kept``), and ``kept``, the fraction of absorbed photons that
+            survive in the photopeak.
         """
+        key = (self, round(float(energy_kev), 3), step_kev, int(n_photons))
+        if key not in _SHARING_CACHE:
+            if len(_SHARING_CACHE) > 256:
+                _SHARING_CACHE.clear()
+            _SHARING_CACHE[key] = self._sharing(energy_kev, step_kev, n_photons)
+        return _SHARING_CACHE[key]
+
+    def _sharing(self, energy_kev, step_kev, n_photons):
+        """:meth:`sharing` without the cache."""
+        import xraylib
+        rng = np.random.default_rng(20240611)
+        n = int(n_photons)
+        u = rng.random((6, n))
+        e = float(energy_kev)
+        mm_per_px = self.pitch_mm
+        mu = xraylib.CS_Total_CP(SENSOR_MATERIAL, e) * SENSOR_DENSITY_G_CM3 * 0.1          # per mm
+        # depth from the entrance face, truncated at the thickness (photons that pass are not absorbed)
+        depth = -np.log1p(-u[0] * -np.expm1(-mu * self.thickness_mm)) / mu
+        x1, y1 = u[1], u[2]                                       # pixel units, pixel [0, 1)^2
+        lines = []
+        comp = xraylib.CompoundParser(SENSOR_MATERIAL)
+        total = xraylib.CS_Total_CP(SENSOR_MATERIAL, e)
+        for z_el, w in zip(comp["Elements"], comp["massFractions"]):
+            for line in (xraylib.KA_LINE, xraylib.KB_LINE):
+                try:
+                    p_line = w * xraylib.CS_FluorLine_Kissel(z_el, line, e) / total
+                except ValueError:                                # below the edge
+                    continue
+                if p_line > 0:
+                    lines.append((xraylib.LineEnergy(z_el, line), p_line))
+        e_line = np.zeros(n)
+        cum = np.cumsum([p for _, p in lines]) if lines else np.zeros(0)
+        which = np.searchsorted(cum, u[3])
+        fluor = which < len(lines)
+        e_line[fluor] = np.array([le for le, _ in lines])[which[fluor]]
+        mu_line = np.zeros(n)
+        for le, _ in lines:
+            mu_line[e_line == le] = xraylib.CS_Total_CP(SENSOR_MATERIAL, le) * SENSOR_DENSITY_G_CM3 * 0.1
+        cos_t = 2.0 * u[4] - 1.0
+        phi = 2.0 * np.pi * u[5]
+        r = -np.log(rng.random(n)) / np.where(mu_line > 0, mu_line, 1.0)
+        sin_t = np.sqrt(1.0 - cos_t ** 2)
+        x2 = x1 + r * sin_t * np.cos(phi) / mm_per_px
+        y2 = y1 + r * sin_t * np.sin(phi) / mm_per_px
+        z2 = depth + r * cos_t
+        stays = ~fluor | ((x2 >= 0) & (x2 < 1) & (y2 >= 0) & (y2 < 1) & (z2 >= 0) & (z2 <= self.thickness_mm))
+        e1 = e - e_line                                           # charge of the first cloud
         sig_px = self._sigma_cloud_px()
+
+        def shares(x):
+            if sig_px <= 0:
+                return np.stack([np.zeros_like(x), np.ones_like(x), np.zeros_like(x)])
+            lo, hi = ndtr(-x / sig_px), ndtr(-(1.0 - x) / sig_px)
+            return np.stack([lo, 1.0 - lo - hi, hi])              # (3, n): previous, own, next pixel
+
+        fx1, fy1 = shares(x1), shares(y1)
+        fx2, fy2 = shares(np.clip(x2, 0, 1)), shares(np.clip(y2, 0, 1))
         thr = np.asarray(self.threshold_samples_kev or (self.threshold_kev,), np.float64)
         s_n = self.sigma_kev
-        u = (np.arange(100) + 0.5) / 200.0                       # 0..0.5: the near edge is at 0
-        side = ndtr(-u / sig_px) if sig_px > 0 else np.zeros_like(u)   # share beyond the near edge
-        far = ndtr(-(1.0 - u) / sig_px) if sig_px > 0 else np.zeros_like(u)
-        f = np.stack([side, 1.0 - side - far, far])              # (3, n): near, own, far column
-        share = f[:, None, :, None] * f[None, :, None, :]        # (3, 3, n, n)
-        own = share[1, 1]
-        keep = np.ones_like(own)
+        # probability that a neighbour given charge q reads nothing, averaged over thresholds, as a table
+        q_max = float(thr.max()) + 8.0 * s_n
+        q_grid = np.linspace(0.0, q_max, 2001)
+        p_grid = np.mean(ndtr((thr[None, :] - q_grid[:, None]) / s_n), axis=1)
+        keep = stays.astype(np.float64)
+        own = e1 * fx1[1] * fy1[1] + np.where(fluor, e_line * fx2[1] * fy2[1], 0.0)
         for a in range(3):
             for b in range(3):
                 if a == 1 and b == 1:
                     continue
-                q = energy_kev * share[a, b]
-                keep *= np.mean(ndtr((thr[None, None, :] - q[..., None]) / s_n), axis=-1)
-        loss = energy_kev * (1.0 - own)
-        nbin = int(np.ceil(max(float(loss.max()), 3.0 * float(thr.max())) / step_kev)) + 2
-        hist = np.bincount(np.minimum((loss / step_kev).astype(np.int64), nbin - 1).ravel(),
-                           weights=keep.ravel(), minlength=nbin) / loss.size
-        return np.arange(nbin) * step_kev, hist / step_kev, float(keep.mean())
+                q = e1 * fy1[a] * fx1[b] + np.where(fluor, e_line * fy2[a] * fx2[b], 0.0)
+                keep *= np.interp(q, q_grid, p_grid, right=0.0)
+        loss = np.maximum(e - own, 0.0)
+        nbin = int(np.ceil(3.0 * float(thr.max()) / step_kev)) + 2
+        good = keep > 0
+        hist = np.bincount(np.minimum((loss[good] / step_kev).astype(np.int64), nbin - 1),
+                           weights=keep[good], minlength=nbin) / n
+        return np.arange(nbin) * step_kev, hist / step_kev, float(keep.sum() / n)
 
     def line_cdf(self, energy_kev=100.0):
         """(offset_kev, cdf): the CDF of measured minus true energy on a 0.01 keV grid, unit total.
