@@ -312,8 +312,9 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
     Each block's model is built on a fine grid of true energy: the count-weighted sum of its
     pixels' eq. (3) densities of Li and host, times eff(E) exp(s (E - E0)), through the
     response matrix into the measured bins. For a given slope s the model is linear in
-    (1-x) K, K and B (:func:`_fit_linear_poisson`; B, flat in true energy, goes through the same
-    efficiency and line shape); s is found by minimising that profile
+    (1-x) K, K, B and the elastic line's counts (:func:`_fit_linear_poisson`; B, flat in true
+    energy up to E1, goes through the same efficiency and line shape, and so does the elastic
+    line at E1, which reaches the fit range by its tail and escape peaks); s is found by minimising that profile
     deviance, and the covariance is the inverse Fisher information of all four parameters.
     """
     from scipy.optimize import minimize_scalar
@@ -330,8 +331,10 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
     eff = response.efficiency(fine)
     e0 = 0.5 * (lo[0] + hi[-1])
     x = fine - e0
-    # the flat background is photons too: counts per keV at the centre, seen through the same response
-    flat_bg = eff / float(np.interp(e0, fine, eff))
+    # the flat background is photons too, up to E1: counts per keV at the centre, through the same response
+    flat_bg = np.where(fine <= e1_kev, eff, 0.0) / float(np.interp(e0, fine, eff))
+    # the elastic line at E1 reaches the fit range through its charge-sharing tail and escape peaks
+    elastic = response.matrix(np.array([e1_kev, e1_kev + _FINE_STEP_KEV]), lo, hi)[0] / _FINE_STEP_KEV
     pz_grid, j_li, j_host = _component_profiles(composition)
     flat_use = use.reshape(-1)
     key = np.zeros(flat_use.size, np.int64)
@@ -344,7 +347,7 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
     theta_index[flat_use] = inverse
     theta_index = theta_index.reshape(rows, cols)
     y_all = y_all.reshape(rows, cols, -1)
-    nfit = 4 if response.free_slope else 3
+    nfit = 5 if response.free_slope else 4
     shape = (nr, nc)
     out = {k: np.full(shape, np.nan) for k in ("li", "li_err", "scale", "background_per_kev", "background_err",
                                                "deviance_per_dof", "counts", "slope_per_kev")}
@@ -366,7 +369,7 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
 
             def basis(s, dl=dl, dh=dh):
                 tilt = np.exp(s * x)
-                return np.stack([(dl * tilt) @ m, (dh * tilt) @ m, (flat_bg * tilt) @ m], axis=1)
+                return np.stack([(dl * tilt) @ m, (dh * tilt) @ m, (flat_bg * tilt) @ m, elastic], axis=1)
 
             s_hat = 0.0
             if response.free_slope:
@@ -384,7 +387,7 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
                 continue
             if response.free_slope:
                 tilt = np.exp(s_hat * x)
-                dmu_ds = ((p[0] * dl + p[1] * dh + p[2] * flat_bg) * tilt * x) @ m
+                dmu_ds = ((p[0] * dl + p[1] * dh + p[2] * flat_bg) * tilt * x) @ m     # the line at E1 has no slope
                 jac = np.column_stack([bas, dmu_ds])
                 mu = np.maximum(bas @ p, 1e-12)
                 try:

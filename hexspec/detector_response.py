@@ -43,6 +43,7 @@ _K_OVER_E_V_PER_K = 8.617333262e-5
 _N_SAMPLES = 16
 _N_PHOTONS = 400_000
 _SHARING_CACHE = {}
+_MAX_K_LINE_KEV = 32.0
 
 
 def cloud_fwhm_um(thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0):
@@ -189,12 +190,12 @@ class DetectorResponse:
         the sensor's attenuation (xraylib). With the Cd, Te or Zn K-shell share of the
         attenuation times the fluorescence yield (``CS_FluorLine_Kissel`` over ``CS_Total``)
         it emits a K line isotropically, which travels an exponential path (attenuation at
-        the line energy). A line that leaves the sensor, or stops in another pixel (where
-        it reads far above any threshold and the event is rejected), takes the event out of
-        the photopeak; one that stops in the same pixel leaves a second charge cloud there.
-        Each cloud's charge splits over the 3 x 3 neighbourhood as erf products (PHYSICS.md
-        section 5). The event survives discrimination when every neighbour reads nothing,
-        probability prod_nb Phi((T - q_nb) / sigma) averaged over the pixels' thresholds T
+        the line energy). One that stops in a neighbour (where it reads far above any
+        threshold) gets the event rejected; one that stops in the same pixel leaves a second
+        charge cloud there; one that leaves the sensor, or stops beyond the 3 x 3 window,
+        leaves the pixel with E - E_K (the escape peaks, which are counted). Each cloud's
+        charge splits over the 3 x 3 neighbourhood as erf products (PHYSICS.md section 5).
+        The event survives discrimination when every neighbour reads nothing, probability prod_nb Phi((T - q_nb) / sigma) averaged over the pixels' thresholds T
         (``threshold_samples_kev``); it then reads E minus the neighbours' charge. Corners
         lose to two or three neighbours (losses to 2-3 T); the fluorescence cloud, of only
         23-31 keV, shares a larger part of its charge under the threshold.
@@ -205,9 +206,9 @@ class DetectorResponse:
         Returns
         -------
         (loss_kev (n,), density (n,), kept)
-            Loss grid (step ``step_kev``), the surviving photopeak events' loss distribution
-            per keV (integral ``kept``), and ``kept``, the fraction of absorbed photons that
-            survive in the photopeak.
+            Loss grid (step ``step_kev``), the counted events' loss distribution per keV
+            (integral ``kept``; escape peaks included), and ``kept``, the fraction of absorbed
+            photons that are counted.
         """
         key = (self, round(float(energy_kev), 3), step_kev, int(n_photons))
         if key not in _SHARING_CACHE:
@@ -254,7 +255,12 @@ class DetectorResponse:
         x2 = x1 + r * sin_t * np.cos(phi) / mm_per_px
         y2 = y1 + r * sin_t * np.sin(phi) / mm_per_px
         z2 = depth + r * cos_t
-        stays = ~fluor | ((x2 >= 0) & (x2 < 1) & (y2 >= 0) & (y2 < 1) & (z2 >= 0) & (z2 <= self.thickness_mm))
+        in_sensor = (z2 >= 0) & (z2 <= self.thickness_mm)
+        # the K photon stops in the same pixel (a second cloud), in a neighbour (the event is
+        # rejected), or leaves the sensor or the 3 x 3 window (the pixel reads E - E_K: escape)
+        in_pixel = fluor & in_sensor & (x2 >= 0) & (x2 < 1) & (y2 >= 0) & (y2 < 1)
+        in_window = in_sensor & (x2 >= -1) & (x2 < 2) & (y2 >= -1) & (y2 < 2)
+        in_neighbour = fluor & in_window & ~in_pixel
         e1 = e - e_line                                           # charge of the first cloud
         sig_px = self._sigma_cloud_px()
 
@@ -272,16 +278,16 @@ class DetectorResponse:
         q_max = float(thr.max()) + 8.0 * s_n
         q_grid = np.linspace(0.0, q_max, 2001)
         p_grid = np.mean(ndtr((thr[None, :] - q_grid[:, None]) / s_n), axis=1)
-        keep = stays.astype(np.float64)
-        own = e1 * fx1[1] * fy1[1] + np.where(fluor, e_line * fx2[1] * fy2[1], 0.0)
+        keep = (~in_neighbour).astype(np.float64)
+        own = e1 * fx1[1] * fy1[1] + np.where(in_pixel, e_line * fx2[1] * fy2[1], 0.0)
         for a in range(3):
             for b in range(3):
                 if a == 1 and b == 1:
                     continue
-                q = e1 * fy1[a] * fx1[b] + np.where(fluor, e_line * fy2[a] * fx2[b], 0.0)
+                q = e1 * fy1[a] * fx1[b] + np.where(in_pixel, e_line * fy2[a] * fx2[b], 0.0)
                 keep *= np.interp(q, q_grid, p_grid, right=0.0)
         loss = np.maximum(e - own, 0.0)
-        nbin = int(np.ceil(3.0 * float(thr.max()) / step_kev)) + 2
+        nbin = int(np.ceil((3.0 * float(thr.max()) + float(e_line.max())) / step_kev)) + 2
         good = keep > 0
         hist = np.bincount(np.minimum((loss[good] / step_kev).astype(np.int64), nbin - 1),
                            weights=keep[good], minlength=nbin) / n
@@ -334,7 +340,8 @@ class DetectorResponse:
         if self.tail_fraction <= 0:
             tail = 0.0
         elif self.threshold_kev is not None:
-            tail = 3.0 * max(self.threshold_samples_kev or (self.threshold_kev,)) + 6.0 * sig
+            # corners lose up to about 3 T; escape of a K photon (Te K-beta 31 keV) adds its energy
+            tail = 3.0 * max(self.threshold_samples_kev or (self.threshold_kev,)) + 6.0 * sig + _MAX_K_LINE_KEV
         else:
             tail = 25.0 * self.tail_length_kev
         return 8.0 * sig + tail, 8.0 * sig
