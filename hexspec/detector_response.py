@@ -1,29 +1,29 @@
 """What the detector and the event chain do to a monoenergetic photon, for the forward model.
 
-A photon of energy E that reaches a pixel becomes a counted event of energy E' with
-probability density
+A photon of energy E absorbed in a pixel is counted, with probability eff(E), as an event
+of energy E - q + n: n the pixel's electronic noise, q the charge it does not collect.
 
-    R(E' | E) = eff(E) [ (1 - f) G(E' - E; sigma) + f T(E' - E; sigma, beta) ]
+- n: Gaussian with the FWHMs of the Am-241 photopeak fit (``EnergyCalibration.fwhm_kev``),
+  averaged over the good pixels (a block's spectrum mixes them); energy-independent, as
+  in the lumped-noise model of PHYSICS.md section 5.
+- q: what the 3 x 3 neighbours take of the charge cloud (Gaussian, FWHM from thickness,
+  bias and temperature, PHYSICS.md section 5) while each of them stays under its
+  threshold T = intercept + gradient (threshold_adu + 1/2) (calibration maps): otherwise
+  charge-sharing discrimination rejects the event. Cd/Te K fluorescence adds a second
+  cloud in the pixel, a rejection (it stops in a neighbour) or an escape peak
+  (E - E_K). :meth:`DetectorResponse.sharing` integrates this by a seeded Monte Carlo
+  over the absorption point and depth. The loss spectrum, in keV, hardly changes across
+  a fit range (a share q below T comes from a strip along the edge whose width
+  sigma_cloud [z(eps/E) - z(T/E)] changes by a few per cent between 60 and 110 keV), so it
+  is computed once, at the range's centre.
+- eff(E): the sensor's absorption 1 - exp(-mu(E) L) (xraylib, Cd0.9Zn0.1Te at 5.78 g/cm3)
+  times the fraction counted in the Monte Carlo; it falls by about 20 % from 88 to 112 keV,
+  enough to bias 1 - x badly if left out.
 
-- G is the Gaussian of the electronic noise, sigma = FWHM / 2.355 with the FWHM of the
-  Am-241 photopeak fit (``EnergyCalibration.fwhm_kev``); it does not grow with energy in
-  the lumped-noise model of PHYSICS.md section 5.
-- T is the low-energy tail of the same fit: an exponential of length beta convolved with
-  G (``hexspec.calibration.am241.lineshape``), with the fit's tail share f. In these
-  detectors it is charge lost to a neighbour whose share stays under its threshold (so
-  the event survives charge-sharing discrimination). That loss, in keV, hardly depends on
-  E: a share q = E Phi(-d / sigma_cloud) of a cloud at distance d from the pixel edge, with
-  q below the threshold T, covers distances d whose width sigma_cloud [z(eps/E) - z(T/E)]
-  changes by a few per cent between 60 and 110 keV (z the Gaussian quantile). So the
-  tail the calibration measures at 59.54 keV carries over to the Compton peak.
-- eff(E), the relative efficiency, is what the calibration's line shape cannot see: the
-  absorption 1 - exp(-mu(E) L) of the sensor (xraylib, Cd0.9Zn0.1Te at 5.78 g/cm3) and the
-  survival of charge-sharing discrimination, (1 - 2 sigma_cloud z(T/E) / pitch)^2: a
-  neighbour that receives more than the threshold T = intercept + gradient (threshold_adu
-  + 1/2) rejects the event. Over a 88-112 keV fit range the two lower the efficiency by
-  about 20 %, enough to bias 1 - x badly if left out. Losses that the chain has and this
-  leaves out (Cd/Te K fluorescence leaving the pixel, more likely for shallow, low-energy
-  absorptions) change eff(E) smoothly; the forward fit frees a slope of ln eff(E) for them.
+Without a threshold (spectra without charge-sharing discrimination, as the Am-241 frame
+histograms) the loss is the calibration's own tail: share ``tail_fraction``, an
+exponential of length ``tail_length_kev``. After discrimination that tail is too long: it
+includes the losses above the threshold that discrimination removes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.special import erfc, erfcx, ndtr
+from scipy.special import ndtr
 
 from .errors import CalibrationError, ConfigError
 
@@ -50,19 +50,6 @@ def cloud_fwhm_um(thickness_mm=2.0, bias_v=1200.0, temperature_c=18.0):
     """Electron-cloud FWHM at the anode, um (PHYSICS.md section 5, Veale 2014); 2 mm, 1200 V, 18 C -> 32.2 um."""
     r0_um = 0.1477 * temperature_c + 14.66
     return r0_um + 1.15 * thickness_mm * 1e3 * math.sqrt(2.0 * _K_OVER_E_V_PER_K * (temperature_c + 273.15) / abs(bias_v))
-
-
-def _tail_cdf(x, sigma, beta):
-    """CDF at offsets x (keV, measured minus true) of the unit-area exponential tail convolved with N(0, sigma).
-
-    Phi(x/sigma) + 1/2 exp(x/beta + sigma^2/(2 beta^2)) erfc((sigma/beta + x/sigma)/sqrt 2), written
-    with erfcx where the exponential alone would overflow (the same function as the Am-241 fit's).
-    """
-    a = x / beta + 0.5 * (sigma / beta) ** 2
-    z = (sigma / beta + x / sigma) / math.sqrt(2.0)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        tail = np.where(z < 0.0, np.exp(np.minimum(a, 700.0)) * erfc(z), np.exp(a - z * z) * erfcx(np.maximum(z, 0.0)))
-    return ndtr(x / sigma) + 0.5 * tail
 
 
 @dataclass(frozen=True)
@@ -85,8 +72,8 @@ class DetectorResponse:
         1200 V and 18 C).
     free_slope : bool
         Whether the forward fit frees a slope of ln eff(E) per keV (default False: the
-        efficiency above is complete enough; a free slope trades off against the Li share
-        and costs about 10 % in the error of 1 - x).
+        efficiency is computed; a free slope trades off against the Li share and raises
+        the error of 1 - x by a few per cent).
     fwhm_samples_kev, threshold_samples_kev : tuple of float, optional
         Quantiles of the pixels' FWHMs and thresholds: a detector's (or block's) summed
         spectrum mixes pixels, and its line shape is their average (:meth:`line_cdf`).
