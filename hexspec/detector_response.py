@@ -29,7 +29,7 @@ includes the losses above the threshold that discrimination removes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr
@@ -141,9 +141,6 @@ class DetectorResponse:
                 # the tail share and length of one pixel are too noisy to average over; its FWHM and threshold are not
                 values[name.replace("_kev", "_samples_kev")] = tuple(float(v) for v in np.quantile(a, quantiles))
         return cls(**values, **kw)
-
-    def with_fwhm(self, fwhm_kev):
-        return replace(self, fwhm_kev=float(fwhm_kev))
 
     @property
     def sigma_kev(self) -> float:
