@@ -167,6 +167,7 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
     with np.errstate(invalid="ignore", divide="ignore"):
         fwhm_err = np.where(photo_ok, fwhm * np.hypot(err[:, 0, 5] / sigma_adu[:, 0], g_err / g), np.nan)
         tail_fraction = np.where(photo_ok, par[:, 0, 1] / area[:, 0], np.nan)
+        tail_length_kev = np.where(photo_ok & (par[:, 0, 1] > 0), par[:, 0, 6] * g, np.nan)
     threshold, from_noise, noise_sigma, signal, calibrated = noise_threshold(
         counts, edges, line_kev, g, c, g0, c_med, sigma_adu[:, 0], photo_ok, threshold_sigmas)
     g_med = float(np.median(g[calibrated])) if np.any(calibrated) else float(np.nanmedian(g0))
@@ -205,6 +206,7 @@ def calibrate_am241(cube_adu, *, lines=AM241_CALIBRATION_LINES, quadratic: bool 
         signal_counts=signal.reshape(shape2),
         quadratic=None if q is None else q.reshape(shape2),
         parameters=params,
+        tail_length_kev=tail_length_kev.reshape(shape2),
     )
 
 

@@ -83,6 +83,10 @@ class EnergyCalibration:
         Counts above the noise region (used for dead and hot pixels).
     parameters : dict
         The options the calibration was computed with.
+    tail_length_kev : ndarray float64, optional
+        Decay length of the photopeak's low-energy tail in keV (NaN without a tail); with
+        ``fwhm_kev`` and ``tail_fraction`` the line shape the Compton forward model uses
+        (``hexspec.detector_response.DetectorResponse.from_calibration``).
     """
 
     gradients: np.ndarray
@@ -105,6 +109,7 @@ class EnergyCalibration:
     threshold_from_noise_peak: np.ndarray | None = None
     quadratic: np.ndarray | None = None
     parameters: dict = field(default_factory=dict)
+    tail_length_kev: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -164,6 +169,8 @@ class EnergyCalibration:
             out["threshold_from_noise_peak"] = self.threshold_from_noise_peak.astype(np.uint8)
         if self.quadratic is not None:
             out["quadratic"] = self.quadratic
+        if self.tail_length_kev is not None:
+            out["tail_length_kev"] = self.tail_length_kev
         return out
 
     def attrs(self) -> dict:
@@ -172,7 +179,8 @@ class EnergyCalibration:
             "method": "am241", "summary": self.summary(), "n_good": self.n_good,
             "reason_bits": {name: bit for bit, name in REASONS.items()},
             "units": {"gradients": "keV/ADU", "intercepts": "keV", "fwhm_kev": "keV", "threshold_adu": "ADU",
-                      "thresholds": "ADU", "centroids_adu": "ADU", "residuals_kev": "keV", "quadratic": "keV/ADU^2"},
+                      "thresholds": "ADU", "centroids_adu": "ADU", "residuals_kev": "keV", "quadratic": "keV/ADU^2",
+                      "tail_length_kev": "keV"},
             "parameters": self.parameters,
         }
 

@@ -74,10 +74,18 @@ def register(sub) -> None:
     p.add_argument("--save-lithium-cal", metavar="CAL.json", help="with --reference: write the per-pixel/per-block "
                                                                   "calibration for later runs (--lithium-cal)")
     p.add_argument("--forward-model", action="store_true",
-                   help="also fit 1-x directly to each pixel's/block's spectrum (hexspec.compton_forward: free-atom "
-                        "profiles at the pixel's angle, Gaussian resolution --resolution-fwhm-kev, flat background) "
-                        "into /entry/results/lithium_forward. Exact for spectra that have the Gaussian line shape; "
-                        "a detector's low-energy tail biases it (check deviance_per_dof, about 1 when the model fits)")
+                   help="also fit 1-x with its error directly to each pixel's/block's spectrum (hexspec.compton_forward: "
+                        "free-atom profiles at the pixel's angle, the detector response, flat background) into "
+                        "/entry/results/lithium_forward. Give --calibration for spectra from a detector: without it "
+                        "the line shape is a Gaussian of --resolution-fwhm-kev, right only for smeared source photons "
+                        "(check deviance_per_dof, about 1 when the model fits)")
+    p.add_argument("--calibration", metavar="CAL.h5",
+                   help="with --forward-model: the Am-241 calibration (`hexspec calibrate`) the cube was processed "
+                        "with; its FWHMs and thresholds give the line shape, charge-sharing losses and efficiency "
+                        "of events kept by charge-sharing discrimination (`process --charge-sharing csd`, the "
+                        "default), and only pixels whose eight neighbours are all good are fitted")
+    p.add_argument("--threshold", type=float, default=0.0, metavar="ADU",
+                   help="with --calibration: the hit threshold the cube was processed with, ADU (default 0)")
     p.add_argument("--target-error", type=float, default=0.01,
                    help="relative S error a useful result needs, for the counts advice (default 0.01)")
     p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (with --force, results are added if it exists)")
@@ -137,7 +145,10 @@ def run(args) -> int:
     from .fit import save_maps_png
 
     path = Path(args.cube)
-    check_output(args.output, [path, args.fits, args.lithium_cal, *(ref for ref, _ in args.reference)], args.force)
+    check_output(args.output, [path, args.fits, args.lithium_cal, args.calibration, *(ref for ref, _ in args.reference)],
+                 args.force)
+    if args.calibration and not args.forward_model:
+        raise ConfigError("--calibration is for the forward model: give --forward-model as well")
     saved_cal = load_calibration(args.lithium_cal) if args.lithium_cal else None   # a bad file fails before any work
     check_writable(args.png if args.png else Path(args.output).with_suffix(".png"), "--png")
     cube = read_kev_cube(path, "the S-parameter")
@@ -224,8 +235,18 @@ def run(args) -> int:
     forward = None
     if args.forward_model:
         from .. import compton_forward
+        response, fwd_mask = None, None
+        if args.calibration:
+            from ..detector_response import DetectorResponse, full_neighbourhood
+            cal_maps = hdf5.read_calibration(args.calibration)
+            if cal_maps["gradients"].shape != cube.shape:
+                raise ConfigError(f"--calibration {args.calibration}: maps of shape {cal_maps['gradients'].shape}, "
+                                  f"expected the cube's {cube.shape}")
+            response = DetectorResponse.from_calibration(cal_maps, threshold_adu=args.threshold)
+            fwd_mask = full_neighbourhood(cal_maps.get("good", np.ones(cube.shape, bool)))
         forward = compton_forward.fit_li_blocks(cube, args.e1, theta, block=tuple(args.block) if args.block else (1, 1),
-                                                resolution_fwhm_kev=args.resolution_fwhm_kev)
+                                                resolution_fwhm_kev=args.resolution_fwhm_kev, response=response,
+                                                mask=fwd_mask)
     theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
     attrs = {"e1_kev": args.e1, "low_au": args.low, "high_au": args.high, "factor": args.factor,
              "theta": theta_note, "background": {"sideband": "sideband (flat continuum beyond p_z = 7 a.u.)",
@@ -244,9 +265,11 @@ def run(args) -> int:
 
     if forward is not None:
         from ..compton_forward import FIT_STATUS
+        line_shape = ({"line_shape": "Am-241 calibration " + str(Path(args.calibration).resolve()),
+                       "threshold_adu": args.threshold} if args.calibration else
+                      {"resolution_fwhm_kev": args.resolution_fwhm_kev})
         hdf5.write_results(args.output, "lithium_forward", forward.to_dict(),
-                           {"model": "mu = K [(1-x) T_Li + T_host] + B dE (free-atom profiles, xraylib)",
-                            "resolution_fwhm_kev": args.resolution_fwhm_kev,
+                           {"model": "mu = K [(1-x) T_Li + T_host] + B dE (free-atom profiles, xraylib)", **line_shape,
                             "status_codes": {str(k): v for k, v in FIT_STATUS.items()}})
         maps.update({"1-x forward model": forward.li, "1-x forward-model error": forward.li_err})
 
@@ -285,9 +308,11 @@ def run(args) -> int:
         if forward is not None and forward.ok.any():
             f_ok = forward.ok
             w = 1.0 / forward.li_err[f_ok] ** 2
-            print(f"{path.name}: forward model: 1-x for {int(f_ok.sum())} of {f_ok.size} {cells}, weighted mean "
+            print(f"{path.name}: forward model: 1-x for {int(f_ok.sum())} of {f_ok.size} {cells} (median error "
+                  f"{np.median(forward.li_err[f_ok]):.3f} per {unit}), weighted mean "
                   f"{np.sum(w * forward.li[f_ok]) / np.sum(w):.3f} +- {1 / math.sqrt(np.sum(w)):.3f}, median "
-                  f"deviance/dof {np.median(forward.deviance_per_dof[f_ok]):.2f}")
+                  f"deviance/dof {np.median(forward.deviance_per_dof[f_ok]):.2f}"
+                  + ("" if args.calibration else "; Gaussian line shape (give --calibration for detector data)"))
         print(f"{path.name}: {advice}")
     return 0
 
