@@ -168,8 +168,18 @@ def _threshold_value(threshold, values, what):
         raise ConfigError(f"{what}: expected 'otsu' or a grey value, found {threshold!r}") from None
 
 
+def fill_slice_holes(mask) -> np.ndarray:
+    """Fill the holes of each z slice of a (z, y, x) mask (scipy.ndimage.binary_fill_holes in 2-D).
+
+    A hole is a region of a slice not connected to the slice's border within the slice.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    return np.stack([ndi.binary_fill_holes(m) for m in mask]) if mask.size else mask.copy()
+
+
 def segment_electrode(volume, *, median=True, electrode_threshold="otsu", opening_radius=11,
-                      largest=True, unsharp=(1.0, 1.0), threshold="otsu", phases=2) -> Segmentation:
+                      largest=True, fill_holes=True, unsharp=(1.0, 1.0), threshold="otsu",
+                      phases=2) -> Segmentation:
     """The reference segmentation chain, each step optional and recorded.
 
     1. 3x3x3 median (``median``).
@@ -179,6 +189,11 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
        removed from it, so what is left of the background is the space outside the
        electrode, and its complement the electrode envelope, pores included (0: skip).
     4. Largest connected component of the envelope: the electrode (``largest``).
+    4b. Holes of each z slice of the envelope filled (``fill_holes``): on the voxel grid the
+       opening reaches one layer into every pore mouth on a face normal to z (a ball tangent
+       to the face at distance r from its solid is more than r from the solid beside a pore,
+       so its dilation takes the pore's first voxel), which would drop the pores of both face
+       slices from the electrode; a pore mouth is enclosed by solid within its slice.
     5. Unsharp mask (``unsharp`` = (radius voxels, amount), None: skip) of the grey volume.
     6. Phases inside the electrode: Otsu of the electrode's voxels (``threshold="otsu"``),
        or a given grey value, for two phases (pore/solid); multi-Otsu for three
@@ -193,6 +208,7 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
     opening_radius : float
         Ball radius in voxels.
     largest : bool
+    fill_holes : bool
     unsharp : (radius, amount) or None
     threshold : "otsu", float, or sequence of floats
     phases : {2, 3}
@@ -220,6 +236,9 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
     if largest:
         envelope = largest_component(envelope, connectivity=1)
         steps.append({"step": "largest_component", "connectivity": "faces"})
+    if fill_holes:
+        envelope = fill_slice_holes(envelope)
+        steps.append({"step": "fill_holes", "per": "z slice"})
     if not envelope.any():
         raise ConfigError("segmentation: no electrode found (nothing above the electrode threshold "
                           f"{t_el:g}); give --threshold or check the volume")
