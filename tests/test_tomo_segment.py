@@ -64,7 +64,7 @@ def test_chain_recovers_electrode_and_porosity_of_a_noisy_phantom():
     assert found == pytest.approx(true_porosity, abs=0.02)
     assert np.mean((s.labels == seg.PORE) != pores) < 0.02
     assert [st["step"] for st in s.steps] == ["median", "electrode_threshold", "opening", "largest_component",
-                                             "fill_holes", "unsharp_mask", "phase_threshold"]
+                                             "pore_mouths", "unsharp_mask", "phase_threshold"]
     assert s.steps[2]["radius_voxels"] == 11.0
     assert set(np.unique(s.labels)) == {0, 1, 2}
 
@@ -90,7 +90,7 @@ def test_pores_open_at_both_faces_of_the_electrode_stay_in_it():
 
 def test_chain_steps_are_optional_and_recorded():
     vol, electrode, _ = electrode_phantom(noise=0.05)
-    s = seg.segment_electrode(vol, median=False, opening_radius=0, largest=False, fill_holes=False, unsharp=None,
+    s = seg.segment_electrode(vol, median=False, opening_radius=0, largest=False, pore_mouths=False, unsharp=None,
                               threshold=0.65)
     assert [st["step"] for st in s.steps] == ["electrode_threshold", "phase_threshold"]
     assert s.steps[-1]["method"] == "given" and s.thresholds.tolist() == [0.65]

@@ -168,17 +168,34 @@ def _threshold_value(threshold, values, what):
         raise ConfigError(f"{what}: expected 'otsu' or a grey value, found {threshold!r}") from None
 
 
-def fill_slice_holes(mask) -> np.ndarray:
-    """Fill the holes of each z slice of a (z, y, x) mask (scipy.ndimage.binary_fill_holes in 2-D).
+def restore_pore_mouths(envelope, material) -> np.ndarray:
+    """Give back to the envelope the pore mouths that the opening took at faces normal to z.
 
-    A hole is a region of a slice not connected to the slice's border within the slice.
+    On the voxel grid the opening by a ball reaches the first voxel of every pore mouth on
+    a flat face: a ball tangent to the face, at distance r from its solid, is more than r
+    from the solid beside a pore, so the dilation takes the pore's first voxel. A voxel
+    outside the envelope, not material, whose z neighbour is a pore voxel of the envelope
+    (not material) is such a mouth. One pass: the space above a mouth stays outside.
+
+    Parameters
+    ----------
+    envelope, material : bool arrays (z, y, x)
+
+    Returns
+    -------
+    bool array (z, y, x)
     """
-    mask = np.asarray(mask, dtype=bool)
-    return np.stack([ndi.binary_fill_holes(m) for m in mask]) if mask.size else mask.copy()
+    envelope = np.asarray(envelope, dtype=bool)
+    material = np.asarray(material, dtype=bool)
+    pore = envelope & ~material
+    next_to_pore = np.zeros_like(envelope)
+    next_to_pore[:-1] |= pore[1:]
+    next_to_pore[1:] |= pore[:-1]
+    return envelope | (~material & next_to_pore)
 
 
 def segment_electrode(volume, *, median=True, electrode_threshold="otsu", opening_radius=11,
-                      largest=True, fill_holes=True, unsharp=(1.0, 1.0), threshold="otsu",
+                      largest=True, pore_mouths=True, unsharp=(1.0, 1.0), threshold="otsu",
                       phases=2) -> Segmentation:
     """The reference segmentation chain, each step optional and recorded.
 
@@ -189,11 +206,9 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
        removed from it, so what is left of the background is the space outside the
        electrode, and its complement the electrode envelope, pores included (0: skip).
     4. Largest connected component of the envelope: the electrode (``largest``).
-    4b. Holes of each z slice of the envelope filled (``fill_holes``): on the voxel grid the
-       opening reaches one layer into every pore mouth on a face normal to z (a ball tangent
-       to the face at distance r from its solid is more than r from the solid beside a pore,
-       so its dilation takes the pore's first voxel), which would drop the pores of both face
-       slices from the electrode; a pore mouth is enclosed by solid within its slice.
+    4b. Pore mouths on the faces normal to z given back (``pore_mouths``): the opening takes
+       the first voxel of each (:func:`restore_pore_mouths`), which would drop the pores of
+       both face slices of a layered electrode.
     5. Unsharp mask (``unsharp`` = (radius voxels, amount), None: skip) of the grey volume.
     6. Phases inside the electrode: Otsu of the electrode's voxels (``threshold="otsu"``),
        or a given grey value, for two phases (pore/solid); multi-Otsu for three
@@ -208,7 +223,7 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
     opening_radius : float
         Ball radius in voxels.
     largest : bool
-    fill_holes : bool
+    pore_mouths : bool
     unsharp : (radius, amount) or None
     threshold : "otsu", float, or sequence of floats
     phases : {2, 3}
@@ -236,9 +251,9 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
     if largest:
         envelope = largest_component(envelope, connectivity=1)
         steps.append({"step": "largest_component", "connectivity": "faces"})
-    if fill_holes:
-        envelope = fill_slice_holes(envelope)
-        steps.append({"step": "fill_holes", "per": "z slice"})
+    if pore_mouths and opening_radius and opening_radius > 0:
+        envelope = restore_pore_mouths(envelope, material)
+        steps.append({"step": "pore_mouths", "axis": "z"})
     if not envelope.any():
         raise ConfigError("segmentation: no electrode found (nothing above the electrode threshold "
                           f"{t_el:g}); give --threshold or check the volume")
