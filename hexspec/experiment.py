@@ -5,15 +5,17 @@
    current collector, with a lateral tilt; charged and discharged, with Li content tied to
    the local porosity (:func:`li_content`).
 2. XCT: parallel-beam projections of the phantom with Poisson noise, reconstructed by
-   ``hexspec.tomo.reconstruct``, segmented (:func:`segment`), pores and electrode masks.
+   ``hexspec.tomo.reconstruct``, segmented by ``hexspec.tomo.segment_electrode`` (:func:`segment`).
 3. XCS-I: for each state and each of three depth regions, the Compton camera images that
    slab of the cathode (PHYSICS.md sections 1-3): every photon is simulated as frames by
    ``hexspec.sim.HexitecSimulator`` and processed by ``EventExtractor`` and
    ``SpectrumAccumulator``, as ``hexspec process`` does. Three references of uniform, known
    Li content are measured on the same detector over the same footprint.
-4. Analysis of every cube: pseudo-Voigt fit per pixel, theta per pixel from the fits,
-   Compton profiles, S per pixel and per region (eq. 4); S -> 1 - x with the line through
-   the references' S over the same pixels (a flat-field calibration, eq. 5).
+4. Analysis of every cube: theta per pixel from the set-up (PinholeGeometry), Compton
+   profiles with the sideband background removed (as ``hexspec sparam`` by default), S per
+   pixel and per region (eq. 4) from one window table per cube; S -> 1 - x with the line
+   through the references' S over the same pixels, each reference pixel weighted to the
+   measurement's counts (a flat-field calibration, eq. 5).
 5. Correlation (``hexspec.tomo.correlate``): XCT porosity per depth region registered onto
    the Compton image, S and Li against porosity per region and pixel by pixel.
 """
