@@ -44,6 +44,8 @@ N_REGIONS = 3
 #: Pixels per block of the Li-porosity scatter (1.07 x 1.07 mm at the sample): single pixels
 #: hold too few counts for a useful S.
 BLOCK = (4, 4)
+#: Pixels of a depth region: XCT electrode fraction (registered onto the Compton grid) at least this.
+MIN_ELECTRODE_FRACTION = 0.95
 #: Background under the Compton profile in every S: the sideband estimate that ``hexspec sparam``
 #: uses by default (hexspec.compton.sideband). The peak fit's straight line takes part of the
 #: core electrons' wide profile for background by an amount that depends on the pixel's angle
@@ -398,10 +400,14 @@ def run(out_dir, quick=False, seed=2024, say=print, progress=None):
                          np.stack([sm.s for sm in smaps]), np.stack([sm.s_err for sm in smaps]),
                          np.stack([lm.li for lm in lmaps]), np.stack([lm.li_err for lm in lmaps]),
                          n_regions=N_REGIONS, transform="rigid", block=BLOCK,
+                         min_electrode_fraction=MIN_ELECTRODE_FRACTION,
                          block_values=(np.stack([b.li for b in blocks]), np.stack([b.li_err for b in blocks])))
         for r, row in enumerate(corr.regions):
             cube, res = cubes[names[r]]
-            mask = corr.pixel_mask[r]
+            # The region's pixels from the registered XCT alone: corr.pixel_mask also asks for a
+            # finite single-pixel S, a selection on the measurement's own counts that biased S
+            # (by about one sigma at the --quick exposure, where many pixels sit near the cut).
+            mask = corr.electrode_fraction[r] >= MIN_ELECTRODE_FRACTION
             # Region values from the summed spectra of the pixels used, calibrated by the
             # references' S over the very same pixels (flat field).
             s, s_err = region_s(res, mask)
