@@ -5,15 +5,17 @@
    current collector, with a lateral tilt; charged and discharged, with Li content tied to
    the local porosity (:func:`li_content`).
 2. XCT: parallel-beam projections of the phantom with Poisson noise, reconstructed by
-   ``hexspec.tomo.reconstruct``, segmented (:func:`segment`), pores and electrode masks.
+   ``hexspec.tomo.reconstruct``, segmented by ``hexspec.tomo.segment_electrode`` (:func:`segment`).
 3. XCS-I: for each state and each of three depth regions, the Compton camera images that
    slab of the cathode (PHYSICS.md sections 1-3): every photon is simulated as frames by
    ``hexspec.sim.HexitecSimulator`` and processed by ``EventExtractor`` and
    ``SpectrumAccumulator``, as ``hexspec process`` does. Three references of uniform, known
    Li content are measured on the same detector over the same footprint.
-4. Analysis of every cube: pseudo-Voigt fit per pixel, theta per pixel from the fits,
-   Compton profiles, S per pixel and per region (eq. 4); S -> 1 - x with the line through
-   the references' S over the same pixels (a flat-field calibration, eq. 5).
+4. Analysis of every cube: theta per pixel from the set-up (PinholeGeometry), Compton
+   profiles with the sideband background removed (as ``hexspec sparam`` by default), S per
+   pixel and per region (eq. 4) from one window table per cube; S -> 1 - x with the line
+   through the references' S over the same pixels, each reference pixel weighted to the
+   measurement's counts (a flat-field calibration, eq. 5).
 5. Correlation (``hexspec.tomo.correlate``): XCT porosity per depth region registered onto
    the Compton image, S and Li against porosity per region and pixel by pixel.
 """
@@ -28,6 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compton.sparameter import window_table
+from .compton.windows import COUNTS_HIGH, COUNTS_LOW, COV_LOW_HIGH, S_HIGH, S_LOW, VAR_HIGH, VAR_LOW, ratio
+from .errors import ConfigError
+
 E1_KEV = 115.0
 FIT_WINDOW_KEV = (88.5, 101.0)      # clear of the Pb K-beta2 line at 87.3 keV and of the elastic line
 REFERENCE_LI = (0.20, 0.575, 0.95)
@@ -38,6 +44,13 @@ N_REGIONS = 3
 #: Pixels per block of the Li-porosity scatter (1.07 x 1.07 mm at the sample): single pixels
 #: hold too few counts for a useful S.
 BLOCK = (4, 4)
+#: Pixels of a depth region: XCT electrode fraction (registered onto the Compton grid) at least this.
+MIN_ELECTRODE_FRACTION = 0.95
+#: Background under the Compton profile in every S: the sideband estimate that ``hexspec sparam``
+#: uses by default (hexspec.compton.sideband). The peak fit's straight line takes part of the
+#: core electrons' wide profile for background by an amount that depends on the pixel's angle
+#: and on its profile, i.e. on its Li content.
+BACKGROUND = "sideband"
 
 
 @dataclass(frozen=True)
@@ -133,45 +146,69 @@ def smooth_theta(peaks, e1_kev):
     return model
 
 
-def analyse(cube):
-    """Peak fits, theta per pixel and the S map of one cube."""
+def analyse(cube, theta=None):
+    """theta per pixel (``theta``, else from this cube's peak fits) and the S map of one cube."""
     from . import compton, fit
 
-    # Poisson maximum likelihood: single pixels hold well under one background count per bin,
-    # where Poisson-weighted least squares pulls the background (and so S) low.
-    peaks = fit.fit_cube(cube, FIT_WINDOW_KEV, method="ml")
-    theta = smooth_theta(peaks, E1_KEV)
-    smap = compton.s_parameter_map(cube, E1_KEV, theta, background=peaks)
-    return {"peaks": peaks, "theta": theta, "smap": smap, "image": cube.image(*FIT_WINDOW_KEV).astype(np.float64)}
+    peaks = None
+    if theta is None:
+        # Poisson maximum likelihood: single pixels hold well under one count per bin.
+        peaks = fit.fit_cube(cube, FIT_WINDOW_KEV, method="ml")
+        theta = smooth_theta(peaks, E1_KEV)
+    smap = compton.s_parameter_map(cube, E1_KEV, theta, background=BACKGROUND)
+    # One window table per cube, summed over any set of pixels below (the sideband estimate
+    # costs about a second per cube; the regions and their calibrations sum it 30 times).
+    table = window_table(cube, E1_KEV, theta, smap.low, smap.high, smap.factor, BACKGROUND, None)
+    return {"peaks": peaks, "theta": theta, "smap": smap, "table": table,
+            "image": cube.image(*FIT_WINDOW_KEV).astype(np.float64)}
 
 
-def region_s(cube, analysis, mask):
-    """S and its error from the spectra summed over ``mask`` (eq. 4 on the region's counts)."""
-    from . import compton
-    return compton.s_parameter_region(cube, E1_KEV, analysis["theta"], mask=mask, background=analysis["peaks"])
+def window_counts(analysis):
+    """Raw counts per pixel in the two S windows (rows, cols); 0 where the pixel has no S row."""
+    t = analysis["table"]
+    return np.nan_to_num(t[:, COUNTS_LOW] + t[:, COUNTS_HIGH]).reshape(analysis["smap"].s.shape)
+
+
+def region_s(analysis, mask, weights=None):
+    """S and its error from the spectra summed over ``mask`` (eq. 4 on the region's counts).
+
+    ``weights`` (rows, cols), optional, multiply each pixel's spectrum before the sum.
+    Pixels without an angle or a background estimate are left out, as in
+    :func:`hexspec.compton.s_parameter_region`.
+    """
+    t = analysis["table"]
+    m = np.asarray(mask, dtype=bool).reshape(-1)
+    rows = t[m]
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)[m][:, None]
+        variance = np.isin(np.arange(t.shape[1]), (VAR_LOW, VAR_HIGH, COV_LOW_HIGH))
+        rows = rows * np.where(variance, w * w, w)
+    rows = rows[np.all(np.isfinite(rows), axis=1)]
+    sums = rows.sum(axis=0)
+    if not (sums[S_LOW] > 0 and sums[S_HIGH] > 0):
+        raise ConfigError(f"region S: no positive signal in both windows over {len(rows)} pixels")
+    s, s_err = ratio(sums)
+    return float(s), float(s_err)
 
 
 # ----------------------------------------------------------------------------- XCT
 
 def segment(volume_per_mm):
-    """Pores and electrode of a reconstructed cathode (a minimal chain after PHYSICS.md section 6).
+    """Pores and electrode of a reconstructed cathode: hexspec.tomo.segment_electrode (PHYSICS.md section 6).
 
-    Otsu threshold of solid against pores and background, electrode = the slices and the
-    in-plane footprint that hold solid (holes filled, edge eroded), pores = non-solid voxels
-    inside it. No 3x3x3 median: the virtual cathode's narrowest channels are two or three
-    voxels wide, and a median erases them (porosity 1-2 % low near the current collector).
+    The reference chain without two of its filters: no 3x3x3 median, since the virtual
+    cathode's narrowest channels are two or three voxels wide and a median erases them
+    (porosity 1-2 % low near the current collector), and no unsharp mask, whose overshoot
+    at the pore walls makes pores of solid voxels (porosity about 1.5 % high).
+
+    Returns
+    -------
+    (pores, electrode) : bool arrays (z, y, x)
     """
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
+    from .tomo.segment import PORE, segment_electrode
 
-    smooth = np.asarray(volume_per_mm, dtype=np.float32)
-    solid = smooth > threshold_otsu(smooth)
-    footprint = ndimage.binary_fill_holes(ndimage.binary_closing(solid.mean(axis=0) > 0.2, iterations=3))
-    footprint = ndimage.binary_erosion(footprint, iterations=2)   # the disc edge is blurred by the reconstruction
-    per_slice = np.array([solid[k][footprint].mean() if footprint.any() else 0.0 for k in range(solid.shape[0])])
-    slices = per_slice > 0.5 * per_slice.max()
-    electrode = slices[:, None, None] & footprint[None]
-    return electrode & ~solid, electrode
+    seg = segment_electrode(np.asarray(volume_per_mm, dtype=np.float32), median=False, unsharp=None)
+    return seg.labels == PORE, seg.electrode_mask
 
 
 def reconstruct(proj, theta_rad, flat, dark):
@@ -313,17 +350,11 @@ def run(out_dir, quick=False, seed=2024, say=print, progress=None):
         t0 = time.perf_counter()
         cube, rec, _ = measure(li_map, flux, geometry, exposure, seed=seed + 1000 + k, detector_seed=seed,
                                progress=None if progress is None else (lambda d, n: progress(name, d, n)))
-        t1 = time.perf_counter()
-        res = analyse(cube)
-        rec.update(seconds_frames_to_cube=round(t1 - t0, 2), seconds_analysis=round(time.perf_counter() - t1, 2))
+        rec.update(seconds_frames_to_cube=round(time.perf_counter() - t0, 2))
         measurements[name] = rec
-        cubes[name] = (cube, res)
-        hdf5.write_results(out_dir / "results.h5", "measurement_" + name.replace(" ", "_"),
-                           {"counts_per_pixel": cube.counts.sum(axis=2, dtype=np.uint64), "compton_image": res["image"],
-                            "s": res["smap"].s, "s_err": res["smap"].s_err, "theta_rad": res["theta"]},
-                           {k: v for k, v in rec.items()})
+        cubes[name] = cube
         say(f"  {name}: {rec['frames_simulated']:,} frames, {rec['photons_simulated']:,} photons -> "
-            f"{rec['events_counted']:,} events in the cube  [{t1 - t0:.1f} s + analysis {rec['seconds_analysis']:.1f} s]")
+            f"{rec['events_counted']:,} events in the cube  [{rec['seconds_frames_to_cube']:.1f} s]")
 
     t = time.perf_counter()
     for k, li in enumerate(REFERENCE_LI):
@@ -339,6 +370,21 @@ def run(out_dir, quick=False, seed=2024, say=print, progress=None):
     stage["XCS-I cathode"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # The angles of the set-up (PinholeGeometry), as `hexspec sparam` takes them by default:
+    # theta from the fitted peak centres comes out about 0.7 degree high (the pseudo-Voigt
+    # centre of the asymmetric profile in a fixed window), which does not cancel against
+    # the references: it moved the charged and discharged 1-x apart by about 0.1.
+    theta = geometry.theta_map()
+    for name, cube in list(cubes.items()):
+        res = analyse(cube, theta)
+        cubes[name] = (cube, res)
+        hdf5.write_results(out_dir / "results.h5", "measurement_" + name.replace(" ", "_"),
+                           {"counts_per_pixel": cube.counts.sum(axis=2, dtype=np.uint64), "compton_image": res["image"],
+                            "s": res["smap"].s, "s_err": res["smap"].s_err, "theta_rad": res["theta"]},
+                           dict(measurements[name]))
+    stage["Compton analysis"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     records, correlations = [], {}
     for state in STATES:
         names = [f"{state} region {r + 1}" for r in range(N_REGIONS)]
@@ -349,19 +395,23 @@ def run(out_dir, quick=False, seed=2024, say=print, progress=None):
         cal_all = _calibration(cubes, mask_all)
         lmaps = [cal_all.apply(sm.s, sm.s_err) for sm in smaps]
         blocks = [cal_all.apply(compton.s_parameter_blocks(cubes[n][0], E1_KEV, cubes[n][1]["theta"], block=BLOCK,
-                                                           background=cubes[n][1]["peaks"])) for n in names]
+                                                           background=BACKGROUND)) for n in names]
         corr = correlate(x["pores"], x["electrode"], cathode.voxel_size_mm, images,
                          np.stack([sm.s for sm in smaps]), np.stack([sm.s_err for sm in smaps]),
                          np.stack([lm.li for lm in lmaps]), np.stack([lm.li_err for lm in lmaps]),
                          n_regions=N_REGIONS, transform="rigid", block=BLOCK,
+                         min_electrode_fraction=MIN_ELECTRODE_FRACTION,
                          block_values=(np.stack([b.li for b in blocks]), np.stack([b.li_err for b in blocks])))
         for r, row in enumerate(corr.regions):
             cube, res = cubes[names[r]]
-            mask = corr.pixel_mask[r]
+            # The region's pixels from the registered XCT alone: corr.pixel_mask also asks for a
+            # finite single-pixel S, a selection on the measurement's own counts that biased S
+            # (by about one sigma at the --quick exposure, where many pixels sit near the cut).
+            mask = corr.electrode_fraction[r] >= MIN_ELECTRODE_FRACTION
             # Region values from the summed spectra of the pixels used, calibrated by the
             # references' S over the very same pixels (flat field).
-            s, s_err = region_s(cube, res, mask)
-            cal = _calibration(cubes, mask)
+            s, s_err = region_s(res, mask)
+            cal = _calibration(cubes, mask, window_counts(res))
             li, li_err = float(cal(s)), float(cal.uncertainty(s, s_err))
             row.s, row.s_err, row.li, row.li_err = s, s_err, li, li_err
             flux = truth["solid"][r]
@@ -390,13 +440,23 @@ def run(out_dir, quick=False, seed=2024, say=print, progress=None):
     return DemoResult(records, measurements, correlations, stage, info)
 
 
-def _calibration(cubes, mask):
-    """Line 1-x = a S + b through the references' S over ``mask``."""
+def _calibration(cubes, mask, counts=None):
+    """Line 1-x = a S + b through the references' S over ``mask``.
+
+    ``counts`` (rows, cols), optional: the measurement's counts per pixel. Each reference
+    pixel is then weighted by the ratio of those counts to its own, so that the references'
+    S averages the pixels with the measurement's weights: S varies a little with a pixel's
+    angle, and a cathode's counts follow its solid fraction while a reference's are uniform.
+    """
     from .calibration.lithium import LithiumCalibration
     s, e = [], []
     for li in REFERENCE_LI:
-        cube, res = cubes[f"reference {li:.3f}"]
-        v, err = region_s(cube, res, mask)
+        _, res = cubes[f"reference {li:.3f}"]
+        weights = None
+        if counts is not None:
+            ref = window_counts(res)
+            weights = np.where(ref > 0, counts / np.where(ref > 0, ref, 1.0), 0.0)
+        v, err = region_s(res, mask, weights)
         s.append(v)
         e.append(err)
     return LithiumCalibration.fit(s, REFERENCE_LI, s_err=e)

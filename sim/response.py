@@ -222,17 +222,24 @@ def half_erfc_table():
     return 0.5 * erfc(np.arange(0.0, ERFC_MAX + ERFC_STEP / 2, ERFC_STEP))
 
 
+#: The table the kernels read, a module constant: numba freezes a global array into the
+#: compiled code, so the per-photon helpers take no table argument (every array passed to
+#: a helper costs an atomic reference-count increment and decrement per call, more than
+#: the arithmetic of a charge split).
+_HALF_ERFC = half_erfc_table()
+
+
 @njit(cache=True, nogil=True)
-def _half_erfc(t, table):
+def _half_erfc(t):
     if t >= ERFC_MAX:
         return 0.0
     u = t * _INV_ERFC_STEP
     k = int(u)
-    return table[k] + (u - k) * (table[k + 1] - table[k])
+    return _HALF_ERFC[k] + (u - k) * (_HALF_ERFC[k + 1] - _HALF_ERFC[k])
 
 
 @njit(cache=True, nogil=True)
-def _edge_fractions(x, inv_s2, erfc_table, f):
+def _edge_fractions(x, inv_s2):
     """Fractions of a 1-D Gaussian at ``x`` (pixel units) in its pixel's left neighbour, itself, right neighbour.
 
     Erf integrals over the pixel edges (PHYSICS.md section 5): the share beyond an edge
@@ -240,15 +247,13 @@ def _edge_fractions(x, inv_s2, erfc_table, f):
     6e-7 and taken as 0.
     """
     c0 = float(int(x))   # x >= 0: truncation is floor
-    left = _half_erfc((x - c0) * inv_s2, erfc_table)
-    right = _half_erfc((c0 + 1.0 - x) * inv_s2, erfc_table)
-    f[0] = left
-    f[1] = 1.0 - left - right
-    f[2] = right
+    left = _half_erfc((x - c0) * inv_s2)
+    right = _half_erfc((c0 + 1.0 - x) * inv_s2)
+    return left, 1.0 - left - right, right
 
 
 @njit(cache=True, nogil=True)
-def _cloud(x, y, energy, inv_s2, rows, cols, min_kev, erfc_table, pix, kev, n, fx, fy):
+def _cloud(x, y, energy, inv_s2, rows, cols, min_kev, pix, kev, n):
     """Append the 3x3 split of ``energy`` deposited at (x, y) to (pix, kev)[n:]; returns the new n.
 
     3x3 suffices: the cloud sigma (about 14 um) is far below the 250 um pitch (wider
@@ -257,8 +262,8 @@ def _cloud(x, y, energy, inv_s2, rows, cols, min_kev, erfc_table, pix, kev, n, f
     """
     c0 = int(x)   # x, y >= 0
     r0 = int(y)
-    _edge_fractions(x, inv_s2, erfc_table, fx)
-    _edge_fractions(y, inv_s2, erfc_table, fy)
+    fx = _edge_fractions(x, inv_s2)
+    fy = _edge_fractions(y, inv_s2)
     for a in range(3):
         r = r0 - 1 + a
         if r < 0 or r >= rows or fy[a] == 0.0:
@@ -335,6 +340,70 @@ def _read_out(frame, touched, nt, acc, mark, live, zero_below_kev, noise_sigma_k
 
 
 @njit(cache=True, nogil=True)
+def _isotropic_direction(state):
+    """A uniformly distributed unit vector (dx, dy, dz) without trigonometry (Marsaglia 1972).
+
+    (a, b) uniform in the unit disc, s = a^2 + b^2: then (2a sqrt(1 - s), 2b sqrt(1 - s),
+    1 - 2s) is uniform on the sphere. libm cos and sin cost several times the three or
+    four uniforms this takes on average (4 / pi pairs).
+    """
+    while True:
+        a = 2.0 * uniform(state) - 1.0
+        b = 2.0 * uniform(state) - 1.0
+        s = a * a + b * b
+        if s < 1.0:
+            q = 2.0 * math.sqrt(1.0 - s)
+            return a * q, b * q, 1.0 - 2.0 * s
+
+
+@njit(cache=True, nogil=True)
+def _k_line(line_cdf, element, v):
+    """Index of the K line of ``element`` (0 Cd, 1 Te) with cumulative emission probability just above ``v``."""
+    line = 0
+    while line < 4 and v > line_cdf[element, line]:
+        line += 1
+    return line
+
+
+@njit(cache=True, nogil=True)
+def _k_photon_landing(x, y, z, path_mm, dx, dy, dz, thickness_mm, inv_pitch):
+    """Where a K photon emitted at (x, y) pixels, depth z, stops after ``path_mm`` along (dx, dy, dz).
+
+    Returns (fl_x, fl_y, inside, flags): ``inside`` False when it leaves the sensor through
+    a face; FLAG_ESCAPED when it leaves the sensor or the pixel it was emitted in.
+    """
+    z_fl = z + path_mm * dz
+    if z_fl < 0.0 or z_fl > thickness_mm:
+        return x, y, False, FLAG_ESCAPED
+    fl_x = x + path_mm * dx * inv_pitch
+    fl_y = y + path_mm * dy * inv_pitch
+    if math.floor(fl_x) != math.floor(x) or math.floor(fl_y) != math.floor(y):
+        return fl_x, fl_y, True, FLAG_ESCAPED
+    return fl_x, fl_y, True, 0
+
+
+@njit(cache=True, nogil=True)
+def _is_shared(pix, kev, n, share_min_kev):
+    """True when more than one distinct pixel among ``pix[:n]`` got at least ``share_min_kev`` (summed per pixel)."""
+    n_big = 0
+    for a in range(n if n > 1 else 0):
+        total = 0.0
+        first = True
+        for b in range(n):
+            if pix[b] == pix[a]:
+                if b < a:
+                    first = False
+                    break
+                total += kev[b]
+        if first and total >= share_min_kev:
+            n_big += 1
+            if n_big > 1:
+                return True
+    return False
+
+
+
+@njit(cache=True, nogil=True)
 def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                  sigma_px, thickness_mm, pitch_mm, escape,
                  e0, step, attenuation_mm, k_fluorescence_cd, k_fluorescence_te, line_kev, line_cdf, line_attenuation_mm,
@@ -342,7 +411,7 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                  inv_gradient, intercept_kev, noise_sigma_kev, zero_below_kev, live,
                  noise_rate, noise_cdf, noise_threshold_sigma,
                  hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
-                 erfc_table, rng, state, frames, first_pix, first_kev, carry_pix, carry_kev,
+                 rng, state, frames, first_pix, first_kev, carry_pix, carry_kev,
                  index, x_out, y_out, depth_mm, flags, stats):
     """Turn the photons of one block of frames into ADU frames, all but the first.
 
@@ -375,8 +444,6 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
     n_spill = 0
     pix = np.empty(18, np.int64)
     kev = np.empty(18)
-    fx = np.empty(3)
-    fy = np.empty(3)
     # Reciprocals up front: the loop below multiplies instead of dividing.
     inv_s2 = 1.0 / max(sigma_px * math.sqrt(2.0), 1e-12)   # sigma 0 means point charges
     inv_step = 1.0 / step
@@ -406,53 +473,26 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
             r_in = pixel[i] // cols
             x = (pixel[i] - r_in * cols) + fx_in
             y = r_in + fy_in
-            flag = 0
             main_kev = energy
-            fl_kev = 0.0
-            fl_x = x
-            fl_y = y
+            fl_kev, fl_x, fl_y, fl_inside, flag = 0.0, x, y, False, 0
             if escape:
+                # Cd or Te K fluorescence (K-shell share times yield): the K photon takes its
+                # energy away, is emitted isotropically and travels an exponential path.
                 u = uniform(state)
                 p_cd = _interp(k_fluorescence_cd, e0, inv_step, energy)
-                p_te = _interp(k_fluorescence_te, e0, inv_step, energy)
-                if u < p_cd + p_te:
+                if u < p_cd + _interp(k_fluorescence_te, e0, inv_step, energy):
                     el = 0 if u < p_cd else 1
-                    v = uniform(state)
-                    line = 0
-                    while line < 4 and v > line_cdf[el, line]:
-                        line += 1
+                    line = _k_line(line_cdf, el, uniform(state))
                     fl_kev = line_kev[el, line]
                     main_kev = energy - fl_kev
-                    # Isotropic emission; the photon travels an exponential path before absorption.
-                    path = rng.exponential() * line_attenuation_mm[el, line]
-                    cos_t = 2.0 * uniform(state) - 1.0
-                    phi = 2.0 * math.pi * uniform(state)
-                    sin_t = math.sqrt(max(0.0, 1.0 - cos_t * cos_t))
-                    z_fl = z + path * cos_t
-                    fl_x = x + path * sin_t * math.cos(phi) * inv_pitch
-                    fl_y = y + path * sin_t * math.sin(phi) * inv_pitch
-                    if z_fl < 0.0 or z_fl > thickness_mm:
-                        fl_kev = -1.0   # left the sensor
-                        flag |= FLAG_ESCAPED
-                    elif math.floor(fl_x) != math.floor(x) or math.floor(fl_y) != math.floor(y):
-                        flag |= FLAG_ESCAPED
-            n = _cloud(x, y, main_kev, inv_s2, rows, cols, min_deposit_kev, erfc_table, pix, kev, 0, fx, fy)
-            if fl_kev > 0.0 and fl_x >= 0.0 and fl_y >= 0.0 and fl_x < cols and fl_y < rows:
-                n = _cloud(fl_x, fl_y, fl_kev, inv_s2, rows, cols, min_deposit_kev, erfc_table, pix, kev, n, fx, fy)
-            # Shared: more than one distinct pixel got at least share_min_kev of this photon.
-            n_big = 0
-            for a in range(n if n > 1 else 0):
-                total = 0.0
-                first = True
-                for b in range(n):
-                    if pix[b] == pix[a]:
-                        if b < a:
-                            first = False
-                            break
-                        total += kev[b]
-                if first and total >= share_min_kev:
-                    n_big += 1
-            if n_big > 1:
+                    path_mm = rng.exponential() * line_attenuation_mm[el, line]
+                    dx, dy, dz = _isotropic_direction(state)
+                    fl_x, fl_y, fl_inside, flag = _k_photon_landing(x, y, z, path_mm, dx, dy, dz, thickness_mm,
+                                                                    inv_pitch)
+            n = _cloud(x, y, main_kev, inv_s2, rows, cols, min_deposit_kev, pix, kev, 0)
+            if fl_inside and fl_x >= 0.0 and fl_y >= 0.0 and fl_x < cols and fl_y < rows:
+                n = _cloud(fl_x, fl_y, fl_kev, inv_s2, rows, cols, min_deposit_kev, pix, kev, n)
+            if _is_shared(pix, kev, n, share_min_kev):
                 flag |= FLAG_SHARED
             keep = 1.0
             if spill_probability > 0.0 and uniform(state) < spill_probability:

@@ -14,7 +14,7 @@ from ..frames import FrameBatch
 from . import response
 from .fastrandom import new_state
 from .response import (FLAG_ESCAPED, FLAG_SHARED, FLAG_SPILLED, FWHM_PER_SIGMA, detect_block, gaussian_tail_probability,
-                       half_erfc_table, read_first_frame, sensor_tables)
+                       read_first_frame, sensor_tables)
 
 
 @dataclass
@@ -269,7 +269,6 @@ class HexitecSimulator:
         self.hot_mean_adu = float(hot_mean_adu)
         self.hot_sigma_adu = float(hot_sigma_adu)
         self._tables = sensor_tables()
-        self._erfc_table = half_erfc_table()
         self._attenuation_mm = 1.0 / self._tables.mu_per_mm
         self._line_attenuation_mm = 1.0 / self._tables.line_mu_per_mm
 
@@ -347,7 +346,7 @@ class HexitecSimulator:
             self._inv_gradient, self._intercept, self._noise_sigma, self._zero_below, self._live,
             self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
             self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
-            self._erfc_table, response_rng, new_state(response_rng), frames, first_pix, first_kev, carry_pix, carry_kev,
+            response_rng, new_state(response_rng), frames, first_pix, first_kev, carry_pix, carry_kev,
             index, x_in, y_in, depth, flags, stats)
         index = index[:n_abs]
         return _Block(index=k, frames=frames, counts=counts, stats=stats, frame=photon_frame[index],

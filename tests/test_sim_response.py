@@ -11,7 +11,8 @@ from scipy.special import erf
 import hexspec as hx
 from hexspec.detector import DetectorSpec
 from hexspec.sim import HexitecSimulator, cloud_fwhm_um, pixel_fractions
-from hexspec.sim.response import _cloud, deposit_reference, half_erfc_table
+from hexspec.sim.fastrandom import new_state
+from hexspec.sim.response import _cloud, _isotropic_direction, deposit_reference
 
 PITCH_UM = 250.0
 
@@ -59,11 +60,26 @@ def test_charge_split_kernel_matches_quadrature_of_the_gaussian_cloud(fwhm_um, x
     sigma = fwhm_um / (2 * math.sqrt(2 * math.log(2))) / PITCH_UM
     pix = np.zeros(18, np.int64)
     kev = np.zeros(18)
-    n = _cloud(x, y, 1.0, 1.0 / (sigma * math.sqrt(2.0)), 3, 3, 0.0, half_erfc_table(), pix, kev, 0, np.empty(3), np.empty(3))
+    n = _cloud(x, y, 1.0, 1.0 / (sigma * math.sqrt(2.0)), 3, 3, 0.0, pix, kev, 0)
     got = np.zeros(9)
     np.add.at(got, pix[:n], kev[:n])
     expected = np.array([_gaussian_pixel_integral(x, y, sigma, r, c) for r in range(3) for c in range(3)])
     np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_k_photon_directions_are_uniform_on_the_sphere():
+    # Isotropic emission: every component uniform on [-1, 1] (Archimedes), the azimuth uniform, unit length.
+    from scipy import stats
+    state = new_state(np.random.default_rng(5))
+    d = np.array([_isotropic_direction(state) for _ in range(20000)])
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-12)
+    for k in range(3):
+        assert stats.kstest(d[:, k], stats.uniform(-1.0, 2.0).cdf).pvalue > 1e-3
+    phi = np.arctan2(d[:, 1], d[:, 0])
+    assert stats.kstest(phi, stats.uniform(-math.pi, 2 * math.pi).cdf).pvalue > 1e-3
+    # octants equally likely (independence of the signs)
+    octant = (d > 0).astype(int) @ np.array([1, 2, 4])
+    assert stats.chisquare(np.bincount(octant, minlength=8)).pvalue > 1e-3
 
 
 def test_numpy_reference_split_matches_quadrature():

@@ -46,8 +46,8 @@ def test_segment_then_quantify_end_to_end(phantom, capsys):
     s = read_volume(seg)
     assert s.name == "segmentation" and s.data.dtype == np.uint8
     steps = [st["step"] for st in s.process["segment"]["steps"]]
-    assert steps == ["median", "electrode_threshold", "opening", "largest_component", "unsharp_mask",
-                     "phase_threshold"]
+    assert steps == ["median", "electrode_threshold", "opening", "largest_component", "pore_mouths",
+                     "unsharp_mask", "phase_threshold"]
     assert s.voxel_size_mm == pytest.approx((0.00324,) * 3)
 
     out = d / "q"

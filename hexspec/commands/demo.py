@@ -91,7 +91,7 @@ def run(args) -> int:
         report.save_png_overlay(out / f"overlay_{state}.png", corr, title=f"{state} cathode")
         a, b = experiment.STATES[state]
         report.save_png_scatter(out / f"scatter_{state}.png", corr, truth=lambda p, a=a, b=b: a + b * p,
-                                title=f"{state}: 1-x against local porosity, pixel by pixel")
+                                title=f"{state}: 1-x against local porosity, per 4 x 4-pixel block")
         f = corr.fit
         sections.append((f"{state}: pixel correlation",
                          f"<p>1-x = {f.intercept:.3f} (+- {f.intercept_err:.3f}) + {f.slope:.3f} (+- {f.slope_err:.3f})"

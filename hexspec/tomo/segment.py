@@ -168,8 +168,35 @@ def _threshold_value(threshold, values, what):
         raise ConfigError(f"{what}: expected 'otsu' or a grey value, found {threshold!r}") from None
 
 
+def restore_pore_mouths(envelope, material) -> np.ndarray:
+    """Give back to the envelope the pore mouths that the opening took at faces normal to z.
+
+    On the voxel grid the opening by a ball reaches the first voxel of every pore mouth on
+    a flat face: a ball tangent to the face, at distance r from its solid, is more than r
+    from the solid beside a pore, so the dilation takes the pore's first voxel. A voxel
+    outside the envelope, not material, whose z neighbour is a pore voxel of the envelope
+    (not material) is such a mouth. One pass: the space above a mouth stays outside.
+
+    Parameters
+    ----------
+    envelope, material : bool arrays (z, y, x)
+
+    Returns
+    -------
+    bool array (z, y, x)
+    """
+    envelope = np.asarray(envelope, dtype=bool)
+    material = np.asarray(material, dtype=bool)
+    pore = envelope & ~material
+    next_to_pore = np.zeros_like(envelope)
+    next_to_pore[:-1] |= pore[1:]
+    next_to_pore[1:] |= pore[:-1]
+    return envelope | (~material & next_to_pore)
+
+
 def segment_electrode(volume, *, median=True, electrode_threshold="otsu", opening_radius=11,
-                      largest=True, unsharp=(1.0, 1.0), threshold="otsu", phases=2) -> Segmentation:
+                      largest=True, pore_mouths=True, unsharp=(1.0, 1.0), threshold="otsu",
+                      phases=2) -> Segmentation:
     """The reference segmentation chain, each step optional and recorded.
 
     1. 3x3x3 median (``median``).
@@ -179,6 +206,9 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
        removed from it, so what is left of the background is the space outside the
        electrode, and its complement the electrode envelope, pores included (0: skip).
     4. Largest connected component of the envelope: the electrode (``largest``).
+    4b. Pore mouths on the faces normal to z given back (``pore_mouths``): the opening takes
+       the first voxel of each (:func:`restore_pore_mouths`), which would drop the pores of
+       both face slices of a layered electrode.
     5. Unsharp mask (``unsharp`` = (radius voxels, amount), None: skip) of the grey volume.
     6. Phases inside the electrode: Otsu of the electrode's voxels (``threshold="otsu"``),
        or a given grey value, for two phases (pore/solid); multi-Otsu for three
@@ -193,6 +223,7 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
     opening_radius : float
         Ball radius in voxels.
     largest : bool
+    pore_mouths : bool
     unsharp : (radius, amount) or None
     threshold : "otsu", float, or sequence of floats
     phases : {2, 3}
@@ -220,6 +251,9 @@ def segment_electrode(volume, *, median=True, electrode_threshold="otsu", openin
     if largest:
         envelope = largest_component(envelope, connectivity=1)
         steps.append({"step": "largest_component", "connectivity": "faces"})
+    if pore_mouths and opening_radius and opening_radius > 0:
+        envelope = restore_pore_mouths(envelope, material)
+        steps.append({"step": "pore_mouths", "axis": "z"})
     if not envelope.any():
         raise ConfigError("segmentation: no electrode found (nothing above the electrode threshold "
                           f"{t_el:g}); give --threshold or check the volume")
