@@ -2,9 +2,8 @@
 
 Every function writes one PNG with matplotlib's Agg backend (no display needed) and
 creates the parent folder. The commands import them from here; their old homes in
-hexspec.commands.* still re-export them. (The count-image overview and the map grid,
-``commands.process.save_overview_png`` and ``commands.fit.save_maps_png``, are still
-in their commands.)
+hexspec.commands.* (fit.save_maps_png, process.save_overview_png, sparam.save_profile_png,
+calibrate.write_report_png) still re-export them.
 """
 
 from __future__ import annotations
@@ -12,6 +11,87 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+
+def save_overview_png(path, cube, title=None):
+    """Count image (all energies) beside the summed spectrum (log scale)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11.5, 4.2), gridspec_kw=dict(width_ratios=(1, 1.6), wspace=0.35))
+    image = cube.image()
+    # percentile limits, so that a few hot pixels do not wash out the image
+    vmin, vmax = np.percentile(image, [0.5, 99.5]) if image.size else (0, 1)
+    im = a0.imshow(image, cmap="viridis", interpolation="nearest", vmin=vmin, vmax=max(vmax, vmin + 1))
+    fig.colorbar(im, ax=a0, label="counts")
+    a0.set_xlabel("column")
+    a0.set_ylabel("row")
+    a0.set_title("count image, all energies", fontsize=10)
+    spec = cube.spectrum()
+    a1.step(cube.centers, np.maximum(spec, 0.5), where="mid", lw=0.8)
+    a1.set_yscale("log")
+    a1.set_ylim(0.5, None)
+    a1.set_xlabel(f"energy ({cube.unit})")
+    a1.set_ylabel("counts per bin")
+    a1.set_title("summed spectrum", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def save_maps_png(path, maps: dict, mask=None, title=None, ncols=3, cmap="viridis", marks=None, marks_label=None):
+    """Write a grid of (rows, cols) maps as one PNG; values outside ``mask`` are left blank.
+
+    ``marks``: a boolean map (of any of the maps' shapes) whose True cells get an "x" on
+    every map of that shape, e.g. Li values outside the calibrated range.
+
+    Colour limits are the 1st-99th percentiles of the shown values so a few wild pixels
+    do not wash out the image.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(maps)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    # A fixed layout: tight_layout costs more than drawing the maps themselves.
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False,
+                             gridspec_kw=dict(left=0.07, right=0.97, bottom=0.08, top=0.88 if title else 0.95,
+                                              wspace=0.35, hspace=0.4))
+    full_rows = max(np.shape(m)[0] for m in maps.values())
+    full_cols = max(np.shape(m)[1] for m in maps.values())
+    for ax, (name, arr) in zip(axes.flat, maps.items()):
+        a = np.asarray(arr, dtype=np.float64)
+        if mask is not None and "ok" not in name and a.shape == np.shape(mask):
+            a = np.where(mask, a, np.nan)
+        vals = a[np.isfinite(a)]
+        vmin, vmax = (np.percentile(vals, [1, 99]) if vals.size else (0.0, 1.0))
+        if vmin == vmax:
+            vmin, vmax = vmin - 0.5, vmax + 0.5
+        # Block maps (coarser than the detector) are drawn over the same pixel coordinates.
+        im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest",
+                       extent=(-0.5, full_cols - 0.5, full_rows - 0.5, -0.5))
+        if marks is not None and np.shape(marks) == a.shape and np.any(marks):
+            r, c = np.nonzero(marks)
+            sy, sx = full_rows / a.shape[0], full_cols / a.shape[1]
+            ax.plot((c + 0.5) * sx - 0.5, (r + 0.5) * sy - 0.5, "x", color="red", ms=7, mew=1.5,
+                    label=marks_label)
+            if marks_label:
+                ax.legend(fontsize=6, loc="upper right")
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(labelsize=7)
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title + "  (x: column, y: row)", fontsize=11)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def save_profile_png(path, profiles: dict, title=None, windows=(1.0, 5.0), pz_max=8.0):
