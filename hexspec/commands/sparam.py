@@ -289,7 +289,7 @@ def run(args) -> int:
 
     from .. import compton
     from ..io import hdf5
-    from ..plots import save_maps_png, save_profile_png
+    from ..plots import save_maps_png
 
     path = Path(args.cube)
     cube, peaks, saved_cal = _read_inputs(args, path)
