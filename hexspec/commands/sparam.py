@@ -99,7 +99,7 @@ def _background_choice(args, peaks):
 
 
 def _s_map(compton, cube, args, theta, background):
-    options = dict(low=args.low, high=args.high, factor=args.factor, background=background,
+    options = dict(pz_window_au=(args.low, args.high), factor=args.factor, background=background,
                    min_counts=args.min_counts, attenuation_factor=args.attenuation_factor,
                    resolution_fwhm_kev=args.resolution_fwhm_kev)
     if args.block:
@@ -257,7 +257,7 @@ def _print_summary(args, path, cube, smap, ok, theta_map, background, choice, ce
 
     msg = f"{path.name}: S for {int(smap.ok.sum())} of {smap.ok.size} {cells} (background {choice})"
     s_reg, s_reg_err = compton.s_parameter_region(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok,
-                                                  low=args.low, high=args.high, factor=args.factor,
+                                                  pz_window_au=(args.low, args.high), factor=args.factor,
                                                   background=background,
                                                   attenuation_factor=args.attenuation_factor,
                                                   resolution_fwhm_kev=args.resolution_fwhm_kev)
