@@ -218,6 +218,53 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr,
 
 
 @njit(cache=True, nogil=True)
+def _start_and_bounds(ed, cn, total, tail, x0, sigma_adu, par, lo, hi):
+    """Start values and bounds of one line fit: background from the window's ends, area from the rest."""
+    nedge = max(2, cn.shape[0] // 8)
+    bgl = 0.0
+    bgh = 0.0
+    for jj in range(nedge):
+        bgl += cn[jj]
+        bgh += cn[cn.shape[0] - 1 - jj]
+    bgl = bgl / (ed[nedge] - ed[0])
+    bgh = bgh / (ed[-1] - ed[ed.shape[0] - 1 - nedge])
+    if tail:
+        bgl = 0.3 * bgl   # the tail fills the low end of the photopeak window
+    area = max(total - 0.5 * (bgl + bgh) * (ed[-1] - ed[0]), 0.5 * total)
+    par[0] = area * (0.85 if tail else 1.0)
+    par[1] = area * 0.15 if tail else 0.0
+    par[2] = bgl
+    par[3] = bgh
+    par[4] = x0
+    par[5] = sigma_adu
+    par[6] = 2.0 * sigma_adu
+    lo[0] = 0.0
+    hi[0] = 10.0 * total + 10.0
+    lo[1] = 0.0
+    hi[1] = 10.0 * total + 10.0 if tail else 0.0
+    lo[2] = 0.0
+    hi[2] = 1e30
+    lo[3] = 0.0
+    hi[3] = 1e30
+    lo[4] = ed[0]
+    hi[4] = ed[-1]
+    lo[5] = 0.2 * sigma_adu
+    hi[5] = 5.0 * sigma_adu
+    lo[6] = 0.3 * sigma_adu
+    hi[6] = 30.0 * sigma_adu if tail else 0.3 * sigma_adu
+
+
+@njit(cache=True, nogil=True)
+def _is_measurement(par, err, lo, hi, ed):
+    """False for a width pinned at a bound, a centre at the window edge, or a centre without an error."""
+    if par[5] <= lo[5] * 1.0001 or par[5] >= hi[5] * 0.9999:
+        return False
+    if par[4] <= ed[0] + par[5] or par[4] >= ed[-1] - par[5]:
+        return False
+    return err[4] > 0.0
+
+
+@njit(cache=True, nogil=True)
 def _fit_kernel(first, last, counts, edges, peak_adu, g0, c0, line_kev, win_lo_kev, win_hi_kev, sigma0_kev, fit_tail,
                 max_iter, todo, tie_share, tie_beta_per_sigma, out_par, out_err, out_ok):
     """Fit every line of the pixels in ``todo``; the photopeak (line 0) first, the others placed from it.
@@ -266,51 +313,13 @@ def _fit_kernel(first, last, counts, edges, peak_adu, g0, c0, line_kev, win_lo_k
             if total <= 0.0:
                 continue
             tail = fit_tail and i == 0
-            # start values: background from the window's ends, area from the rest
-            nedge = max(2, (j1 - j0) // 8)
-            bgl = 0.0
-            bgh = 0.0
-            for jj in range(nedge):
-                bgl += cn[jj]
-                bgh += cn[cn.shape[0] - 1 - jj]
-            bgl = bgl / (ed[nedge] - ed[0])
-            bgh = bgh / (ed[-1] - ed[ed.shape[0] - 1 - nedge])
-            if tail:
-                bgl = 0.3 * bgl   # the tail fills the low end of the photopeak window
-            area = max(total - 0.5 * (bgl + bgh) * (ed[-1] - ed[0]), 0.5 * total)
-            par[0] = area * (0.85 if tail else 1.0)
-            par[1] = area * 0.15 if tail else 0.0
-            par[2] = bgl
-            par[3] = bgh
-            par[4] = x0
-            par[5] = sigma_adu
-            par[6] = 2.0 * sigma_adu
-            lo[0] = 0.0
-            hi[0] = 10.0 * total + 10.0
-            lo[1] = 0.0
-            hi[1] = 10.0 * total + 10.0 if tail else 0.0
-            lo[2] = 0.0
-            hi[2] = 1e30
-            lo[3] = 0.0
-            hi[3] = 1e30
-            lo[4] = ed[0]
-            hi[4] = ed[-1]
-            lo[5] = 0.2 * sigma_adu
-            hi[5] = 5.0 * sigma_adu
-            lo[6] = 0.3 * sigma_adu
-            hi[6] = 30.0 * sigma_adu if tail else 0.3 * sigma_adu
+            _start_and_bounds(ed, cn, total, tail, x0, sigma_adu, par, lo, hi)
             tied = tail and tie_share >= 0.0
             act[1] = tail and not tied
             act[6] = tail and not tied
             ok, dev = fit_line_window(ed, cn, par, lo, hi, act, tail, max_iter, err,
                                       tie_share if tied else -1.0, tie_beta_per_sigma if tied else -1.0)
-            # a width pinned at a bound, or a centre at the window edge, is not a measurement
-            if par[5] <= lo[5] * 1.0001 or par[5] >= hi[5] * 0.9999:
-                ok = False
-            if par[4] <= ed[0] + par[5] or par[4] >= ed[-1] - par[5]:
-                ok = False
-            if not (err[4] > 0.0):
-                ok = False
+            ok = ok and _is_measurement(par, err, lo, hi, ed)
             for q in range(N_PAR):
                 out_par[p, i, q] = par[q]
                 out_err[p, i, q] = err[q]
