@@ -146,24 +146,30 @@ def objective(y, f, s):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def normal_equations(y, f, jac, idx, k, s, h, g):
-    """H = J^T W J and g = J^T W (y - f) over the parameters idx[:k] (W: the settings' weights)."""
+def normal_equations(y, f, jac, idx, k, s, h, g, w, wr):
+    """H = J^T W J and g = J^T W (y - f) over the parameters idx[:k] (W: the settings' weights).
+
+    ``w`` and ``wr`` (n,) are scratch for the weights and the weighted residuals; every
+    element of H and g is then one dot product over the bins, which the compiler vectorises.
+    """
     n = y.shape[0]
-    for a in range(k):
-        g[a] = 0.0
-        for b in range(k):
-            h[a, b] = 0.0
     for i in range(n):
         wt = 1.0 / max(f[i], s.weight_floor) if s.ml else 1.0 / max(y[i], 1.0)
-        r = y[i] - f[i]
-        for a in range(k):
-            wa = wt * jac[idx[a], i]
-            g[a] += wa * r
-            for b in range(a + 1):
-                h[a, b] += wa * jac[idx[b], i]
+        w[i] = wt
+        wr[i] = wt * (y[i] - f[i])
     for a in range(k):
-        for b in range(a):
-            h[b, a] = h[a, b]
+        ja = jac[idx[a]]
+        acc = 0.0
+        for i in range(n):
+            acc += wr[i] * ja[i]
+        g[a] = acc
+        for b in range(a + 1):
+            jb = jac[idx[b]]
+            acc = 0.0
+            for i in range(n):
+                acc += w[i] * ja[i] * jb[i]
+            h[a, b] = acc
+            h[b, a] = acc
 
 
 @njit(cache=True, nogil=True)
@@ -240,7 +246,8 @@ def standard_errors(y, f, jac, p, lo, hi, free, err_on_bound_ok, err_needs_off_l
         k += 1
     h = np.empty((npar, npar))
     g = np.empty(npar)
-    normal_equations(y, f, jac, idx, k, s, h, g)
+    n = y.shape[0]
+    normal_equations(y, f, jac, idx, k, s, h, g, np.empty(n), np.empty(n))
     lw = np.empty((npar, npar))
     unit = np.empty(npar)
     col = np.empty(npar)
@@ -286,6 +293,8 @@ def make_lm(model, jacobian):
         lw = np.empty((npar, npar))
         act = np.empty(npar, np.int64)
         trial = np.empty(npar)
+        w = np.empty(n)
+        wr = np.empty(n)
 
         apply_bounds_and_ties(p, lo, hi, tie_src, tie_ratio)
         cur = 0
@@ -299,7 +308,7 @@ def make_lm(model, jacobian):
         status = LM_MAX_ITER
         for _it in range(max_iter):
             jacobian(p, data, cur, free, tie_src, tie_ratio, fbuf[cur], jac)
-            normal_equations(y, fbuf[cur], jac, idx, k, s, h, g)
+            normal_equations(y, fbuf[cur], jac, idx, k, s, h, g, w, wr)
             # Active set: a parameter resting on a bound that the objective pushes further
             # out is held for this iteration (projected steps along it only stall the fit).
             na = 0
