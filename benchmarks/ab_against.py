@@ -1,8 +1,10 @@
 """Old against new in one interleaved run: the same workload timed on an earlier commit and on this tree.
 
-The earlier commit is unpacked with ``git archive`` into a temporary folder; each round
-runs the workload in a fresh Python process on the old tree and on this one (the order
-alternating), each process warming up (numba compilation or cache load) and then timing
+The earlier commit and this tree's HEAD (commit first) are both unpacked with ``git
+archive`` into temporary folders, so that the two sides start alike (the same import
+paths, numba caches of their own: an old-against-HEAD run of identical code measured
+0.64-0.92 when this side ran from the working tree instead); each round runs the
+workload in a fresh Python process on the old tree and on HEAD (the order alternating), each process warming up (numba compilation or cache load) and then timing
 ``--repeats`` calls. The printed ratio is t_old / t_new per round (above 1: this tree is
 faster), as the median and the range over the rounds, so that the machine's drift over
 minutes cancels within a round.
@@ -97,7 +99,7 @@ def unpack(ref: str, into: Path) -> Path:
 
 
 def run_once(workload: str, tree: Path | None, repeats: int) -> dict:
-    """Median seconds per case of one fresh process (``tree`` None: this tree)."""
+    """Median seconds per case of one fresh process (``tree`` None: this working tree)."""
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree) + os.pathsep + env.get("PYTHONPATH", "")
@@ -112,15 +114,19 @@ def run_once(workload: str, tree: Path | None, repeats: int) -> dict:
 def compare(ref: str, workload: str, rounds: int, repeats: int) -> dict:
     """{case: [t_old / t_new per round]}; prints one line per case."""
     with tempfile.TemporaryDirectory(prefix="hexspec-ab-") as tmp:
-        tree = unpack(ref, Path(tmp))
-        run_once(workload, tree, 1)       # the old tree's numba cache, outside the rounds
+        (Path(tmp) / "old").mkdir()
+        (Path(tmp) / "new").mkdir()
+        tree = unpack(ref, Path(tmp) / "old")
+        head = unpack("HEAD", Path(tmp) / "new")
+        run_once(workload, tree, 1)       # each tree's numba cache, outside the rounds
+        run_once(workload, head, 1)
         ratios: dict[str, list[float]] = {}
         for k in range(rounds):
-            order = [tree, None] if k % 2 == 0 else [None, tree]
-            res = {("old" if t is not None else "new"): run_once(workload, t, repeats) for t in order}
+            order = [tree, head] if k % 2 == 0 else [head, tree]
+            res = {("old" if t is tree else "new"): run_once(workload, t, repeats) for t in order}
             for case, t_new in res["new"].items():
                 ratios.setdefault(case, []).append(res["old"][case] / t_new)
-    print(f"{workload}: t_old / t_new ({ref} vs this tree; above 1: this tree faster), {rounds} rounds of "
+    print(f"{workload}: t_old / t_new ({ref} vs HEAD; above 1: HEAD faster), {rounds} rounds of "
           f"{repeats} repeats, median (range)")
     for case, r in ratios.items():
         print(f"  {case:28s} {statistics.median(r):5.2f}  ({min(r):.2f}-{max(r):.2f})")
