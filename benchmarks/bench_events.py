@@ -15,6 +15,14 @@ Targets (issue): (a) >= 250,000 frames/s, (a)/(b) time ratio <= 1.6, (a) >= 10x 
 threaded >= 1.7x (a) on 2 cores, peak RSS < 1 GB for a 4 GB file.
 
     python benchmarks/bench_events.py [--frames 20000] [--repeat 9] [--big-file-gb 4]
+
+No loss against an earlier kernel: ``--against REF`` times the chain (none, csd, csa; 1 and
+2 threads) on commit REF and on this tree instead, in alternating fresh processes, and
+prints t_old / t_new per case (median and range over the rounds; benchmarks/ab_against.py).
+The single-body kernel before it was split into stages is the parent of the first commit
+of hexspec/event_stages.py:
+
+    python benchmarks/bench_events.py --against "$(git log --reverse --format=%h -- hexspec/event_stages.py | head -1)~1"
 """
 
 from __future__ import annotations
@@ -210,7 +218,13 @@ def main():
     ap.add_argument("--frames", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--big-file-gb", type=float, default=4.0)
+    ap.add_argument("--against", metavar="REF", help="instead: the chain on commit REF against this tree, interleaved")
+    ap.add_argument("--rounds", type=int, default=7, help="with --against: old/new rounds (default 7)")
     args = ap.parse_args()
+    if args.against:
+        from ab_against import compare
+        compare(args.against, "events", args.rounds, max(1, args.repeat // 3))
+        return
 
     frames = make_frames(args.frames)
     flat = frames.reshape(len(frames), -1)

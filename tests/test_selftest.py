@@ -46,7 +46,7 @@ def test_kernel_modules_are_those_with_cached_kernels_of_their_own():
     # hexspec/compton is a package: its kernels live in windows.py, profiles.py, binning.py, and its
     # compiled formulas (name = njit(...)(formula)) in kinematics.py; calibration.am241 is a package of
     # stages, with kernels in locate.py, linefit.py, lineshape.py and noise.py
-    assert {"events.py", "spectra.py", "fit.py", "windows.py", "kinematics.py", "response.py",
+    assert {"events.py", "spectra.py", "batched.py", "lm.py", "windows.py", "kinematics.py", "response.py",
             "locate.py", "linefit.py", "lineshape.py", "noise.py"} <= names
     assert "fastrandom.py" not in names      # only inline="always" helpers, compiled into their callers
     assert "selftest.py" not in names
@@ -61,5 +61,5 @@ def test_selftest_checks_the_installation_and_the_chain_against_truth(capsys):
     assert "hexspec selftest: all checks passed" in out
     # the kernels of the chain it ran are compiled now
     cold = {p.name for p in cold_modules()}
-    assert not cold & {"events.py", "spectra.py", "fit.py", "response.py", "locate.py", "linefit.py",
+    assert not cold & {"events.py", "spectra.py", "batched.py", "lm.py", "response.py", "locate.py", "linefit.py",
                        "lineshape.py", "noise.py", "windows.py"}

@@ -1,20 +1,20 @@
 """Stage 3: fit each line in its window by Poisson maximum likelihood.
 
-Levenberg-Marquardt with Fisher scoring, hand-written in numba because lmfit per pixel
-takes about a minute for the photopeaks alone of 6,400 pixels (benchmarks/bench_am241.py).
+The bounded Poisson Levenberg-Marquardt of hexspec.lm (Fisher scoring), with this
+line model and its Jacobian, in numba because lmfit per pixel takes about a minute for
+the photopeaks alone of 6,400 pixels (benchmarks/bench_am241.py).
 Pixels with few photopeak counts are refitted with the tail share and length of the
 well-exposed pixels.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
+from ... import lm
 from .blocks import in_blocks
-from .lineshape import _components, _deviance, _model
+from .lineshape import _components, _model
 
 # Line-fit windows in keV around each line (low, high offsets) for a 0.8 keV FWHM
 # detector; they widen in proportion when the measured photopeak is broader. The
@@ -81,9 +81,91 @@ def _clamp(p, lo, hi, tie_share, tie_beta_per_sigma):
 
 
 @njit(cache=True, nogil=True)
+def _line_model(p, data, slot, f):
+    """Counts per bin of one line at p (lm model protocol); the bin integrals are kept in ``slot``."""
+    edges, wcol, qcol, gbuf, tbuf, m2, ptrial, with_tail = data
+    _components(edges, p[4], p[5], p[6], with_tail, gbuf[slot], tbuf[slot])
+    _model(p, gbuf[slot], tbuf[slot], wcol, qcol, f)
+
+
+@njit(cache=True, nogil=True)
+def _line_jacobian(p, data, slot, free, tie_src, tie_ratio, f, jac):
+    """d counts / d p of one line: amplitudes and background exactly (they enter linearly),
+    the three shape parameters by forward differences (a tied tail length moves with sigma)."""
+    edges, wcol, qcol, gbuf, tbuf, m2, ptrial, with_tail = data
+    gcol = gbuf[slot]
+    tcol = tbuf[slot]
+    n = f.shape[0]
+    for q in range(N_PAR):
+        if not free[q]:
+            continue
+        if q == 0:
+            # a tied tail amplitude (share x A_gauss) moves with A_gauss
+            share = tie_ratio[1] if (tie_src[1] == 0 and tie_ratio[1] > 0.0) else 0.0
+            for j in range(n):
+                jac[0, j] = gcol[j] + share * tcol[j]
+        elif q == 1:
+            for j in range(n):
+                jac[1, j] = tcol[j]
+        elif q == 2:
+            for j in range(n):
+                jac[2, j] = wcol[j]
+        elif q == 3:
+            for j in range(n):
+                jac[3, j] = qcol[j]
+        else:
+            h = 1e-6 * max(abs(p[q]), p[5])
+            for qq in range(N_PAR):
+                ptrial[qq] = p[qq]
+            ptrial[q] += h
+            lm.apply_ties(ptrial, tie_src, tie_ratio)
+            _components(edges, ptrial[4], ptrial[5], ptrial[6], with_tail, gbuf[2], tbuf[2])
+            _model(ptrial, gbuf[2], tbuf[2], wcol, qcol, m2)
+            for j in range(n):
+                jac[q, j] = (m2[j] - f[j]) / h
+
+
+_lm_line = lm.make_lm(_line_model, _line_jacobian)
+
+#: The Levenberg-Marquardt settings of the line fits (hexspec.lm): Poisson deviance with
+#: Fisher scoring (weights 1/max(m, 1e-3)), at most 12 trial steps per iteration; done
+#: when the deviance falls by less than 1e-3 (it is chi-square-like: smaller changes carry
+#: no information) and the centre and width move by less than 1e-4 sigma.
+LINE_FIT_SETTINGS = lm.LMSettings(ml=True, weight_floor=1e-3, deviance_floor=1e-12, lam0=1e-3, lam_down=0.2,
+                                  lam_min=1e-7, lam_up=8.0, lam_up_singular=10.0, lam_max=np.inf, max_tries=12,
+                                  damping_eps=1e-30, ftol_abs=1e-3, ftol_rel=0.0, xtol=1e-4,
+                                  converge_needs_both=True, xtol_reject=0.0, final_jacobian=False)
+# the step size of mu and sigma is measured in sigmas; the other parameters do not decide convergence
+_XSCALE_REF = np.array([-2, -2, -2, -2, 5, 5, -2], np.int64)
+# mu and sigma get errors even on a bound; the tail length none without a tail
+_ERR_ON_BOUND_OK = np.array([False, False, False, False, True, True, False])
+_ERR_NEEDS_OFF_LO = np.array([-1, -1, -1, -1, -1, -1, 1], np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _background_columns(edges):
+    """Bin integrals of the two background levels (low edge, high edge) of a window.
+
+    Background b_low (1 - t) + b_high t with t = (x - x_low) / (x_high - x_low): two
+    non-negative levels at the window edges keep it positive everywhere inside.
+    """
+    n = edges.shape[0] - 1
+    xl = edges[0]
+    span = edges[-1] - edges[0]
+    wcol = np.empty(n)
+    qcol = np.empty(n)
+    for j in range(n):
+        t0 = (edges[j] - xl) / span
+        t1 = (edges[j + 1] - xl) / span
+        qcol[j] = 0.5 * (t1 * t1 - t0 * t0) * span
+        wcol[j] = (edges[j + 1] - edges[j]) - qcol[j]
+    return wcol, qcol
+
+
+@njit(cache=True, nogil=True)
 def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr, tie_share=-1.0,
                     tie_beta_per_sigma=-1.0):
-    """Poisson maximum-likelihood fit of one line in one window (Levenberg-Marquardt).
+    """Poisson maximum-likelihood fit of one line in one window (the shared Levenberg-Marquardt, hexspec.lm).
 
     Parameters
     ----------
@@ -113,167 +195,73 @@ def fit_line_window(edges, counts, p, lo, hi, active, with_tail, max_iter, perr,
     (converged, deviance)
         Fisher scoring with weights 1/model solves the Poisson likelihood equations
         sum (n - m)/m dm/dp = 0; amplitudes and background enter linearly, so only the
-        three shape parameters need finite differences.
+        three shape parameters need finite differences (:func:`_line_jacobian`).
     """
     n = counts.shape[0]
-    # Background b_low (1 - t) + b_high t with t = (x - x_low) / (x_high - x_low): two
-    # non-negative levels at the window edges keep it positive everywhere inside.
-    xl = edges[0]
-    span = edges[-1] - edges[0]
-    wcol = np.empty(n)
-    qcol = np.empty(n)
-    for j in range(n):
-        t0 = (edges[j] - xl) / span
-        t1 = (edges[j + 1] - xl) / span
-        qcol[j] = 0.5 * (t1 * t1 - t0 * t0) * span
-        wcol[j] = (edges[j + 1] - edges[j]) - qcol[j]
-    gcol = np.empty(n)
-    tcol = np.empty(n)
-    g2 = np.empty(n)
-    t2 = np.empty(n)
-    m = np.empty(n)
-    m2 = np.empty(n)
-    jac = np.empty((N_PAR, n))
-    idx = np.empty(N_PAR, np.int64)
-    k = 0
-    for q in range(N_PAR):
-        if active[q]:
-            idx[k] = q
-            k += 1
-    amat = np.empty((N_PAR, N_PAR))
-    work = np.empty((N_PAR, N_PAR))
-    grad = np.empty(N_PAR)
-    step = np.empty(N_PAR)
-    sub = np.empty(N_PAR)
-    free = np.empty(N_PAR, np.int64)
-    trial = np.empty(N_PAR)
+    wcol, qcol = _background_columns(edges)
+    # bin integrals of the Gaussian and the tail: two slots (accepted point, trial) and
+    # a third for the finite differences
+    gbuf = np.empty((3, n))
+    tbuf = np.empty((3, n))
+    data = (edges, wcol, qcol, gbuf, tbuf, np.empty(n), np.empty(N_PAR), with_tail)
+    tie_src = np.full(N_PAR, -1, np.int64)
+    tie_ratio = np.zeros(N_PAR)
+    if tie_share >= 0.0:
+        tie_src[1] = 0
+        tie_ratio[1] = tie_share
+    if tie_beta_per_sigma > 0.0:
+        tie_src[6] = 5
+        tie_ratio[6] = tie_beta_per_sigma
+    dev, status, _ = _lm_line(counts, data, p, lo, hi, active, tie_src, tie_ratio, _XSCALE_REF, _ERR_ON_BOUND_OK,
+                              _ERR_NEEDS_OFF_LO, max_iter, LINE_FIT_SETTINGS, perr)
+    return status == lm.LM_CONVERGED, dev
 
-    _clamp(p, lo, hi, tie_share, tie_beta_per_sigma)
-    _components(edges, p[4], p[5], p[6], with_tail, gcol, tcol)
-    _model(p, gcol, tcol, wcol, qcol, m)
-    dev = _deviance(counts, m)
-    lam = 1e-3
-    converged = False
-    for it in range(max_iter):
-        # Jacobian: linear columns exactly, shape parameters by forward differences.
-        for a in range(k):
-            q = idx[a]
-            if q == 0:
-                share = tie_share if tie_share > 0.0 else 0.0
-                for j in range(n):
-                    jac[a, j] = gcol[j] + share * tcol[j]
-            elif q == 1:
-                for j in range(n):
-                    jac[a, j] = tcol[j]
-            elif q == 2:
-                for j in range(n):
-                    jac[a, j] = wcol[j]
-            elif q == 3:
-                for j in range(n):
-                    jac[a, j] = qcol[j]
-            else:
-                h = 1e-6 * max(abs(p[q]), p[5])
-                for qq in range(N_PAR):
-                    trial[qq] = p[qq]
-                trial[q] += h
-                if tie_beta_per_sigma > 0.0:
-                    trial[6] = tie_beta_per_sigma * trial[5]
-                _components(edges, trial[4], trial[5], trial[6], with_tail, g2, t2)
-                _model(trial, g2, t2, wcol, qcol, m2)
-                for j in range(n):
-                    jac[a, j] = (m2[j] - m[j]) / h
-        for a in range(k):
-            s = 0.0
-            for j in range(n):
-                s += jac[a, j] * (counts[j] - m[j]) / max(m[j], 1e-3)
-            grad[a] = s
-            for b in range(a, k):
-                s = 0.0
-                for j in range(n):
-                    s += jac[a, j] * jac[b, j] / max(m[j], 1e-3)
-                amat[a, b] = s
-                amat[b, a] = s
-        # Active set: a parameter resting on a bound that the likelihood pushes further
-        # out is held for this iteration (projected steps along it only stall the fit).
-        nf = 0
-        for a in range(k):
-            q = idx[a]
-            if (p[q] <= lo[q] and grad[a] <= 0.0) or (p[q] >= hi[q] and grad[a] >= 0.0):
-                continue
-            free[nf] = a
-            nf += 1
-        accepted = False
-        for _ in range(12):
-            for a in range(k):
-                step[a] = 0.0
-            for u in range(nf):
-                for v in range(nf):
-                    work[u, v] = amat[free[u], free[v]]
-                work[u, u] = amat[free[u], free[u]] * (1.0 + lam) + 1e-30
-                sub[u] = grad[free[u]]
-            if not _solve_inplace(work, sub, nf):
-                lam *= 10.0
-                continue
-            for u in range(nf):
-                step[free[u]] = sub[u]
-            for qq in range(N_PAR):
-                trial[qq] = p[qq]
-            for a in range(k):
-                trial[idx[a]] += step[a]
-            _clamp(trial, lo, hi, tie_share, tie_beta_per_sigma)
-            _components(edges, trial[4], trial[5], trial[6], with_tail, g2, t2)
-            _model(trial, g2, t2, wcol, qcol, m2)
-            dev2 = _deviance(counts, m2)
-            if dev2 <= dev:
-                accepted = True
-                break
-            lam *= 8.0
-        if not accepted:
-            converged = True   # no direction lowers the deviance: at the minimum
-            break
-        small = abs(trial[4] - p[4]) < 1e-4 * p[5] and abs(trial[5] - p[5]) < 1e-4 * p[5]
-        for qq in range(N_PAR):
-            p[qq] = trial[qq]
-        for j in range(n):
-            gcol[j] = g2[j]
-            tcol[j] = t2[j]
-            m[j] = m2[j]
-        change = dev - dev2
-        dev = dev2
-        lam = max(lam * 0.2, 1e-7)
-        # deviance is chi-square-like: changes below 1e-3 carry no information
-        if change < 1e-3 and small:
-            converged = True
-            break
-    # Errors from the inverse Fisher information. Parameters resting on a bound (a
-    # background or tail amplitude at 0) count as fixed, and so does the tail length
-    # when there is no tail: they would make the information matrix singular.
-    for a in range(N_PAR):
-        perr[a] = np.nan
-    nf = 0
-    for a in range(k):
-        q = idx[a]
-        if q != 4 and q != 5 and (p[q] <= lo[q] or p[q] >= hi[q]):
-            continue
-        if q == 6 and p[1] <= lo[1]:
-            continue
-        free[nf] = a
-        nf += 1
-    for u in range(nf):
-        for v in range(nf):
-            s = 0.0
-            for j in range(n):
-                s += jac[free[u], j] * jac[free[v], j] / max(m[j], 1e-3)
-            amat[u, v] = s
-    for u in range(nf):
-        for v in range(nf):
-            for w in range(nf):
-                work[v, w] = amat[v, w]
-            sub[v] = 0.0
-        sub[u] = 1.0
-        if _solve_inplace(work, sub, nf) and sub[u] > 0:
-            perr[idx[free[u]]] = math.sqrt(sub[u])
-    return converged, dev
+
+@njit(cache=True, nogil=True)
+def _start_and_bounds(ed, cn, total, tail, x0, sigma_adu, par, lo, hi):
+    """Start values and bounds of one line fit: background from the window's ends, area from the rest."""
+    nedge = max(2, cn.shape[0] // 8)
+    bgl = 0.0
+    bgh = 0.0
+    for jj in range(nedge):
+        bgl += cn[jj]
+        bgh += cn[cn.shape[0] - 1 - jj]
+    bgl = bgl / (ed[nedge] - ed[0])
+    bgh = bgh / (ed[-1] - ed[ed.shape[0] - 1 - nedge])
+    if tail:
+        bgl = 0.3 * bgl   # the tail fills the low end of the photopeak window
+    area = max(total - 0.5 * (bgl + bgh) * (ed[-1] - ed[0]), 0.5 * total)
+    par[0] = area * (0.85 if tail else 1.0)
+    par[1] = area * 0.15 if tail else 0.0
+    par[2] = bgl
+    par[3] = bgh
+    par[4] = x0
+    par[5] = sigma_adu
+    par[6] = 2.0 * sigma_adu
+    lo[0] = 0.0
+    hi[0] = 10.0 * total + 10.0
+    lo[1] = 0.0
+    hi[1] = 10.0 * total + 10.0 if tail else 0.0
+    lo[2] = 0.0
+    hi[2] = 1e30
+    lo[3] = 0.0
+    hi[3] = 1e30
+    lo[4] = ed[0]
+    hi[4] = ed[-1]
+    lo[5] = 0.2 * sigma_adu
+    hi[5] = 5.0 * sigma_adu
+    lo[6] = 0.3 * sigma_adu
+    hi[6] = 30.0 * sigma_adu if tail else 0.3 * sigma_adu
+
+
+@njit(cache=True, nogil=True)
+def _is_measurement(par, err, lo, hi, ed):
+    """False for a width pinned at a bound, a centre at the window edge, or a centre without an error."""
+    if par[5] <= lo[5] * 1.0001 or par[5] >= hi[5] * 0.9999:
+        return False
+    if par[4] <= ed[0] + par[5] or par[4] >= ed[-1] - par[5]:
+        return False
+    return err[4] > 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -325,51 +313,13 @@ def _fit_kernel(first, last, counts, edges, peak_adu, g0, c0, line_kev, win_lo_k
             if total <= 0.0:
                 continue
             tail = fit_tail and i == 0
-            # start values: background from the window's ends, area from the rest
-            nedge = max(2, (j1 - j0) // 8)
-            bgl = 0.0
-            bgh = 0.0
-            for jj in range(nedge):
-                bgl += cn[jj]
-                bgh += cn[cn.shape[0] - 1 - jj]
-            bgl = bgl / (ed[nedge] - ed[0])
-            bgh = bgh / (ed[-1] - ed[ed.shape[0] - 1 - nedge])
-            if tail:
-                bgl = 0.3 * bgl   # the tail fills the low end of the photopeak window
-            area = max(total - 0.5 * (bgl + bgh) * (ed[-1] - ed[0]), 0.5 * total)
-            par[0] = area * (0.85 if tail else 1.0)
-            par[1] = area * 0.15 if tail else 0.0
-            par[2] = bgl
-            par[3] = bgh
-            par[4] = x0
-            par[5] = sigma_adu
-            par[6] = 2.0 * sigma_adu
-            lo[0] = 0.0
-            hi[0] = 10.0 * total + 10.0
-            lo[1] = 0.0
-            hi[1] = 10.0 * total + 10.0 if tail else 0.0
-            lo[2] = 0.0
-            hi[2] = 1e30
-            lo[3] = 0.0
-            hi[3] = 1e30
-            lo[4] = ed[0]
-            hi[4] = ed[-1]
-            lo[5] = 0.2 * sigma_adu
-            hi[5] = 5.0 * sigma_adu
-            lo[6] = 0.3 * sigma_adu
-            hi[6] = 30.0 * sigma_adu if tail else 0.3 * sigma_adu
+            _start_and_bounds(ed, cn, total, tail, x0, sigma_adu, par, lo, hi)
             tied = tail and tie_share >= 0.0
             act[1] = tail and not tied
             act[6] = tail and not tied
             ok, dev = fit_line_window(ed, cn, par, lo, hi, act, tail, max_iter, err,
                                       tie_share if tied else -1.0, tie_beta_per_sigma if tied else -1.0)
-            # a width pinned at a bound, or a centre at the window edge, is not a measurement
-            if par[5] <= lo[5] * 1.0001 or par[5] >= hi[5] * 0.9999:
-                ok = False
-            if par[4] <= ed[0] + par[5] or par[4] >= ed[-1] - par[5]:
-                ok = False
-            if not (err[4] > 0.0):
-                ok = False
+            ok = ok and _is_measurement(par, err, lo, hi, ed)
             for q in range(N_PAR):
                 out_par[p, i, q] = par[q]
                 out_err[p, i, q] = err[q]

@@ -149,53 +149,5 @@ def json_units() -> dict:
     return {"center": "keV", "fwhm": "keV", "area": "counts", "eta": "1", "b0": "counts/keV", "b1": "counts/keV^2"}
 
 
-def save_maps_png(path, maps: dict, mask=None, title=None, ncols=3, cmap="viridis", marks=None, marks_label=None):
-    """Write a grid of (rows, cols) maps as one PNG; values outside ``mask`` are left blank.
-
-    ``marks``: a boolean map (of any of the maps' shapes) whose True cells get an "x" on
-    every map of that shape, e.g. Li values outside the calibrated range.
-
-    Colour limits are the 1st-99th percentiles of the shown values so a few wild pixels
-    do not wash out the image.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(maps)
-    ncols = min(ncols, n)
-    nrows = (n + ncols - 1) // ncols
-    # A fixed layout: tight_layout costs more than drawing the maps themselves.
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False,
-                             gridspec_kw=dict(left=0.07, right=0.97, bottom=0.08, top=0.88 if title else 0.95,
-                                              wspace=0.35, hspace=0.4))
-    full_rows = max(np.shape(m)[0] for m in maps.values())
-    full_cols = max(np.shape(m)[1] for m in maps.values())
-    for ax, (name, arr) in zip(axes.flat, maps.items()):
-        a = np.asarray(arr, dtype=np.float64)
-        if mask is not None and "ok" not in name and a.shape == np.shape(mask):
-            a = np.where(mask, a, np.nan)
-        vals = a[np.isfinite(a)]
-        vmin, vmax = (np.percentile(vals, [1, 99]) if vals.size else (0.0, 1.0))
-        if vmin == vmax:
-            vmin, vmax = vmin - 0.5, vmax + 0.5
-        # Block maps (coarser than the detector) are drawn over the same pixel coordinates.
-        im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest",
-                       extent=(-0.5, full_cols - 0.5, full_rows - 0.5, -0.5))
-        if marks is not None and np.shape(marks) == a.shape and np.any(marks):
-            r, c = np.nonzero(marks)
-            sy, sx = full_rows / a.shape[0], full_cols / a.shape[1]
-            ax.plot((c + 0.5) * sx - 0.5, (r + 0.5) * sy - 0.5, "x", color="red", ms=7, mew=1.5,
-                    label=marks_label)
-            if marks_label:
-                ax.legend(fontsize=6, loc="upper right")
-        ax.set_title(name, fontsize=10)
-        ax.tick_params(labelsize=7)
-        fig.colorbar(im, ax=ax, shrink=0.85)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title + "  (x: column, y: row)", fontsize=11)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+# The plot writer lived here and moved to hexspec.plots; importing it from here still works.
+from ..plots import save_maps_png  # noqa: E402, F401

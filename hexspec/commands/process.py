@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import ConfigError, FormatError
 from ..io.outputs import add_force_option, atomic_output
 from .common import (Progress, add_batch_option, add_frames_option, add_processing_options, add_quiet_option,
@@ -205,30 +203,5 @@ def run_many(args, out) -> int:
     return 1 if failed else 0
 
 
-def save_overview_png(path, cube, title=None):
-    """Count image (all energies) beside the summed spectrum (log scale)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11.5, 4.2), gridspec_kw=dict(width_ratios=(1, 1.6), wspace=0.35))
-    image = cube.image()
-    # percentile limits, so that a few hot pixels do not wash out the image
-    vmin, vmax = np.percentile(image, [0.5, 99.5]) if image.size else (0, 1)
-    im = a0.imshow(image, cmap="viridis", interpolation="nearest", vmin=vmin, vmax=max(vmax, vmin + 1))
-    fig.colorbar(im, ax=a0, label="counts")
-    a0.set_xlabel("column")
-    a0.set_ylabel("row")
-    a0.set_title("count image, all energies", fontsize=10)
-    spec = cube.spectrum()
-    a1.step(cube.centers, np.maximum(spec, 0.5), where="mid", lw=0.8)
-    a1.set_yscale("log")
-    a1.set_ylim(0.5, None)
-    a1.set_xlabel(f"energy ({cube.unit})")
-    a1.set_ylabel("counts per bin")
-    a1.set_title("summed spectrum", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+# The plot writer lived here and moved to hexspec.plots; importing it from here still works.
+from ..plots import save_overview_png  # noqa: E402, F401

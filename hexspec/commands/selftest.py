@@ -86,7 +86,7 @@ def chain_kernel_modules() -> list:
     the simulator's and the tomography kernels compile in seconds when first used, and are
     left out so that the notice is not repeated by commands that never use them."""
     root = Path(__file__).resolve().parents[1]
-    return [m for m in kernel_modules() if m.parent == root or m.parent == root / "compton"]
+    return [m for m in kernel_modules() if m.parent in (root, root / "compton", root / "fit")]
 
 
 def notice_if_cold(stream=None, modules=None) -> bool:

@@ -107,7 +107,7 @@ def _background_choice(args, peaks):
 
 
 def _s_map(compton, cube, args, theta, background):
-    options = dict(low=args.low, high=args.high, factor=args.factor, background=background,
+    options = dict(pz_window_au=(args.low, args.high), factor=args.factor, background=background,
                    min_counts=args.min_counts, attenuation_factor=args.attenuation_factor,
                    resolution_fwhm_kev=args.resolution_fwhm_kev)
     if args.block:
@@ -135,16 +135,12 @@ def counts_advice(smap, n_pixels_per_cell, unit, target_error, cube_shape):
     return msg
 
 
-def run(args) -> int:
-    import sys
-
-    from .. import compton, fit
-    from ..calibration.lithium import LithiumCalibrationMap, load_calibration
-    from ..detector import DetectorSpec
+def _read_inputs(args, path):
+    """Check the outputs and the options, read the cube and the peak fits (given or made now)."""
+    from .. import fit
+    from ..calibration.lithium import load_calibration
     from ..io import hdf5
-    from .fit import save_maps_png
 
-    path = Path(args.cube)
     check_output(args.output, [path, args.fits, args.lithium_cal, args.calibration, *(ref for ref, _ in args.reference)],
                  args.force)
     if args.calibration and not args.forward_model:
@@ -168,40 +164,43 @@ def run(args) -> int:
         raise ConfigError("--save-lithium-cal needs reference cubes: give --reference REF.h5 LI at least twice")
     if args.reference and args.lithium_cal:
         raise ConfigError("give either --reference (calibrate now) or --lithium-cal (a saved calibration), not both")
+    return cube, peaks, saved_cal
 
-    def theta_for(shape):
-        if args.theta is not None:
-            return math.radians(args.theta), f"{args.theta:g} deg for every pixel"
-        if args.theta_from_fits:
-            if peaks is None:
-                raise ConfigError("--theta-from-fits needs peak fits: give --fits FITS.h5 or --energy-window-kev EMIN EMAX")
-            return compton.theta_map_from_peaks(peaks, args.e1), "per pixel from fitted peak centres"
-        d1, d2 = args.geometry if args.geometry else (160.0, 150.0)
-        det = DetectorSpec(rows=shape[0], cols=shape[1])
-        geom = compton.PinholeGeometry(d1_mm=d1, d2_mm=d2, detector=det, beam_axis=args.beam_axis,
-                                       center_offset_mm=tuple(args.center_offset_mm))
-        return geom.theta_map(), (f"per pixel from the pinhole geometry d1={d1:g} mm, d2={d2:g} mm, "
-                                  f"centre offset {args.center_offset_mm[0]:g} {args.center_offset_mm[1]:g} mm")
 
-    theta, theta_note = theta_for(cube.shape)
-    choice, background = _background_choice(args, peaks)
-    smap = _s_map(compton, cube, args, theta, background)
+def _theta_for(args, shape, peaks):
+    """The scattering angle (rad, scalar or a (rows, cols) map) and a note saying where it came from."""
+    from .. import compton
+    from ..detector import DetectorSpec
+
+    if args.theta is not None:
+        return math.radians(args.theta), f"{args.theta:g} deg for every pixel"
+    if args.theta_from_fits:
+        if peaks is None:
+            raise ConfigError("--theta-from-fits needs peak fits: give --fits FITS.h5 or --energy-window-kev EMIN EMAX")
+        return compton.theta_map_from_peaks(peaks, args.e1), "per pixel from fitted peak centres"
+    d1, d2 = args.geometry if args.geometry else (160.0, 150.0)
+    det = DetectorSpec(rows=shape[0], cols=shape[1])
+    geom = compton.PinholeGeometry(d1_mm=d1, d2_mm=d2, detector=det, beam_axis=args.beam_axis,
+                                   center_offset_mm=tuple(args.center_offset_mm))
+    return geom.theta_map(), (f"per pixel from the pinhole geometry d1={d1:g} mm, d2={d2:g} mm, "
+                              f"centre offset {args.center_offset_mm[0]:g} {args.center_offset_mm[1]:g} mm")
+
+
+def _cells(args, smap, shape):
+    """The (rows, cols) mask of the pixels whose pixel or block has an S, and the words for a cell."""
     if args.block:
         br, bc = args.block
-        pixel_ok = np.zeros(cube.shape, dtype=bool)       # the pixels of the blocks that are ok
+        pixel_ok = np.zeros(shape, dtype=bool)       # the pixels of the blocks that are ok
         nr, nc = smap.ok.shape
         pixel_ok[: nr * br, : nc * bc] = np.repeat(np.repeat(smap.ok, br, axis=0), bc, axis=1)
-        unit, cells, per_cell = f"{br}x{bc} block", "blocks", br * bc
-    else:
-        pixel_ok = smap.ok
-        unit, cells, per_cell = "pixel", "pixels", 1
-    advice = counts_advice(smap, per_cell, unit, args.target_error, cube.shape)
-    n_ok = int(smap.ok.sum())
-    if n_ok == 0:
-        # nothing to show: no file, no blank picture, and a non-zero exit with the reason
-        print(f"hexspec sparam: {path.name}: no {unit} has {args.min_counts:g} counts in both S windows "
-              f"(S for 0 of {smap.ok.size} {cells}); {advice}", file=sys.stderr)
-        return 1
+        return pixel_ok, f"{br}x{bc} block", "blocks", br * bc
+    return smap.ok, "pixel", "pixels", 1
+
+
+def _lithium_map(args, cube, smap, theta, background, choice, saved_cal):
+    """The Li map (eq. 5) and its calibration: fitted now to --reference cubes, or the saved one; (None, None) without."""
+    from .. import compton
+    from ..calibration.lithium import LithiumCalibrationMap
 
     lmap, cal = None, None
     if args.reference and choice == "peak-fit":
@@ -231,23 +230,31 @@ def run(args) -> int:
             raise ConfigError(f"{args.lithium_cal}: a flat field for {cal.block[0]}x{cal.block[1]} blocks; "
                               f"give --block {cal.block[0]} {cal.block[1]}")
         lmap = cal.apply(smap)
+    return lmap, cal
 
-    forward = None
-    if args.forward_model:
-        from .. import compton_forward
-        response, fwd_mask = None, None
-        if args.calibration:
-            from ..detector_response import DetectorResponse, full_neighbourhood
-            cal_maps = hdf5.read_calibration(args.calibration)
-            if cal_maps["gradients"].shape != cube.shape:
-                raise ConfigError(f"--calibration {args.calibration}: maps of shape {cal_maps['gradients'].shape}, "
-                                  f"expected the cube's {cube.shape}")
-            response = DetectorResponse.from_calibration(cal_maps, threshold_adu=args.threshold)
-            fwd_mask = full_neighbourhood(cal_maps.get("good", np.ones(cube.shape, bool)))
-        forward = compton_forward.fit_li_blocks(cube, args.e1, theta, block=tuple(args.block) if args.block else (1, 1),
-                                                resolution_fwhm_kev=args.resolution_fwhm_kev, response=response,
-                                                mask=fwd_mask)
-    theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
+
+def _forward_fit(args, cube, theta):
+    """1-x per pixel or block from the forward model, with the detector response of --calibration when given."""
+    from .. import compton_forward
+    from ..io import hdf5
+
+    response, mask = None, None
+    if args.calibration:
+        from ..detector_response import DetectorResponse, full_neighbourhood
+        cal_maps = hdf5.read_calibration(args.calibration)
+        if cal_maps["gradients"].shape != cube.shape:
+            raise ConfigError(f"--calibration {args.calibration}: maps of shape {cal_maps['gradients'].shape}, "
+                              f"expected the cube's {cube.shape}")
+        response = DetectorResponse.from_calibration(cal_maps, threshold_adu=args.threshold)
+        mask = full_neighbourhood(cal_maps.get("good", np.ones(cube.shape, bool)))
+    return compton_forward.fit_li_blocks(cube, args.e1, theta, block=tuple(args.block) if args.block else (1, 1),
+                                         resolution_fwhm_kev=args.resolution_fwhm_kev, response=response, mask=mask)
+
+
+def _write_results(args, path, smap, theta_map, theta_note, choice, lmap, cal, forward):
+    """Write s_parameter (and lithium, lithium_forward) results; return the maps to draw and the cells to mark."""
+    from ..io import hdf5
+
     attrs = {"e1_kev": args.e1, "low_au": args.low, "high_au": args.high, "factor": args.factor,
              "theta": theta_note, "background": {"sideband": "sideband (flat continuum beyond p_z = 7 a.u.)",
                                                  "peak-fit": "fitted linear background", "none": "none"}[choice],
@@ -272,6 +279,69 @@ def run(args) -> int:
                            {"model": "mu = K [(1-x) T_Li + T_host] + B dE (free-atom profiles, xraylib)", **line_shape,
                             "status_codes": {str(k): v for k, v in FIT_STATUS.items()}})
         maps.update({"1-x forward model": forward.li, "1-x forward-model error": forward.li_err})
+    return maps, marks
+
+
+def _print_summary(args, path, cube, smap, ok, theta_map, background, choice, cells, unit, lmap, forward, png,
+                   advice):
+    """The result lines: S of the cells and of all ok cells together, the Li map, the forward model, the advice."""
+    from .. import compton
+
+    msg = f"{path.name}: S for {int(smap.ok.sum())} of {smap.ok.size} {cells} (background {choice})"
+    s_reg, s_reg_err = compton.s_parameter_region(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok,
+                                                  pz_window_au=(args.low, args.high), factor=args.factor,
+                                                  background=background,
+                                                  attenuation_factor=args.attenuation_factor,
+                                                  resolution_fwhm_kev=args.resolution_fwhm_kev)
+    msg += (f"; median S {np.median(smap.s[smap.ok]):.4f} (median error {np.median(smap.s_err[smap.ok]):.4f}); "
+            f"all ok {cells} together S = {s_reg:.5f} +- {s_reg_err:.5f}")
+    if lmap is not None:
+        good = lmap.ok
+        li, li_err = lmap.li[good], lmap.li_err[good]
+        w = 1.0 / li_err ** 2
+        mean = float(np.sum(w * li) / np.sum(w))
+        chi2 = float(np.sum(((li - mean) / li_err) ** 2) / max(li.size - 1, 1))
+        msg += (f"; 1-x weighted mean {mean:.3f} +- {1 / math.sqrt(np.sum(w)):.3f}, range {li.min():.3f} to "
+                f"{li.max():.3f}, chi-square/dof about the mean {chi2:.2f}")
+        n_ext = int(lmap.extrapolated.sum())
+        if n_ext:
+            msg += f" ({n_ext} {cells} outside the calibrated S range, marked x in the PNG)"
+    print(msg + f" -> {args.output}, {png}")
+    if forward is not None and forward.ok.any():
+        f_ok = forward.ok
+        w = 1.0 / forward.li_err[f_ok] ** 2
+        print(f"{path.name}: forward model: 1-x for {int(f_ok.sum())} of {f_ok.size} {cells} (median error "
+              f"{np.median(forward.li_err[f_ok]):.3f} per {unit}), weighted mean "
+              f"{np.sum(w * forward.li[f_ok]) / np.sum(w):.3f} +- {1 / math.sqrt(np.sum(w)):.3f}, median "
+              f"deviance/dof {np.median(forward.deviance_per_dof[f_ok]):.2f}"
+              + ("" if args.calibration else "; Gaussian line shape (give --calibration for detector data)"))
+    print(f"{path.name}: {advice}")
+
+
+def run(args) -> int:
+    import sys
+
+    from .. import compton
+    from ..io import hdf5
+    from ..plots import save_maps_png
+
+    path = Path(args.cube)
+    cube, peaks, saved_cal = _read_inputs(args, path)
+    theta, theta_note = _theta_for(args, cube.shape, peaks)
+    choice, background = _background_choice(args, peaks)
+    smap = _s_map(compton, cube, args, theta, background)
+    pixel_ok, unit, cells, per_cell = _cells(args, smap, cube.shape)
+    advice = counts_advice(smap, per_cell, unit, args.target_error, cube.shape)
+    if not smap.ok.any():
+        # nothing to show: no file, no blank picture, and a non-zero exit with the reason
+        print(f"hexspec sparam: {path.name}: no {unit} has {args.min_counts:g} counts in both S windows "
+              f"(S for 0 of {smap.ok.size} {cells}); {advice}", file=sys.stderr)
+        return 1
+
+    lmap, cal = _lithium_map(args, cube, smap, theta, background, choice, saved_cal)
+    forward = _forward_fit(args, cube, theta) if args.forward_model else None
+    theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
+    maps, marks = _write_results(args, path, smap, theta_map, theta_note, choice, lmap, cal, forward)
 
     ok = pixel_ok
     prof = compton.region_profile(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok, factor=args.factor,
@@ -285,35 +355,8 @@ def run(args) -> int:
     save_profile_png(png.with_name(png.stem + "_profile.png"), {"all ok pixels": prof},
                      title=f"{path.name}: Compton profile ({args.factor})", windows=(args.low, args.high))
     if not args.quiet:
-        msg = f"{path.name}: S for {n_ok} of {smap.ok.size} {cells} (background {choice})"
-        s_reg, s_reg_err = compton.s_parameter_region(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok,
-                                                      low=args.low, high=args.high, factor=args.factor,
-                                                      background=background,
-                                                      attenuation_factor=args.attenuation_factor,
-                                                      resolution_fwhm_kev=args.resolution_fwhm_kev)
-        msg += (f"; median S {np.median(smap.s[smap.ok]):.4f} (median error {np.median(smap.s_err[smap.ok]):.4f}); "
-                f"all ok {cells} together S = {s_reg:.5f} +- {s_reg_err:.5f}")
-        if lmap is not None:
-            good = lmap.ok
-            li, li_err = lmap.li[good], lmap.li_err[good]
-            w = 1.0 / li_err ** 2
-            mean = float(np.sum(w * li) / np.sum(w))
-            chi2 = float(np.sum(((li - mean) / li_err) ** 2) / max(li.size - 1, 1))
-            msg += (f"; 1-x weighted mean {mean:.3f} +- {1 / math.sqrt(np.sum(w)):.3f}, range {li.min():.3f} to "
-                    f"{li.max():.3f}, chi-square/dof about the mean {chi2:.2f}")
-            n_ext = int(lmap.extrapolated.sum())
-            if n_ext:
-                msg += f" ({n_ext} {cells} outside the calibrated S range, marked x in the PNG)"
-        print(msg + f" -> {args.output}, {png}")
-        if forward is not None and forward.ok.any():
-            f_ok = forward.ok
-            w = 1.0 / forward.li_err[f_ok] ** 2
-            print(f"{path.name}: forward model: 1-x for {int(f_ok.sum())} of {f_ok.size} {cells} (median error "
-                  f"{np.median(forward.li_err[f_ok]):.3f} per {unit}), weighted mean "
-                  f"{np.sum(w * forward.li[f_ok]) / np.sum(w):.3f} +- {1 / math.sqrt(np.sum(w)):.3f}, median "
-                  f"deviance/dof {np.median(forward.deviance_per_dof[f_ok]):.2f}"
-                  + ("" if args.calibration else "; Gaussian line shape (give --calibration for detector data)"))
-        print(f"{path.name}: {advice}")
+        _print_summary(args, path, cube, smap, ok, theta_map, background, choice, cells, unit, lmap, forward, png,
+                       advice)
     return 0
 
 

@@ -166,10 +166,12 @@ def run(args) -> int:
     print(format_table(rows, args.ssa_method, args.d_bulk))
     _write_csv(paths["csv"], rows, args)
     _write_h5(paths["h5"], rows, reg, spectra, vol, args)
-    _maps_png(paths["maps_png"], reg, args.axis)
-    _regions_png(paths["regions_png"], rows, args)
+    from ..plots import save_depth_regions_png, save_porosity_maps_png, save_region_nyquist_png
+
+    save_porosity_maps_png(paths["maps_png"], reg, args.axis)
+    save_depth_regions_png(paths["regions_png"], rows, args.ssa_method)
     if args.impedance:
-        _nyquist_png(paths["nyquist_png"], spectra)
+        save_region_nyquist_png(paths["nyquist_png"], spectra)
     print("wrote " + ", ".join(str(paths[k]) for k in wanted))
     return 0
 
@@ -223,67 +225,3 @@ def _write_h5(path, rows, reg, spectra, vol, args):
                         "regions": args.regions, "axis": args.axis, "d_bulk": args.d_bulk,
                         "ssa_method": args.ssa_method, "voxel_size_mm": list(vol.voxel_size_mm),
                         "input_process": json.dumps(vol.process, default=str)})
-
-
-def _maps_png(path, reg, axis_name):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = len(reg.porosity)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.8, 3.4), dpi=100, squeeze=False)
-    lateral = [a for a in "zyx" if a != axis_name]
-    for i, ax in enumerate(axes[0]):
-        im = ax.imshow(100 * reg.maps[i], vmin=0, vmax=100, cmap="viridis")
-        ax.set_title(f"region {i + 1}: {100 * reg.porosity[i]:.1f} vol%")
-        ax.set_xlabel(f"{lateral[1]} (voxel)")
-        if i == 0:
-            ax.set_ylabel(f"{lateral[0]} (voxel)")
-    fig.colorbar(im, ax=axes[0].tolist(), label="porosity (vol%)")
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _regions_png(path, rows, args):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    x = [r["region"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
-    axes[0].bar(x, [r["porosity_vol_percent"] for r in rows])
-    axes[0].set_xlabel("depth region")
-    axes[0].set_ylabel("porosity (vol%)")
-    if "tau_through" in rows[0]:
-        axes[1].plot(x, [r["tau_through"] for r in rows], "o-", label="through thickness")
-        axes[1].plot(x, [r["tau_in_plane"] for r in rows], "s-", label="in-plane")
-        axes[1].set_ylabel("tortuosity factor")
-        axes[1].legend()
-    else:
-        axes[1].plot(x, [r["ssa_per_um"] for r in rows], "o-")
-        axes[1].set_ylabel(f"SSA (um^2/um^3, {args.ssa_method})")
-    axes[1].set_xlabel("depth region")
-    for ax in axes:
-        ax.set_xticks(x)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _nyquist_png(path, spectra):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
-    top = 0.0
-    for i, s in enumerate(spectra):
-        if s is None:
-            continue
-        ax.plot(s.z_norm.real, -s.z_norm.imag, "o-", ms=3, label=f"region {i + 1}")
-        top = max(top, float(s.z_norm.real.max()))
-    ax.plot([0, top], [0, top], "k--", lw=1, label="45 degrees")
-    ax.set_xlabel("Re Z~ (Z A D / L)")
-    ax.set_ylabel("-Im Z~")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -140,34 +140,5 @@ def run(args) -> int:
     return 0
 
 
-def save_central_slices_png(volume_path, png_path, title=None):
-    """PNG of a volume file's central z slice and, for more than one slice, the central y and x sections (8 slices or more).
-
-    Sections are read from the file one plane at a time, so a volume larger than memory can be shown.
-    """
-    import h5py
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    with h5py.File(volume_path, "r") as f:
-        name = f["entry"].attrs["default"]
-        d = f[f"entry/{name}/data"]
-        nz, ny, nx = d.shape
-        units = d.attrs.get("units", "")
-        planes = [("z = %d (axial)" % (nz // 2), d[nz // 2])]
-        if nz >= 8:   # sections of a few slices would be slivers
-            planes += [("y = %d" % (ny // 2), d[:, ny // 2, :]), ("x = %d" % (nx // 2), d[:, :, nx // 2])]
-    fig, axes = plt.subplots(1, len(planes), figsize=(max(6.0, 4.2 * len(planes)), 4.6), squeeze=False)
-    for ax, (label, img) in zip(axes[0], planes):
-        finite = img[np.isfinite(img)]
-        lo, hi = np.percentile(finite, [1, 99.5]) if finite.size else (0, 1)
-        im = ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect="equal")
-        ax.set_title(label)
-        fig.colorbar(im, ax=ax, fraction=0.046, label=units)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
-    plt.close(fig)
+# The plot writer lived here and moved to hexspec.plots; importing it from here still works.
+from ..plots import save_central_slices_png  # noqa: E402, F401

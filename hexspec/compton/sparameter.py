@@ -20,18 +20,55 @@ from .sideband import BACKGROUNDS, sideband_table
 from .windows import COUNTS_HIGH, COUNTS_LOW, N_COLUMNS, S_HIGH, S_LOW, ratio, window_sums
 
 
-def s_parameter(prof: ComptonProfile, low=1.0, high=5.0):
+#: The S windows of PHYSICS.md eq. (4) in a.u. of p_z: S_L over |p_z| < low, S_H over low < |p_z| < high.
+PZ_WINDOW_AU = (1.0, 5.0)
+
+
+def _pz_window(pz_window_au, low, high, where):
+    """(low, high) in a.u. from ``pz_window_au`` or from the former keywords ``low`` / ``high`` (DESIGN.md)."""
+    if low is None and high is None:
+        window = PZ_WINDOW_AU if pz_window_au is None else pz_window_au
+        try:
+            low, high = (float(v) for v in window)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected pz_window_au as (low, high) in a.u., found {pz_window_au!r}") from None
+        return low, high
+    if pz_window_au is not None:
+        raise ConfigError(f"{where}: low and high are the former names of pz_window_au=(low, high); give one of them")
+    return (PZ_WINDOW_AU[0] if low is None else float(low)), (PZ_WINDOW_AU[1] if high is None else float(high))
+
+
+def _theta_rad(theta_rad, theta, where):
+    """The scattering angle given as ``theta_rad`` or under its former name ``theta``."""
+    if theta is None:
+        if theta_rad is None:
+            raise ConfigError(f"{where}: expected the scattering angle theta_rad (radians), found none")
+        return theta_rad
+    if theta_rad is not None:
+        raise ConfigError(f"{where}: theta is the former name of theta_rad; give one of them")
+    return theta
+
+
+def s_parameter(prof: ComptonProfile, pz_window_au=None, *, low=None, high=None):
     """S-parameter S = S_L / S_H of a profile with its standard error, PHYSICS.md eq. (4).
 
     S_L integrates J over -low < p_z < low, S_H over -high < p_z < -low plus low < p_z < high
     (fractional bin overlap, :func:`window_weights`). The uncertainty propagates the independent per-bin variances
     (Poisson counts, array backgrounds) and the correlated fitted-background errors.
 
+    Parameters
+    ----------
+    prof : ComptonProfile
+    pz_window_au : (low, high), optional
+        Window limits in a.u. of p_z (default :data:`PZ_WINDOW_AU`, (1, 5)). The former
+        keywords ``low=`` and ``high=`` (DESIGN.md) are still accepted instead.
+
     Returns
     -------
     (float, float)
         S and sigma_S.
     """
+    low, high = _pz_window(pz_window_au, low, high, "s_parameter")
     if not 0 < low < high:
         raise ConfigError(f"s_parameter: expected 0 < low < high, found low={low}, high={high}")
     a_low = window_weights(prof.pz_edges, -low, low)
@@ -71,12 +108,18 @@ class SMap:
 
     FIELDS = ("s", "s_err", "ok", "s_low", "s_high", "counts_low", "counts_high")
 
+    @property
+    def pz_window_au(self):
+        """The S windows (low, high) in a.u. of p_z (the fields ``low`` and ``high``)."""
+        return (self.low, self.high)
+
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.FIELDS}
 
 
 def window_table(cube, e1_kev, theta, low, high, factor, background, background_var, resolution_fwhm_kev=0.8,
                  li_content=0.5):
+    # internal: theta in rad, low and high in a.u. (the public functions take theta_rad and pz_window_au)
     """The window table (npix, N_COLUMNS) of a cube, :mod:`.windows`; rows NaN where a pixel has no angle
     or no background estimate. Arguments as for :func:`s_parameter_map`."""
     check_factor(factor, "s_parameter_map")
@@ -135,8 +178,9 @@ def _enough(table, min_counts):
             & (table[..., S_LOW] > 0) & (table[..., S_HIGH] > 0))
 
 
-def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", background=None, background_var=None,
-                    min_counts=100, attenuation_factor=1.0, resolution_fwhm_kev=0.8, li_content=0.5) -> SMap:
+def s_parameter_map(cube, e1_kev, theta_rad=None, pz_window_au=None, factor="impulse", background=None,
+                    background_var=None, min_counts=100, attenuation_factor=1.0, resolution_fwhm_kev=0.8, li_content=0.5,
+                    *, theta=None, low=None, high=None) -> SMap:
     """S-parameter of every pixel of a cube, PHYSICS.md eqs. (2)-(4), with theta per pixel.
 
     Parameters
@@ -145,11 +189,12 @@ def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", ba
         Counts (rows, cols, nbins), energies in keV.
     e1_kev : float
         Incident energy, keV.
-    theta : float or ndarray (rows, cols)
+    theta_rad : float or ndarray (rows, cols)
         Scattering angle in radians, one for all pixels or one per pixel (NaN marks a
-        pixel without an angle; its S is NaN).
-    low, high : float
-        Window limits in a.u.: S_L over |p_z| < low, S_H over low < |p_z| < high.
+        pixel without an angle; its S is NaN). ``theta=`` is its former name, still accepted.
+    pz_window_au : (low, high), optional
+        Window limits in a.u.: S_L over |p_z| < low, S_H over low < |p_z| < high (default
+        (1, 5)). The former keywords ``low=`` and ``high=`` are still accepted instead.
     factor : {"impulse", "jacobian"}
         Profile factor of eq. (3).
     background : "sideband", "none", PeakMaps or ndarray (rows, cols, nbins), optional
@@ -176,6 +221,8 @@ def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", ba
     -------
     SMap
     """
+    theta = _theta_rad(theta_rad, theta, "s_parameter_map")
+    low, high = _pz_window(pz_window_au, low, high, "s_parameter_map")
     t = window_table(cube, e1_kev, theta, low, high, factor, background, background_var, resolution_fwhm_kev,
                       li_content)
     s, s_err = ratio(t)
@@ -188,9 +235,9 @@ def s_parameter_map(cube, e1_kev, theta, low=1.0, high=5.0, factor="impulse", ba
                 float(low), float(high), factor, float(attenuation_factor))
 
 
-def s_parameter_blocks(cube, e1_kev, theta, block=(4, 4), low=1.0, high=5.0, factor="impulse", background=None,
-                       background_var=None, min_counts=100, attenuation_factor=1.0, resolution_fwhm_kev=0.8,
-                       li_content=0.5) -> SMap:
+def s_parameter_blocks(cube, e1_kev, theta_rad=None, block=(4, 4), pz_window_au=None, factor="impulse",
+                       background=None, background_var=None, min_counts=100, attenuation_factor=1.0,
+                       resolution_fwhm_kev=0.8, li_content=0.5, *, theta=None, low=None, high=None) -> SMap:
     """S-parameter map on blocks of pixels: each block's pixels summed in p_z (own theta), then eq. (4).
 
     For maps whose single pixels hold too few counts. Parameters as for
@@ -198,6 +245,8 @@ def s_parameter_blocks(cube, e1_kev, theta, block=(4, 4), low=1.0, high=5.0, fac
     columns that do not fill a block are left out. Returns an SMap of shape
     (rows // block[0], cols // block[1]).
     """
+    theta = _theta_rad(theta_rad, theta, "s_parameter_blocks")
+    low, high = _pz_window(pz_window_au, low, high, "s_parameter_blocks")
     br, bc = int(block[0]), int(block[1])
     if br < 1 or bc < 1:
         raise ConfigError(f"s_parameter_blocks: block must be positive, found {block}")
@@ -216,19 +265,24 @@ def s_parameter_blocks(cube, e1_kev, theta, block=(4, 4), low=1.0, high=5.0, fac
                 float(high), factor, float(attenuation_factor))
 
 
-def s_parameter_region(cube, e1_kev, theta, mask=None, low=1.0, high=5.0, factor="impulse", background=None,
-                       background_var=None, attenuation_factor=1.0, resolution_fwhm_kev=0.8, li_content=0.5):
+def s_parameter_region(cube, e1_kev, theta_rad=None, mask=None, pz_window_au=None, factor="impulse", background=None,
+                       background_var=None, attenuation_factor=1.0, resolution_fwhm_kev=0.8, li_content=0.5,
+                       *, theta=None, low=None, high=None):
     """S-parameter of a region: the pixels' spectra summed (in p_z, each with its own theta), then eq. (4).
 
     With a single theta this is exactly S of the summed spectrum; with theta per pixel each
     pixel's counts enter at its own p_z, so pixels at different angles do not blur the
-    profile. Pixels without a finite theta are left out.
+    profile. Pixels without a finite theta are left out. Parameters as for
+    :func:`s_parameter_map` (``theta_rad``, ``pz_window_au``; the former ``theta``,
+    ``low``, ``high`` still accepted).
 
     Returns
     -------
     (float, float)
         S and sigma_S.
     """
+    theta = _theta_rad(theta_rad, theta, "s_parameter_region")
+    low, high = _pz_window(pz_window_au, low, high, "s_parameter_region")
     t = window_table(cube, e1_kev, theta, low, high, factor, background, background_var, resolution_fwhm_kev,
                       li_content)
     if mask is not None:
