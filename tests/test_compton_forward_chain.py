@@ -175,6 +175,7 @@ class _MonoSource:
         return np.full(pixel.size, self.energy_kev)
 
 
+@pytest.mark.slow
 def test_line_through_the_chain_keeps_shared_events_whose_neighbour_the_next_frame_correction_dropped(calibration):
     # The next-frame correction drops a hit whose pixel was hit in the frame before, and it
     # runs before charge-sharing discrimination: a neighbour that took 14-20 keV of a 100 keV
