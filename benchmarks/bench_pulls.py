@@ -10,7 +10,11 @@ Both routes work on 2 x 2 blocks of 20 x 40 pixels:
 
 - forward model: hexspec.compton_forward.fit_li_blocks with the detector response of
   the Am-241 calibration (hexspec.detector_response.DetectorResponse.from_calibration),
-  on the pixels whose eight neighbours are all good (full_neighbourhood);
+  on the pixels whose eight neighbours are all good (full_neighbourhood), with the
+  next-frame correction's two effects: neighbours hit in the previous frame cannot reject a
+  shared event (probability from the measurement's own hits per pixel and frame), and the
+  detector's known 1 % of spilled pulses read a uniform fraction of their energy
+  (``--old-response`` leaves both out, for comparison);
 - S route: S with the sideband background (hexspec.compton.s_parameter_blocks) turned into
   1 - x by a flat field (LithiumCalibrationMap, common slope) from two references of known
   Li content (0 and 1), simulated afresh for each seed on the same detector and processed
@@ -29,6 +33,7 @@ bias. Run: python benchmarks/bench_pulls.py [--seeds 20] [--smeared]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 
@@ -42,6 +47,7 @@ EDGES = np.arange(0.0, 200.0001, 0.25)
 E1 = 115.0
 FWHM = 0.8
 BLOCK = (20, 40)
+SPILL = 0.01          # the simulated detector's next-frame probability (its default), known to the forward model
 
 
 def sample_cube(src, n, rng):
@@ -129,10 +135,13 @@ def calibrate_detector(det, detector_seed, frames, photons_per_frame):
     return hx.calibration.calibrate_am241(spectra.cube)
 
 
-def chain_cube(source, cal, det, photons, photons_per_frame, seed, detector_seed):
-    """Raw frames of ``source`` -> events (csd, next-frame) -> keV cube, as `hexspec process --calibration`."""
+def chain_cube(source, cal, det, photons, photons_per_frame, seed, detector_seed, stats=None):
+    """Raw frames of ``source`` -> events (csd, next-frame) -> keV cube, as `hexspec process --calibration`.
+
+    ``stats`` (a dict, optional) receives the event extractor's counts (hits per frame).
+    """
     sim = hx.sim.HexitecSimulator(source, detector=det, photons_per_frame=photons_per_frame, seed=seed,
-                                  detector_seed=detector_seed)
+                                  detector_seed=detector_seed, next_frame_probability=SPILL)
     # the calibration's rejected pixels are switched off with a threshold at the top of the ADC
     cfg = hx.ProcessingConfig(threshold=np.where(cal.good, 0.0, 16383.0), gradients=cal.gradients,
                               intercepts=cal.intercepts, charge_sharing="csd", bins=hx.EnergyBins(0.0, 200.0, 0.25))
@@ -142,12 +151,14 @@ def chain_cube(source, cal, det, photons, photons_per_frame, seed, detector_seed
     for start in range(0, frames, 10_000):
         batch, _ = sim.frames(min(10_000, frames - start))
         acc.add(extractor(batch))
+    if stats is not None:
+        stats.update(extractor.stats)
     return acc.cube
 
 
 def run_chain(args):
     from hexspec.calibration.lithium import LithiumCalibrationMap
-    from hexspec.detector_response import DetectorResponse, full_neighbourhood
+    from hexspec.detector_response import DetectorResponse, full_neighbourhood, previous_hit_probability
 
     det = DetectorSpec(rows=40, cols=80)
     geom = compton.PinholeGeometry(detector=det)
@@ -156,7 +167,8 @@ def run_chain(args):
     ppf = 0.01 * det.n_pixels                       # 1 % occupancy, as in a Compton measurement
     t0 = time.perf_counter()
     cal = calibrate_detector(det, args.detector_seed, 200_000, ppf)
-    response = DetectorResponse.from_calibration(cal, free_slope=args.free_slope)
+    response = DetectorResponse.from_calibration(cal, free_slope=args.free_slope,
+                                                 spill_probability=0.0 if args.old_response else SPILL)
     inner = full_neighbourhood(cal.good)
     print(f"Am-241 calibration: {cal.summary()}; tail share {np.nanmedian(cal.tail_fraction):.3f}, length "
           f"{np.nanmedian(cal.tail_length_kev):.2f} keV; threshold {response.threshold_kev:.2f} keV; forward model on "
@@ -167,9 +179,13 @@ def run_chain(args):
     for seed in range(args.seeds):
         rng = np.random.default_rng(1000 + seed)
         li_true = float(rng.uniform(0.1, 0.9))
+        stats = {}
         cube = chain_cube(hx.sim.ComptonSource(e1_kev=E1, li_content=li_true, geometry=geom), cal, det, photons,
-                          ppf, 2 * seed + 1, args.detector_seed)
-        fwd = compton_forward.fit_li_blocks(cube, E1, theta, block=BLOCK, mask=inner, response=response)
+                          ppf, 2 * seed + 1, args.detector_seed, stats)
+        # the measurement's own occupancy (rounded so that the response's Monte Carlo is reused across seeds)
+        p_prev = 0.0 if args.old_response else round(previous_hit_probability(stats, int(cal.good.sum())), 4)
+        fwd = compton_forward.fit_li_blocks(cube, E1, theta, block=BLOCK, mask=inner,
+                                            response=dataclasses.replace(response, previous_hit_probability=p_prev))
         deviance.extend(fwd.deviance_per_dof.ravel().tolist())
         s_opts = dict(block=BLOCK, background="sideband", resolution_fwhm_kev=response.fwhm_kev)
         refs = [compton.s_parameter_blocks(
@@ -187,7 +203,9 @@ def run_chain(args):
               f"{np.round(lmap.li.ravel(), 3)} +- {np.median(lmap.li_err):.3f}", flush=True)
     print(f"\n{args.seeds} seeds x {BLOCK and fwd.li.size} blocks of {BLOCK[0]}x{BLOCK[1]} pixels through the chain "
           f"(frames -> events -> spectra), {photons:.3g} photons per seed, references {args.reference_factor}x that, "
-          f"{time.perf_counter() - t0:.0f} s; forward-model deviance/dof median {np.median(deviance):.2f}")
+          f"{time.perf_counter() - t0:.0f} s; forward-model deviance/dof median {np.median(deviance):.2f}; response "
+          f"{'without' if args.old_response else 'with'} the next-frame terms (last p_prev {p_prev}, spill "
+          f"{response.spill_probability})")
     summary(pulls, errors, biases)
 
 
@@ -201,6 +219,8 @@ def main():
                     help="chain: photons of each reference over those of a measurement (default 2)")
     ap.add_argument("--free-slope", action="store_true", help="chain: free the slope of ln efficiency in the forward fit")
     ap.add_argument("--detector-seed", type=int, default=7)
+    ap.add_argument("--old-response", action="store_true",
+                    help="chain: leave the next-frame correction's effects (dropped neighbours, spill) out of the response")
     args = ap.parse_args()
     (run_smeared if args.smeared else run_chain)(args)
 

@@ -11,8 +11,9 @@ Gaussian resolution and integrated over each bin; B is a flat background in coun
 This is the model the simulator samples from (``hexspec.sim.ComptonSource``): exact for
 its photons smeared by a Gaussian. Spectra from a detector through the event chain need
 its response (``hexspec.detector_response``: the Am-241 calibration's resolution and
-thresholds, charge-sharing losses and K escape under discrimination, energy-dependent
-efficiency), applied to the true-energy density before binning (``response=``); the
+thresholds, charge-sharing losses and K escape under discrimination, what the next-frame
+correction lets through or cuts (neighbours hit in the previous frame, spilled pulses),
+energy-dependent efficiency), applied to the true-energy density before binning (``response=``); the
 Gaussian alone gave 1 - x of about -2.7 with deviance/dof 50-240 on such spectra.
 
 Two uses:
@@ -321,7 +322,9 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
     (1-x) K, K, B and the elastic line's counts (:func:`_fit_linear_poisson`; B, flat in true
     energy up to E1, goes through the same efficiency and line shape, and so does the elastic
     line at E1, which reaches the fit range by its tail and escape peaks); s is found by minimising that profile
-    deviance, and the covariance is the inverse Fisher information of all four parameters.
+    deviance, and the covariance is the inverse Fisher information of all four parameters. With the
+    response's ``spill_probability`` the model is built on bins up to E1 and spilled
+    (:meth:`DetectorResponse.spill_matrix`) before it is cut to the fit range.
     """
     from scipy.optimize import minimize_scalar
 
@@ -331,16 +334,33 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
     nr, nc = rows // br, cols // bc
     idx = np.arange(edges.size - 1)[bins]
     lo, hi = edges[idx], edges[idx + 1]
-    below, above = response.reach_kev()
-    fine = np.arange(lo[0] - above, hi[-1] + below + _FINE_STEP_KEV, _FINE_STEP_KEV)
-    m = response.matrix(fine, lo, hi)                                   # (nfine, nbins)
+    below, above = response.reach_kev(e1_kev)
+    # no photon above E1 but the elastic line (a basis of its own): the grid can stop there
+    top = min(hi[-1] + below, e1_kev + _FINE_STEP_KEV)
+    fine = np.arange(lo[0] - above, top + _FINE_STEP_KEV, _FINE_STEP_KEV)
+    if response.spill_probability <= 0:
+        m = response.matrix(fine, lo, hi)                               # (nfine, nbins)
+    else:
+        # spilled events of every energy up to the elastic line read a fraction of it: the model
+        # needs the bins above the fit range too, then the spill, then the fit range again
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        top = np.flatnonzero(centres <= e1_kev + above)
+        ext = np.arange(idx[0], max(int(top[-1]) + 1, idx[-1] + 1))
+        lo_x, hi_x = edges[ext], edges[ext + 1]
+        spill = response.spill_matrix(lo_x, hi_x).T[:, : idx.size]
+        m = response.matrix(fine, lo_x, hi_x, line_kev=0.5 * (lo[0] + hi[-1])) @ spill
     eff = response.efficiency(fine)
     e0 = 0.5 * (lo[0] + hi[-1])
     x = fine - e0
     # the flat background is photons too, up to E1: counts per keV at the centre, through the same response
     flat_bg = np.where(fine <= e1_kev, eff, 0.0) / float(np.interp(e0, fine, eff))
     # the elastic line at E1 reaches the fit range through its charge-sharing tail and escape peaks
-    elastic = response.matrix(np.array([e1_kev, e1_kev + _FINE_STEP_KEV]), lo, hi)[0] / _FINE_STEP_KEV
+    # (with the line shape at E1: its escape peaks there are some 15 % weaker than at the range's centre)
+    if response.spill_probability > 0:
+        elastic = (response.matrix(np.array([e1_kev, e1_kev + _FINE_STEP_KEV]), lo_x, hi_x, line_kev=e1_kev)[0]
+                   / _FINE_STEP_KEV) @ spill
+    else:
+        elastic = response.matrix(np.array([e1_kev, e1_kev + _FINE_STEP_KEV]), lo, hi, line_kev=e1_kev)[0] / _FINE_STEP_KEV
     pz_grid, j_li, j_host = _component_profiles(composition)
     flat_use = use.reshape(-1)
     key = np.zeros(flat_use.size, np.int64)
