@@ -295,6 +295,10 @@ class EventChunkWriter:
         self.drain(block=True)
         if self._tail_n:
             self._store(start, self.appended, {name: f.result() for name, f in jobs.items()})
+
+    def store_count(self) -> None:
+        """Write the number of events stored into the counter; call it once the events are flushed to
+        the file, so that the counter never acknowledges events that did not reach the disk."""
         self._count()
 
     def _count(self):

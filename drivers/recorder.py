@@ -296,6 +296,12 @@ class Recorder:
             stored = self._cube.store()
             if stored is not None:
                 self._counters["cube_frames"] = stored
+        # The data first, then the counters that acknowledge it: a write that fails in the
+        # data flush (disk full) leaves the previous flush's counters in the file, never
+        # counters that claim frames whose numbers did not reach the disk.
+        self.writer.flush()
+        if self._events is not None:
+            self._events.store_count()
         self._write_counters()
         self.flushes += 1
         self.schedule.done(started, time.monotonic())
@@ -330,6 +336,7 @@ class Recorder:
                         self._frames.close()
                     if self._events is not None:
                         self._events.flush()
+                        self._events.store_count()
                     if self._cube is not None:
                         self._cube.close()          # a snapshot still compressing is not needed now
                         self.writer.write_spectra(self._accumulator.cube)

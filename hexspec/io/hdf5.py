@@ -423,6 +423,20 @@ def _frame_datasets(f, path):
     return _dataset(g, "data", path, 3, "iu"), _dataset(g, "frame_number", path, 1, "iu")
 
 
+def _stored_frames(f, data, fn) -> int:
+    """Frames a reader may use: the datasets' common length, and in a recording that was
+    not closed (no end_time yet: killed, or stopped by a failed write) no more than the
+    frames its last flush acknowledged. HDF5 may have stored larger extents than the
+    chunks that reached the disk before the write failed."""
+    n = min(data.shape[0], fn.shape[0])
+    acq = f.get("entry/acquisition")
+    if isinstance(acq, h5py.Group) and "frames_received" in acq and "end_time" in acq:
+        end, received = acq["end_time"], acq["frames_received"]
+        if end.shape == () and received.shape == () and received.dtype.kind in "iu" and not end[()]:
+            n = min(n, max(int(received[()]), 0))
+    return n
+
+
 def read_shape(path) -> tuple:
     """(rows, cols) of a hexspec file's detector, checked to be whole numbers >= 1."""
     with _open(path) as f:
@@ -486,14 +500,14 @@ def count_frames(path) -> int:
         if "frames" not in e:
             return 0
         data, fn = _frame_datasets(f, path)
-        return min(data.shape[0], fn.shape[0])
+        return _stored_frames(f, data, fn)
 
 
 def read_frames(path, start: int = 0, stop: int | None = None) -> FrameBatch:
     """Raw frames [start, stop) of a hexspec file."""
     with _open(path) as f:
         data, fn = _frame_datasets(f, path)
-        n = min(data.shape[0], fn.shape[0])
+        n = _stored_frames(f, data, fn)
         stop = n if stop is None else min(stop, n)
         _check_rows(path, [data], max(0, stop - start))
         return FrameBatch(read_slice(data, start, stop, path), read_slice(fn, start, stop, path))
