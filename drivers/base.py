@@ -2,18 +2,8 @@
 
 A frame source is anything iterable over :class:`~hexspec.frames.FrameBatch` that
 can be closed and reports how much it received and lost. Sources are opened by URL
-with :func:`hexspec.drivers.open_source` (:mod:`.registry`, which maps each scheme to
-its transport module; this module imports none of them):
-
-=========================================  ==============================================
-``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`); also
-                                            ``hwm``, ``max_message_bytes``, ``queue_bytes``
-``ipc://PATH[?socket=...]``                 the same over a local socket
-``serial://PORT?baud=..&timeout=s``         FORMATS.md serial framing (:mod:`.serial`)
-``loop://``, ``socket://``, ``rfc2217://``  pyserial URLs, same framing
-``file://PATH[?rate=fps]``                  GigE .bin, odin-data or hexspec HDF5 (:mod:`.files`)
-``sim://?rate=fps&source=am241&seed=N``     the HEXITEC simulator (:mod:`hexspec.sim`)
-=========================================  ==============================================
+with :func:`hexspec.drivers.open_source`; the table of URL schemes is in :mod:`.registry`,
+which maps each scheme to its transport module (this module imports none of them).
 """
 
 from __future__ import annotations

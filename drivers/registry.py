@@ -1,7 +1,8 @@
 """Opening a frame source by URL: each scheme maps to the transport module that serves it.
 
 =========================================  ==============================================
-``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`)
+``tcp://HOST:PORT[?socket=sub|pull]``       odin-data live-view ZMQ stream (:mod:`.zmq`); also
+                                            ``hwm``, ``max_message_bytes``, ``queue_bytes``
 ``ipc://PATH[?socket=...]``                 the same over a local socket
 ``serial://PORT?baud=..&timeout=s``         FORMATS.md serial framing (:mod:`.serial`)
 ``loop://``, ``socket://``, ``rfc2217://``  pyserial URLs, same framing

@@ -56,7 +56,7 @@ from ...errors import CalibrationError, ConfigError
 from ...spectra import DEFAULT_BIN_WIDTH_ADU, FrameSpectra, _auto_max_adu, _histogram_frames, cube_from_events, cube_from_frames
 from ..lines import AM241_CALIBRATION_LINES
 from .blocks import as_kernel_counts, in_blocks
-from .linefit import (_LINE_WINDOW_KEV, _PHOTOPEAK_WINDOW_KEV, _WINDOWS_KEV, N_PAR, _clamp, _fit_kernel, _solve_inplace,
+from .linefit import (_LINE_WINDOW_KEV, _PHOTOPEAK_WINDOW_KEV, _WINDOWS_KEV, N_PAR, _clamp, _fit_kernel,
                       fit_line_window, fit_lines, usable_lines)
 from .lineshape import _components, _deviance, _exp_erfc, _model, _shape_cdfs
 from .locate import _interp, _locate_kernel, _smooth, _smoothing_matrix, locate_photopeaks

@@ -26,40 +26,6 @@ _LINE_WINDOW_KEV = (-1.0, 1.0)
 _WINDOWS_KEV = {26.3446: (-1.0, 0.75)}
 
 
-@njit(cache=True, nogil=True)
-def _solve_inplace(a, b, k):
-    """Solve a[:k,:k] x = b[:k] by Gaussian elimination with partial pivoting; False if singular."""
-    for c in range(k):
-        piv = c
-        best = abs(a[c, c])
-        for r in range(c + 1, k):
-            if abs(a[r, c]) > best:
-                best = abs(a[r, c])
-                piv = r
-        if best < 1e-300:
-            return False
-        if piv != c:
-            for cc in range(k):
-                tmp = a[c, cc]
-                a[c, cc] = a[piv, cc]
-                a[piv, cc] = tmp
-            tmp = b[c]
-            b[c] = b[piv]
-            b[piv] = tmp
-        for r in range(c + 1, k):
-            f = a[r, c] / a[c, c]
-            if f != 0.0:
-                for cc in range(c, k):
-                    a[r, cc] -= f * a[c, cc]
-                b[r] -= f * b[c]
-    for c in range(k - 1, -1, -1):
-        s = b[c]
-        for cc in range(c + 1, k):
-            s -= a[c, cc] * b[cc]
-        b[c] = s / a[c, c]
-    return True
-
-
 # Parameter layout of every line fit:
 #   0 A_gauss (counts), 1 A_tail (counts), 2 and 3 background at the window's low and
 #   high edges (counts/ADU), 4 mu (ADU), 5 sigma (ADU), 6 beta (tail decay length, ADU).

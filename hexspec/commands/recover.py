@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from ..errors import FormatError
+from ..io.hdf5 import acknowledged_rows
 
 EVENT_FIELDS = ("frame", "row", "col", "energy", "size")
 
@@ -101,12 +102,14 @@ def _copy_repaired(path, tmp) -> dict:
                 _copy_tree(e[name], out, name)
         n_events = 0
         if "events" in e:
-            n_events = _acknowledged(e, min(e["events"][k].shape[0] for k in EVENT_FIELDS), "events_written")
+            n_events = acknowledged_rows(e.get("acquisition"), min(e["events"][k].shape[0] for k in EVENT_FIELDS),
+                                         "events_written")
             _copy_columns(e["events"], out, "events", n_events)
         n_frames = None
         if "frames" in e:
-            n_frames = _acknowledged(e, min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0]),
-                                     "frames_received")
+            n_frames = acknowledged_rows(e.get("acquisition"),
+                                         min(e["frames/data"].shape[0], e["frames/frame_number"].shape[0]),
+                                         "frames_received")
             _copy_columns(e["frames"], out, "frames", n_frames)
         acq = out["acquisition"]
         counters = {k: int(acq[k][()]) for k in ("frames_received", "last_frame") if k in acq}
@@ -154,18 +157,6 @@ def _copy_repaired(path, tmp) -> dict:
         if "end_time" in acq:
             acq["end_time"][()] = np.bytes_("recovered " + datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return {"frames": counters.get("frames_received"), "events": n_events, "cube_rebuilt_from": rebuilt}
-
-
-def _acknowledged(entry, n: int, counter: str) -> int:
-    """``n`` rows, cut to what the last flush acknowledged (``counter``) in a recording that
-    was never closed: after a failed write HDF5 may have stored extents beyond the chunks
-    that reached the disk, and those rows hold fill values, not data."""
-    acq = entry.get("acquisition")
-    if isinstance(acq, h5py.Group) and counter in acq and "end_time" in acq:
-        end, count = acq["end_time"], acq[counter]
-        if end.shape == () and count.shape == () and count.dtype.kind in "iu" and not end[()]:
-            return min(n, max(int(count[()]), 0))
-    return n
 
 
 def _filters(ds) -> dict:

@@ -423,18 +423,22 @@ def _frame_datasets(f, path):
     return _dataset(g, "data", path, 3, "iu"), _dataset(g, "frame_number", path, 1, "iu")
 
 
-def _stored_frames(f, data, fn) -> int:
-    """Frames a reader may use: the datasets' common length, and in a recording that was
-    not closed (no end_time yet: killed, or stopped by a failed write) no more than the
-    frames its last flush acknowledged. HDF5 may have stored larger extents than the
-    chunks that reached the disk before the write failed."""
-    n = min(data.shape[0], fn.shape[0])
-    acq = f.get("entry/acquisition")
-    if isinstance(acq, h5py.Group) and "frames_received" in acq and "end_time" in acq:
-        end, received = acq["end_time"], acq["frames_received"]
-        if end.shape == () and received.shape == () and received.dtype.kind in "iu" and not end[()]:
-            n = min(n, max(int(received[()]), 0))
+def acknowledged_rows(acquisition, n: int, counter: str) -> int:
+    """``n`` rows, cut to what the last flush acknowledged (the scalar ``counter`` of the
+    /entry/acquisition group ``acquisition``) in a recording that was never closed (no
+    end_time yet: killed, or stopped by a failed write). HDF5 may have stored extents
+    beyond the chunks that reached the disk before the write failed; those rows hold fill
+    values, not data."""
+    if isinstance(acquisition, h5py.Group) and counter in acquisition and "end_time" in acquisition:
+        end, count = acquisition["end_time"], acquisition[counter]
+        if end.shape == () and count.shape == () and count.dtype.kind in "iu" and not end[()]:
+            return min(n, max(int(count[()]), 0))
     return n
+
+
+def _stored_frames(f, data, fn) -> int:
+    """Frames a reader may use: the datasets' common length, no more than acknowledged."""
+    return acknowledged_rows(f.get("entry/acquisition"), min(data.shape[0], fn.shape[0]), "frames_received")
 
 
 def read_shape(path) -> tuple:
