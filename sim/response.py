@@ -252,7 +252,7 @@ def _edge_fractions(x, inv_s2):
     return left, 1.0 - left - right, right
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _cloud(x, y, energy, inv_s2, rows, cols, min_kev, pix, kev, n):
     """Append the 3x3 split of ``energy`` deposited at (x, y) to (pix, kev)[n:]; returns the new n.
 
@@ -295,14 +295,30 @@ def _tail_normal(a, rng, state):
             return z
 
 
+#: Columns of the per-pixel readout table (see :func:`readout_table`).
+RO_ZERO_BELOW, RO_SIGMA, RO_INTERCEPT, RO_INV_GRADIENT = range(4)
+
+
+def readout_table(zero_below_kev, noise_sigma_kev, intercept_kev, inv_gradient, live):
+    """The per-pixel readout constants as one (pixels, 4) float64 array (RO_* columns).
+
+    One row per pixel keeps the four numbers a touched pixel needs in one cache line (four
+    separate arrays cost four cache misses per photon: the pixels hit are random). Dead
+    pixels get ``zero_below_kev`` = +inf: they read 0 whatever their charge.
+    """
+    zb = np.where(np.asarray(live) != 0, zero_below_kev, np.inf)
+    return np.ascontiguousarray(np.stack([zb, noise_sigma_kev, intercept_kev, inv_gradient], axis=1), dtype=np.float64)
+
+
 @njit(cache=True, nogil=True)
-def _read_out(frame, touched, nt, acc, mark, live, zero_below_kev, noise_sigma_kev, intercept_kev, inv_gradient,
+def _read_out(frame, touched, nt, acc, mark, table, live,
               noise_rate, noise_cdf, noise_threshold_sigma, hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
               rng, state, stats):
     """Read one frame: noise and gain on the ``touched[:nt]`` pixels holding charge ``acc``, then noise-only and hot pixels.
 
     ``frame`` (rows * cols,) uint16 must be zero; ``acc`` and ``mark`` are cleared for the
-    touched pixels. stats[0:3] (noise-only hits, hot hits, clipped) are incremented.
+    touched pixels; ``table`` is :func:`readout_table`. stats[0:3] (noise-only hits, hot
+    hits, clipped) are incremented.
     """
     npix = frame.shape[0]
     for k in range(nt):
@@ -310,12 +326,12 @@ def _read_out(frame, touched, nt, acc, mark, live, zero_below_kev, noise_sigma_k
         e = acc[p]
         acc[p] = 0.0
         mark[p] = 0
-        if live[p] == 0 or e < zero_below_kev[p]:
+        if e < table[p, RO_ZERO_BELOW]:
             # Below intercept - 8 sigma the reading is 0 ADU with probability 1 - 6e-16:
             # skip the noise draw (most such pixels hold a neighbour's small share).
             continue
-        e += noise_sigma_kev[p] * rng.standard_normal()
-        adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
+        e += table[p, RO_SIGMA] * rng.standard_normal()
+        adu = math.floor((e - table[p, RO_INTERCEPT]) * table[p, RO_INV_GRADIENT] + 0.5)
         if adu > ADC_MAX:
             adu = ADC_MAX
             stats[2] += 1
@@ -326,8 +342,8 @@ def _read_out(frame, touched, nt, acc, mark, live, zero_below_kev, noise_sigma_k
             p = min(np.searchsorted(noise_cdf, uniform(state) * noise_cdf[-1], side="right"), npix - 1)
             if frame[p] != 0 or live[p] == 0:
                 continue
-            e = noise_sigma_kev[p] * _tail_normal(noise_threshold_sigma[p], rng, state)
-            adu = math.floor((e - intercept_kev[p]) * inv_gradient[p] + 0.5)
+            e = table[p, RO_SIGMA] * _tail_normal(noise_threshold_sigma[p], rng, state)
+            adu = math.floor((e - table[p, RO_INTERCEPT]) * table[p, RO_INV_GRADIENT] + 0.5)
             if adu > 0:
                 frame[p] = np.uint16(min(adu, ADC_MAX))
                 stats[0] += 1
@@ -383,8 +399,19 @@ def _k_photon_landing(x, y, z, path_mm, dx, dy, dz, thickness_mm, inv_pitch):
 
 
 @njit(cache=True, nogil=True)
-def _is_shared(pix, kev, n, share_min_kev):
-    """True when more than one distinct pixel among ``pix[:n]`` got at least ``share_min_kev`` (summed per pixel)."""
+def _is_shared(pix, kev, n, n_distinct, share_min_kev):
+    """True when more than one distinct pixel among ``pix[:n]`` got at least ``share_min_kev`` (summed per pixel).
+
+    The first ``n_distinct`` entries are known to be distinct pixels (one cloud's 3x3
+    split); when that is all of them, a count of the large shares answers without the
+    pairwise search (most photons: only a K photon reabsorbed nearby adds a second cloud).
+    """
+    if n_distinct == n:
+        n_big = 0
+        for a in range(n):
+            if kev[a] >= share_min_kev:
+                n_big += 1
+        return n_big > 1
     n_big = 0
     for a in range(n if n > 1 else 0):
         total = 0.0
@@ -408,7 +435,7 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                  sigma_px, thickness_mm, pitch_mm, escape,
                  e0, step, attenuation_mm, k_fluorescence_cd, k_fluorescence_te, line_kev, line_cdf, line_attenuation_mm,
                  spill_probability, share_min_kev, min_deposit_kev,
-                 inv_gradient, intercept_kev, noise_sigma_kev, zero_below_kev, live,
+                 readout, live,
                  noise_rate, noise_cdf, noise_threshold_sigma,
                  hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
                  rng, state, frames, first_pix, first_kev, carry_pix, carry_kev,
@@ -489,10 +516,11 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                     dx, dy, dz = _isotropic_direction(state)
                     fl_x, fl_y, fl_inside, flag = _k_photon_landing(x, y, z, path_mm, dx, dy, dz, thickness_mm,
                                                                     inv_pitch)
-            n = _cloud(x, y, main_kev, inv_s2, rows, cols, min_deposit_kev, pix, kev, 0)
+            n_main = _cloud(x, y, main_kev, inv_s2, rows, cols, min_deposit_kev, pix, kev, 0)
+            n = n_main
             if fl_inside and fl_x >= 0.0 and fl_y >= 0.0 and fl_x < cols and fl_y < rows:
                 n = _cloud(fl_x, fl_y, fl_kev, inv_s2, rows, cols, min_deposit_kev, pix, kev, n)
-            if _is_shared(pix, kev, n, share_min_kev):
+            if _is_shared(pix, kev, n, n_main, share_min_kev):
                 flag |= FLAG_SHARED
             keep = 1.0
             if spill_probability > 0.0 and uniform(state) < spill_probability:
@@ -527,9 +555,8 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                 mark[p] = 0
             n_first = nt
         else:
-            _read_out(frames[f], touched, nt, acc, mark, live, zero_below_kev, noise_sigma_kev, intercept_kev,
-                      inv_gradient, noise_rate, noise_cdf, noise_threshold_sigma, hot_pixels, hot_probability,
-                      hot_mean_adu, hot_sigma_adu, rng, state, stats[f])
+            _read_out(frames[f], touched, nt, acc, mark, readout, live, noise_rate, noise_cdf, noise_threshold_sigma,
+                      hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu, rng, state, stats[f])
         for k in range(n_next):
             spill_pix[k] = next_pix[k]
             spill_kev[k] = next_kev[k]
@@ -541,8 +568,7 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
 
 
 @njit(cache=True, nogil=True)
-def read_first_frame(first_pix, first_kev, n_first, carry_pix, carry_kev, n_carry,
-                     inv_gradient, intercept_kev, noise_sigma_kev, zero_below_kev, live,
+def read_first_frame(first_pix, first_kev, n_first, carry_pix, carry_kev, n_carry, readout, live,
                      noise_rate, noise_cdf, noise_threshold_sigma,
                      hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu, rng, state, frame, stats):
     """Read out a block's first frame: its own charge (from :func:`detect_block`) plus the previous block's spill.
@@ -566,6 +592,5 @@ def read_first_frame(first_pix, first_kev, n_first, carry_pix, carry_kev, n_carr
             touched[nt] = p
             nt += 1
         acc[p] += e
-    _read_out(frame, touched, nt, acc, mark, live, zero_below_kev, noise_sigma_kev, intercept_kev, inv_gradient,
-              noise_rate, noise_cdf, noise_threshold_sigma, hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu,
-              rng, state, stats)
+    _read_out(frame, touched, nt, acc, mark, readout, live, noise_rate, noise_cdf, noise_threshold_sigma,
+              hot_pixels, hot_probability, hot_mean_adu, hot_sigma_adu, rng, state, stats)

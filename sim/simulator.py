@@ -14,7 +14,7 @@ from ..frames import FrameBatch
 from . import response
 from .fastrandom import new_state
 from .response import (FLAG_ESCAPED, FLAG_SHARED, FLAG_SPILLED, FWHM_PER_SIGMA, detect_block, gaussian_tail_probability,
-                       read_first_frame, sensor_tables)
+                       read_first_frame, readout_table, sensor_tables)
 
 
 @dataclass
@@ -127,6 +127,16 @@ class _Block:
     carry_pix: np.ndarray
     carry_kev: np.ndarray
     position: int = 0
+
+
+class _NoPool:
+    """Stands for a thread pool when one thread simulates: ``with`` gives None."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 #: Charge shares below this are not written (0.4 ADU at 0.027 keV/ADU, 3 % of the noise sigma).
@@ -290,6 +300,8 @@ class HexitecSimulator:
         self._inv_gradient = np.ascontiguousarray(1.0 / self.gradients.ravel())
         self._intercept = np.ascontiguousarray(self.intercepts.ravel())
         self._live = np.ascontiguousarray((~self.dead).ravel().astype(np.uint8))
+        self._readout = readout_table(self._zero_below, self._noise_sigma, self._intercept, self._inv_gradient,
+                                      self._live)
         self._hot_index = np.flatnonzero(self.hot.ravel()).astype(np.int64)
         self._carry_pix = np.empty(0, np.int64)   # spill of the last simulated frame into the next block
         self._carry_kev = np.empty(0)
@@ -343,8 +355,7 @@ class HexitecSimulator:
             t.e0_kev, t.step_kev, self._attenuation_mm, t.k_fluorescence[0], t.k_fluorescence[1], t.line_kev,
             t.line_cdf, self._line_attenuation_mm,
             self.next_frame_probability, self.share_min_kev, MIN_DEPOSIT_KEV,
-            self._inv_gradient, self._intercept, self._noise_sigma, self._zero_below, self._live,
-            self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
+            self._readout, self._live, self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
             self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
             response_rng, new_state(response_rng), frames, first_pix, first_kev, carry_pix, carry_kev,
             index, x_in, y_in, depth, flags, stats)
@@ -358,27 +369,74 @@ class HexitecSimulator:
         """Read block ``blk``'s first frame with the spill of the block before it (blocks in order)."""
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, blk.index, 2)))
         read_first_frame(blk.first_pix, blk.first_kev, blk.first_pix.size, self._carry_pix, self._carry_kev,
-                         self._carry_pix.size, self._inv_gradient, self._intercept, self._noise_sigma,
-                         self._zero_below, self._live, self._noise_rate, self._noise_cdf, self._noise_threshold_sigma,
+                         self._carry_pix.size, self._readout, self._live, self._noise_rate, self._noise_cdf,
+                         self._noise_threshold_sigma,
                          self._hot_index, self.hot_probability, self.hot_mean_adu, self.hot_sigma_adu,
                          rng, new_state(rng), blk.frames[0], blk.stats[0])
         self._carry_pix, self._carry_kev = blk.carry_pix, blk.carry_kev
 
-    def _new_blocks(self, targets):
-        """Simulate the next ``len(targets)`` blocks into the zeroed frame arrays ``targets``, threads sharing them."""
+    def _new_blocks(self, targets, pool):
+        """Simulate the next ``len(targets)`` blocks into the zeroed frame arrays ``targets``, ``pool`` (or None) sharing them."""
         first = self._block_index
         self._block_index += len(targets)
         jobs = list(enumerate(targets, start=first))
-        threads = min(self.threads, len(jobs))
-        if threads > 1:
+        if pool is not None and len(jobs) > 1:
             # The kernels release the GIL (nogil), so blocks run truly in parallel.
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                blocks = list(pool.map(lambda job: self._simulate_block(*job), jobs))
+            blocks = list(pool.map(lambda job: self._simulate_block(*job), jobs))
         else:
             blocks = [self._simulate_block(*job) for job in jobs]
         for blk in blocks:
             self._finish_block(blk)
         return blocks
+
+    def _photon_truth(self, pieces, first_number, pool):
+        """The PhotonTruth of ``pieces`` [(block, first frame, end frame, output position)], in frame order.
+
+        Each piece is converted and copied into its place of the output arrays by its own
+        task: numpy's copies and integer division release the GIL, so on several threads
+        this part (about a tenth of a call's work on one thread) runs in parallel too.
+        """
+        cols = self.shape[1]
+        spans = []
+        total = 0
+        for blk, lo, hi, at in pieces:
+            if lo == 0 and hi == BLOCK_FRAMES:
+                a, b = 0, blk.frame.size
+            else:
+                a, b = (int(v) for v in np.searchsorted(blk.frame, [lo, hi]))
+            spans.append((blk, a, b, first_number + at - lo, total))
+            total += b - a
+        frame = np.empty(total, np.int64)
+        row = np.empty(total, np.uint16)
+        col = np.empty(total, np.uint16)
+        x_in, y_in, energy_kev = np.empty(total), np.empty(total), np.empty(total)
+        depth = np.empty(total, np.float32)
+        shared, escaped, spilled = np.empty(total, bool), np.empty(total, bool), np.empty(total, bool)
+
+        def fill(span):
+            blk, a, b, shift, s = span
+            e = s + b - a
+            np.add(blk.frame[a:b], shift, out=frame[s:e])
+            pixel = blk.pixel[a:b]
+            r = pixel // cols
+            row[s:e] = r
+            col[s:e] = pixel - r * cols
+            x_in[s:e] = blk.x[a:b]
+            y_in[s:e] = blk.y[a:b]
+            depth[s:e] = blk.depth_mm[a:b]
+            energy_kev[s:e] = blk.energy_kev[a:b]
+            flags = blk.flags[a:b]
+            np.not_equal(flags & FLAG_SHARED, 0, out=shared[s:e])
+            np.not_equal(flags & FLAG_ESCAPED, 0, out=escaped[s:e])
+            np.not_equal(flags & FLAG_SPILLED, 0, out=spilled[s:e])
+
+        if pool is not None and len(spans) > 1:
+            list(pool.map(fill, spans))
+        else:
+            for span in spans:
+                fill(span)
+        return PhotonTruth(frame=frame, row=row, col=col, x=x_in, y=y_in, depth_mm=depth, energy_kev=energy_kev,
+                           shared=shared, escaped=escaped, spilled=spilled)
 
     def frames(self, n):
         """Simulate the next ``n`` frames.
@@ -392,6 +450,12 @@ class HexitecSimulator:
         n = int(n)
         if n < 0:
             raise ConfigError(f"HexitecSimulator.frames: expected n >= 0, found {n}")
+        # one pool for the call: blocks, then the truth's pieces (a batch within one block runs alone)
+        threads = min(self.threads, -(-n // BLOCK_FRAMES) + 1) if n > BLOCK_FRAMES else 1
+        with ThreadPoolExecutor(max_workers=threads) if threads > 1 else _NoPool() as pool:
+            return self._frames(n, pool)
+
+    def _frames(self, n, pool):
         rows, cols = self.shape
         npix = rows * cols
         # np.zeros of a large array maps zero pages lazily: cheaper than zeroing frames here.
@@ -411,7 +475,7 @@ class HexitecSimulator:
             targets = [frames[done + j * BLOCK_FRAMES:done + (j + 1) * BLOCK_FRAMES] for j in range(n_full)]
             if tail:
                 targets.append(np.zeros((BLOCK_FRAMES, npix), np.uint16))
-            for j, blk in enumerate(self._new_blocks(targets)):
+            for j, blk in enumerate(self._new_blocks(targets, pool)):
                 m = min(BLOCK_FRAMES, remaining - j * BLOCK_FRAMES)
                 if j == n_full:
                     frames[done + j * BLOCK_FRAMES:] = blk.frames[:m]
@@ -420,33 +484,14 @@ class HexitecSimulator:
                 # Only a partly used block is kept (a full one is a view of the caller's frames).
                 self._block = blk if m < BLOCK_FRAMES else None
 
-        parts = []
         n_incident = 0
         stats = np.zeros(4, np.int64)
-        for blk, lo, hi, at in pieces:
-            if lo == 0 and hi == BLOCK_FRAMES:
-                a, b = 0, blk.frame.size
-            else:
-                a, b = np.searchsorted(blk.frame, [lo, hi])
-            parts.append((blk.frame[a:b] + (at - lo), blk.pixel[a:b], blk.x[a:b], blk.y[a:b], blk.depth_mm[a:b],
-                          blk.energy_kev[a:b], blk.flags[a:b]))
+        for blk, lo, hi, _at in pieces:
             n_incident += int(blk.counts[lo:hi].sum())
             stats += blk.stats[lo:hi].sum(axis=0)
-
+        photons = self._photon_truth(pieces, self._next_frame, pool)
         frame_numbers = np.arange(self._next_frame, self._next_frame + n, dtype=np.int64)
         self._next_frame += n
-        if parts:
-            local_frame, pixel, x_in, y_in, depth, energy_kev, flags = (
-                np.concatenate(p) if len(parts) > 1 else p[0] for p in zip(*parts))
-        else:
-            local_frame, pixel, energy_kev = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-            x_in, y_in, depth = np.empty(0), np.empty(0), np.empty(0, np.float32)
-            flags = np.empty(0, np.uint8)
-        row, col = np.divmod(pixel, cols)
-        photons = PhotonTruth(
-            frame=local_frame + self._next_frame - n, row=row.astype(np.uint16), col=col.astype(np.uint16),
-            x=x_in, y=y_in, depth_mm=depth, energy_kev=energy_kev,
-            shared=(flags & FLAG_SHARED) != 0, escaped=(flags & FLAG_ESCAPED) != 0, spilled=(flags & FLAG_SPILLED) != 0)
         truth = SimTruth(
             gradients=self.gradients, intercepts=self.intercepts, noise_fwhm_kev=self.noise_fwhm_kev,
             dead=self.dead, hot=self.hot,
