@@ -42,6 +42,9 @@ K_OVER_E_V_PER_K = 8.617333262e-5
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Largest ADU value of the 14-bit ADC.
 ADC_MAX = 16383
+#: An index known to be >= 0, as unsigned: numba tests a signed index for a negative value
+#: (to count from the end) on every access, three instructions each in the photon loops.
+U = np.uint64
 #: Bits of the per-photon truth flags written by :func:`detect_batch`.
 FLAG_SHARED, FLAG_ESCAPED, FLAG_SPILLED = 1, 2, 4
 
@@ -206,7 +209,7 @@ def _interp(table, e0, inv_step, energy):
     if k >= table.shape[0] - 1:
         return table[table.shape[0] - 1]
     f = t - k
-    return table[k] + f * (table[k + 1] - table[k])
+    return table[U(k)] + f * (table[U(k + 1)] - table[U(k)])
 
 
 #: Half erfc tabulated on [0, ERFC_MAX] (libm erfc costs more than the rest of a photon's
@@ -235,7 +238,7 @@ def _half_erfc(t):
         return 0.0
     u = t * _INV_ERFC_STEP
     k = int(u)
-    return _HALF_ERFC[k] + (u - k) * (_HALF_ERFC[k + 1] - _HALF_ERFC[k])
+    return _HALF_ERFC[U(k)] + (u - k) * (_HALF_ERFC[U(k + 1)] - _HALF_ERFC[U(k)])
 
 
 @njit(cache=True, nogil=True)
@@ -274,8 +277,8 @@ def _cloud(x, y, energy, inv_s2, rows, cols, min_kev, pix, kev, n):
                 continue
             e = energy * fy[a] * fx[b]
             if e >= min_kev:
-                pix[n] = r * cols + c
-                kev[n] = e
+                pix[U(n)] = r * cols + c
+                kev[U(n)] = e
                 n += 1
     return n
 
@@ -322,7 +325,7 @@ def _read_out(frame, touched, nt, acc, mark, table, live,
     """
     npix = frame.shape[0]
     for k in range(nt):
-        p = touched[k]
+        p = U(touched[k])
         e = acc[p]
         acc[p] = 0.0
         mark[p] = 0
@@ -481,15 +484,15 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
     for f in range(n_frames):
         nt = 0
         for k in range(n_spill):
-            p = spill_pix[k]
+            p = U(spill_pix[k])
             if mark[p] == 0:
                 mark[p] = 1
-                touched[nt] = p
+                touched[U(nt)] = p
                 nt += 1
             acc[p] += spill_kev[k]
         n_next = 0
-        while i < nphot and photon_frame[i] == f:
-            energy = energy_kev[i]
+        while i < nphot and photon_frame[U(i)] == f:
+            energy = energy_kev[U(i)]
             z = rng.exponential() * _interp(attenuation_mm, e0, inv_step, energy)
             if z >= thickness_mm:
                 stats[f, 3] += 1
@@ -497,8 +500,9 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                 continue
             fx_in = uniform(state)
             fy_in = uniform(state)
-            r_in = pixel[i] // cols
-            x = (pixel[i] - r_in * cols) + fx_in
+            pixel_i = pixel[U(i)]
+            r_in = pixel_i // cols
+            x = (pixel_i - r_in * cols) + fx_in
             y = r_in + fy_in
             main_kev = energy
             fl_kev, fl_x, fl_y, fl_inside, flag = 0.0, x, y, False, 0
@@ -529,21 +533,22 @@ def detect_block(photon_frame, pixel, energy_kev, n_frames, rows, cols,
                 keep = uniform(state)
                 flag |= FLAG_SPILLED
             for a in range(n):
-                p = pix[a]
+                p = U(pix[a])
                 if mark[p] == 0:
                     mark[p] = 1
-                    touched[nt] = p
+                    touched[U(nt)] = p
                     nt += 1
                 acc[p] += keep * kev[a]
                 if keep < 1.0 and n_next < cap:
-                    next_pix[n_next] = p
-                    next_kev[n_next] = (1.0 - keep) * kev[a]
+                    next_pix[U(n_next)] = p
+                    next_kev[U(n_next)] = (1.0 - keep) * kev[a]
                     n_next += 1
-            index[n_abs] = i
-            x_out[n_abs] = fx_in
-            y_out[n_abs] = fy_in
-            depth_mm[n_abs] = z
-            flags[n_abs] = flag
+            o = U(n_abs)
+            index[o] = i
+            x_out[o] = fx_in
+            y_out[o] = fy_in
+            depth_mm[o] = z
+            flags[o] = flag
             n_abs += 1
             i += 1
         if f == 0:
