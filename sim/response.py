@@ -34,7 +34,7 @@ from scipy.special import ndtr
 
 from ..errors import ConfigError
 from .fastrandom import uniform
-from .sources import k_lines
+from .sources import U, k_lines
 
 #: Boltzmann constant over the elementary charge, V/K.
 K_OVER_E_V_PER_K = 8.617333262e-5
@@ -42,9 +42,6 @@ K_OVER_E_V_PER_K = 8.617333262e-5
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Largest ADU value of the 14-bit ADC.
 ADC_MAX = 16383
-#: An index known to be >= 0, as unsigned: numba tests a signed index for a negative value
-#: (to count from the end) on every access, three instructions each in the photon loops.
-U = np.uint64
 #: Bits of the per-photon truth flags written by :func:`detect_batch`.
 FLAG_SHARED, FLAG_ESCAPED, FLAG_SPILLED = 1, 2, 4
 

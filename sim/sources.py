@@ -24,6 +24,10 @@ from ..compton.kinematics import _dpz_de_formula, _impulse_factor_formula
 from ..errors import ConfigError
 from .fastrandom import new_state, uniform
 
+#: An index known to be >= 0, as unsigned: numba tests a signed index for a negative value
+#: (to count from the end) on every access, three instructions each in the photon loops.
+U = np.uint64
+
 # ----------------------------------------------------------------------------- Am-241
 
 #: Am-241 photon emissions (energy keV, photons per 100 decays). Np L X-ray multiplets
@@ -178,19 +182,19 @@ def _sample_cathode(pixel, line_fraction, background_fraction, background_kev, l
         if u < line_fraction + background_fraction:
             out_kev[i] = background_kev + (e1 - background_kev) * uniform(state)
             continue
-        p = pixel[i]
+        p = U(pixel[i])   # unsigned: no negative-index test on each access
         c = cos_theta[p]
-        b = theta_bin[p]
+        b = U(theta_bin[p])
         cb = bin_cos_theta[b]
         while True:
-            component = 0 if uniform(state) < p_li[p] else 1
+            component = U(0 if uniform(state) < p_li[p] else 1)
             t = uniform(state) * n_tab
             k = int(t)
             if k >= n_tab:
                 k = n_tab - 1
             frac = t - k
-            lo = icdf[component, b, k]
-            pz = lo + frac * (icdf[component, b, k + 1] - lo)
+            lo = icdf[component, b, U(k)]
+            pz = lo + frac * (icdf[component, b, U(k + 1)] - lo)
             e2 = energy_from_pz_scalar(pz, e1, c)
             if c == cb:
                 break
