@@ -16,19 +16,30 @@ threaded >= 1.7x (a) on 2 cores, peak RSS < 1 GB for a 4 GB file.
 
     python benchmarks/bench_events.py [--frames 20000] [--repeat 9] [--big-file-gb 4]
 
-No loss against an earlier kernel: ``--against REF`` times the chain (none, csd, csa; 1 and
-2 threads) on commit REF and on this tree instead, in alternating fresh processes, and
-prints t_old / t_new per case (median and range over the rounds; benchmarks/ab_against.py).
-The single-body kernel before it was split into stages is the parent of the first commit
-of hexspec/event_stages.py:
+No loss against an earlier kernel: ``--against REF`` compiles the ``_extract_kernel`` of
+commit REF beside this tree's, in one process, and runs the same extractor (this tree's
+EventExtractor and SpectrumAccumulator, with only the kernel swapped) with each kernel in
+turn, over many short passes: per case (mode none / csd / csa, with and without the
+histogram, next-frame on and off, 1 and 2 threads) it prints t_old / t_new (above 1: this
+tree is faster) as the median and range over the rounds, and the same for a control, this
+tree's kernel against a second compilation of itself, which must come out 1.00. Old and
+new alternate pass by pass (first one, then the other, the order swapping every round), so
+the drift of a shared machine falls on both alike. The single-body kernel before it was
+split into stages is the parent of the first commit of hexspec/event_stages.py:
 
     python benchmarks/bench_events.py --against "$(git log --reverse --format=%h -- hexspec/event_stages.py | head -1)~1"
+
+(benchmarks/ab_against.py REF events times the two trees in alternating fresh processes
+instead: each side then has a process of its own, and the ratio varies more.)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import types
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import statistics
 import subprocess
@@ -213,17 +224,148 @@ def big_file_rss(gb):
 THREADED_BATCHES = (4000, 10000)
 
 
+# ----------------------------------------------------------------------------- old against new
+
+_ROOT = Path(__file__).resolve().parents[1]
+_KERNEL_FILES = ("events.py", "event_stages.py", "_simd.py")
+
+
+def kernel_at(ref):
+    """The ``_extract_kernel`` of commit ``ref``, compiled apart from this tree's.
+
+    The kernel's modules (_KERNEL_FILES, as far as ``ref`` has them) are written into a
+    folder of their own, kept per commit so numba's cache serves later runs, and imported
+    as a package whose other modules (config, frames, ...) are this tree's.
+    """
+    sha = subprocess.run(["git", "-C", str(_ROOT), "rev-parse", ref], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    name = f"_hexspec_at_{sha[:12]}"
+    folder = Path(tempfile.gettempdir()) / "hexspec-bench-kernels" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname in _KERNEL_FILES:
+        show = subprocess.run(["git", "-C", str(_ROOT), "show", f"{sha}:hexspec/{fname}"], capture_output=True)
+        path = folder / fname
+        if show.returncode == 0 and not (path.exists() and path.read_bytes() == show.stdout):
+            path.write_bytes(show.stdout)
+    if name not in sys.modules:
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(folder)]
+        sys.modules[name] = pkg
+        have = {p.stem for p in folder.glob("*.py")}
+        for sub in ("config", "errors", "eventlist", "frames", "event_stages", "_simd"):
+            if sub not in have:
+                sys.modules[f"{name}.{sub}"] = importlib.import_module(f"hexspec.{sub}")
+    return importlib.import_module(f"{name}.events")._extract_kernel
+
+
+class Passes:
+    """One case of the comparison: an extractor (and accumulator, with the histogram) per
+    kernel, each pass running one kernel over ``slices`` of the frames in 1,000-frame batches."""
+
+    def __init__(self, frames, cfg, kernels, threads, hist):
+        self.runs = []
+        fn = np.arange(len(frames))
+        for kernel in kernels:
+            ex = hx.EventExtractor(cfg, frames.shape[1:], threads=threads)
+            ex._kernel = kernel
+            acc = hx.SpectrumAccumulator(cfg, frames.shape[1:]) if hist else None
+            if acc is not None:
+                acc.reset()   # first-touch page faults outside the timing
+            self.runs.append((ex, acc))
+        self.batches = [hx.FrameBatch(frames[s:s + 1000], fn[s:s + 1000]) for s in range(0, len(frames), 1000)]
+
+    def time(self, k, batches):
+        ex, acc = self.runs[k]
+        ex.reset()
+        t = time.perf_counter()
+        for b in batches:
+            ex(b, accumulator=acc)
+        return time.perf_counter() - t
+
+    def events(self, k, batches):
+        ex, acc = self.runs[k]
+        ex.reset()
+        if acc is not None:
+            acc.reset()
+        out = [ex(b, accumulator=acc) for b in batches]
+        return out, (None if acc is None else acc.cube.counts.copy())
+
+    def close(self):
+        for ex, _ in self.runs:
+            ex.close()
+
+
+def ab_rounds(passes, pairs, rounds, span):
+    """t_a / t_b per round for each (a, b) kernel-index pair in ``pairs``.
+
+    A round runs every kernel over all the frames, ``span`` batches per pass, passes of the
+    kernels alternating; each kernel starts on a different part of the frames, so no pass
+    finds its frames still in the cache from the pass before. The kernel that goes first
+    changes every round.
+    """
+    nb = len(passes.batches)
+    nk = len(passes.runs)
+    chunks = [passes.batches[s:s + span] for s in range(0, nb, span)]
+    ratios = {pair: [] for pair in pairs}
+    for r in range(rounds):
+        total = [0.0] * nk
+        order = list(range(nk)) if r % 2 == 0 else list(range(nk))[::-1]
+        for c in range(len(chunks)):
+            for pos, k in enumerate(order):
+                total[k] += passes.time(k, chunks[(c + pos * len(chunks) // nk) % len(chunks)])
+        for a, b in pairs:
+            ratios[a, b].append(total[a] / total[b])
+    return ratios
+
+
+def against(ref, nframes, rounds, threads_list, modes):
+    """Prints t_old / t_new and the control t_new' / t_new per case (see the module docstring)."""
+    import hexspec.events as new_events
+    old = kernel_at(ref)
+    # the control: a second compilation of this tree's kernel (same source, its own machine code)
+    control = njit(nogil=True)(new_events._extract_kernel.py_func)
+    kernels = (old, new_events._extract_kernel, control)
+    frames = make_frames(nframes)
+    bins = hx.EnergyBins(0, 200, 0.2)
+    print(f"t_old / t_new ({ref} against this tree; above 1: this tree faster) and the control "
+          f"(this tree's kernel against a second compilation of it); {nframes} frames, "
+          f"{rounds} rounds, median (range)")
+    print(f"{'case':34s} {'old/new':>22s} {'control':>22s}")
+    results = {}
+    for threads in threads_list:
+        for mode in modes:
+            for hist in (True, False):
+                for nxt in (True, False):
+                    cfg = hx.ProcessingConfig(threshold=100, gradients=0.05, intercepts=0.5, charge_sharing=mode,
+                                              bins=bins, next_frame=nxt)
+                    passes = Passes(frames, cfg, kernels, threads, hist)
+                    warm = passes.batches[:2]
+                    (ev_old, c_old), (ev_new, c_new) = passes.events(0, warm), passes.events(1, warm)
+                    passes.events(2, warm)
+                    same = all(np.array_equal(getattr(a, f), getattr(b, f))
+                               for a, b in zip(ev_old, ev_new) for f in ("frame", "row", "col", "energy", "size"))
+                    assert same and (c_old is None or np.array_equal(c_old, c_new)), "old and new kernels disagree"
+                    r = ab_rounds(passes, [(0, 1), (2, 1)], rounds, span=2)
+                    passes.close()
+                    case = f"{mode}, hist {'on' if hist else 'off'}, next-frame {'on' if nxt else 'off'}, {threads}t"
+                    results[case] = r
+                    fmt = "  ".join(f"{statistics.median(v):5.3f} ({min(v):.3f}-{max(v):.3f})" for v in r.values())
+                    print(f"{case:34s} {fmt}", flush=True)
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--big-file-gb", type=float, default=4.0)
-    ap.add_argument("--against", metavar="REF", help="instead: the chain on commit REF against this tree, interleaved")
-    ap.add_argument("--rounds", type=int, default=7, help="with --against: old/new rounds (default 7)")
+    ap.add_argument("--against", metavar="REF", help="instead: the kernel of commit REF against this tree's, interleaved")
+    ap.add_argument("--rounds", type=int, default=15, help="with --against: rounds per case (default 15)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="with --against (default 1 2)")
+    ap.add_argument("--modes", nargs="+", default=["none", "csd", "csa"], help="with --against")
     args = ap.parse_args()
     if args.against:
-        from ab_against import compare
-        compare(args.against, "events", args.rounds, max(1, args.repeat // 3))
+        against(args.against, args.frames, args.rounds, args.threads, args.modes)
         return
 
     frames = make_frames(args.frames)

@@ -158,6 +158,7 @@ class EventExtractor:
         self._stats = np.zeros(len(STAT_NAMES), np.int64)
         self.frames_seen = 0
         self._pool = None
+        self._kernel = _extract_kernel   # benchmarks/bench_events.py --against swaps in an earlier one
 
     @property
     def stats(self) -> dict:
@@ -184,10 +185,10 @@ class EventExtractor:
         The arrays are allocated for ``capacity`` events (default: this many frames' worth)."""
         counts, nbins, start, inv = hist if hist is not None else _NO_HIST
         out = _new_output(capacity if capacity is not None else self._capacity(flat.shape[0]))
-        *out, n = _extract_kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self._rowcol, self._cal,
-                                  last_hit, state, self.config.next_frame, self._mode,
-                                  self._half, self._max_size, stats, *out,
-                                  counts, nbins, start, inv, flow if flow is not None else _NO_FLOW)
+        *out, n = self._kernel(flat, fnums, self.shape[0], self.shape[1], self.thr, self._rowcol, self._cal,
+                               last_hit, state, self.config.next_frame, self._mode,
+                               self._half, self._max_size, stats, *out,
+                               counts, nbins, start, inv, flow if flow is not None else _NO_FLOW)
         return out, n
 
     def _capacity(self, nframes):
