@@ -274,13 +274,13 @@ class Passes:
             self.runs.append((ex, acc))
         self.batches = [hx.FrameBatch(frames[s:s + 1000], fn[s:s + 1000]) for s in range(0, len(frames), 1000)]
 
-    def time(self, k, batches):
+    def time(self, k, batches, clock=time.process_time):
         ex, acc = self.runs[k]
         ex.reset()
-        t = time.perf_counter()
+        t = clock()
         for b in batches:
             ex(b, accumulator=acc)
-        return time.perf_counter() - t
+        return clock() - t
 
     def events(self, k, batches):
         ex, acc = self.runs[k]
@@ -295,30 +295,35 @@ class Passes:
             ex.close()
 
 
-def ab_rounds(passes, pairs, rounds, span):
+def ab_rounds(passes, pairs, rounds, span, clock):
     """t_a / t_b per round for each (a, b) kernel-index pair in ``pairs``.
 
     A round runs every kernel over all the frames, ``span`` batches per pass, passes of the
     kernels alternating; each kernel starts on a different part of the frames, so no pass
     finds its frames still in the cache from the pass before. The kernel that goes first
-    changes every round.
+    changes every round. A round's ratio is the median over the parts of the frames of
+    the two kernels' times on that part: a pass slowed by another process on the machine
+    then shifts it little. ``clock`` is time.process_time (CPU time of all threads, which
+    leaves out the time other processes hold the cores) or time.perf_counter (wall time).
     """
     nb = len(passes.batches)
     nk = len(passes.runs)
     chunks = [passes.batches[s:s + span] for s in range(0, nb, span)]
+    nc = len(chunks)
     ratios = {pair: [] for pair in pairs}
     for r in range(rounds):
-        total = [0.0] * nk
+        t = np.zeros((nk, nc))
         order = list(range(nk)) if r % 2 == 0 else list(range(nk))[::-1]
-        for c in range(len(chunks)):
+        for c in range(nc):
             for pos, k in enumerate(order):
-                total[k] += passes.time(k, chunks[(c + pos * len(chunks) // nk) % len(chunks)])
+                part = (c + pos * nc // nk) % nc
+                t[k, part] = passes.time(k, chunks[part], clock)
         for a, b in pairs:
-            ratios[a, b].append(total[a] / total[b])
+            ratios[a, b].append(float(np.median(t[a] / t[b])))
     return ratios
 
 
-def against(ref, nframes, rounds, threads_list, modes):
+def against(ref, nframes, rounds, threads_list, modes, clock="cpu"):
     """Prints t_old / t_new and the control t_new' / t_new per case (see the module docstring)."""
     import hexspec.events as new_events
     old = kernel_at(ref)
@@ -329,7 +334,7 @@ def against(ref, nframes, rounds, threads_list, modes):
     bins = hx.EnergyBins(0, 200, 0.2)
     print(f"t_old / t_new ({ref} against this tree; above 1: this tree faster) and the control "
           f"(this tree's kernel against a second compilation of it); {nframes} frames, "
-          f"{rounds} rounds, median (range)")
+          f"{rounds} rounds, {clock} time, median (range)")
     print(f"{'case':34s} {'old/new':>22s} {'control':>22s}")
     results = {}
     for threads in threads_list:
@@ -345,7 +350,8 @@ def against(ref, nframes, rounds, threads_list, modes):
                     same = all(np.array_equal(getattr(a, f), getattr(b, f))
                                for a, b in zip(ev_old, ev_new) for f in ("frame", "row", "col", "energy", "size"))
                     assert same and (c_old is None or np.array_equal(c_old, c_new)), "old and new kernels disagree"
-                    r = ab_rounds(passes, [(0, 1), (2, 1)], rounds, span=2)
+                    r = ab_rounds(passes, [(0, 1), (2, 1)], rounds, span=1,
+                                  clock=time.process_time if clock == "cpu" else time.perf_counter)
                     passes.close()
                     case = f"{mode}, hist {'on' if hist else 'off'}, next-frame {'on' if nxt else 'off'}, {threads}t"
                     results[case] = r
@@ -363,9 +369,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=15, help="with --against: rounds per case (default 15)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="with --against (default 1 2)")
     ap.add_argument("--modes", nargs="+", default=["none", "csd", "csa"], help="with --against")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="with --against: CPU time of the process (default; on a shared machine it leaves out "
+                         "the time others hold the cores) or wall time")
     args = ap.parse_args()
     if args.against:
-        against(args.against, args.frames, args.rounds, args.threads, args.modes)
+        against(args.against, args.frames, args.rounds, args.threads, args.modes, args.clock)
         return
 
     frames = make_frames(args.frames)

@@ -59,7 +59,7 @@ MODE_NONE, MODE_CSD, MODE_CSA = 0, 1, 2
 NEVER = np.iinfo(np.int64).min
 
 #: stages pasted into the fused loop
-stage = njit(cache=True, nogil=True, inline="always")
+stage = njit(cache=True, nogil=True)
 #: stages with loops of their own, left as calls: inlining them into the fused loop
 #: measured slower (bench_events.py), as the loop's registers then serve both
 kernel = njit(cache=True, nogil=True)
@@ -117,7 +117,8 @@ def restart_if_backwards(last_hit, state, fnum):
     detector restarted its acquisition (odin-data resets frame_num to 0), so the
     previous frame's hits no longer precede this one. ``state[0]`` is the last number seen."""
     if fnum <= state[0]:
-        last_hit[:] = NEVER
+        for p in range(last_hit.shape[0]):   # not last_hit[:]: a slice is a view numba counts references to
+            last_hit[p] = NEVER
     state[0] = fnum
 
 
@@ -178,31 +179,31 @@ def calibrate_reference(frames, gradients, intercepts):
 # ----------------------------------------------------------------------------- output
 
 @stage
-def grow_output(out, nout, nk):
-    """The event arrays ``out`` (frame, row, col, energy, size), with room for ``nk`` more
-    after the first ``nout``: the same arrays, or larger ones holding their events."""
-    cap = out[0].shape[0]
+def grow_output(of, orow, ocol, oe, osz, nout, nk):
+    """The event arrays (frame, row, col, energy, size), with room for ``nk`` more after
+    the first ``nout``: the same arrays, or larger ones holding their events."""
+    cap = of.shape[0]
     if nout + nk <= cap:
-        return out
+        return of, orow, ocol, oe, osz
     while nout + nk > cap:
         cap = max(2 * cap, 1024)
-    of = np.empty(cap, np.int64)
-    orow = np.empty(cap, np.uint16)
-    ocol = np.empty(cap, np.uint16)
-    oe = np.empty(cap, np.float32)
-    osz = np.empty(cap, np.uint8)
-    of[:nout] = out[0][:nout]
-    orow[:nout] = out[1][:nout]
-    ocol[:nout] = out[2][:nout]
-    oe[:nout] = out[3][:nout]
-    osz[:nout] = out[4][:nout]
-    return of, orow, ocol, oe, osz
+    nf = np.empty(cap, np.int64)
+    nrow = np.empty(cap, np.uint16)
+    ncol = np.empty(cap, np.uint16)
+    ne = np.empty(cap, np.float32)
+    nsz = np.empty(cap, np.uint8)
+    nf[:nout] = of[:nout]
+    nrow[:nout] = orow[:nout]
+    ncol[:nout] = ocol[:nout]
+    ne[:nout] = oe[:nout]
+    nsz[:nout] = osz[:nout]
+    return nf, nrow, ncol, ne, nsz
 
 
 @stage
-def emit_all(hits, nk, energy, rowcol, fnum, out, nout, nxt, pf, pf_last, counts, pending, last_pend):
+def emit_all(hits, nk, energy, rowcol, fnum, of, orow, ocol, oe, osz, nout, nxt, pf, pf_last, counts, pending,
+             last_pend):
     """No charge-sharing handling: every kept hit is an event. Returns (events, cursor)."""
-    of, orow, ocol, oe, osz = out
     for i in range(nk):
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
@@ -250,7 +251,7 @@ def padded_position(rc, half, pw):
 
 @stage
 def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, shared,
-              out, nout, nxt, pf, pf_last, counts, pending, last_pend):
+              of, orow, ocol, oe, osz, nout, nxt, pf, pf_last, counts, pending, last_pend):
     """Charge-sharing discrimination: keep only hits with no other hit in their cluster
     window. Returns (events, cursor, hits removed as shared).
 
@@ -275,7 +276,6 @@ def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, share
             shared[j if found else sink] = 1
         shared[i] |= any_found
     nshared = 0
-    of, orow, ocol, oe, osz = out
     for i in range(nk):
         s = shared[i]
         rc = rowcol[hits[i]]
@@ -311,7 +311,7 @@ def find_root(parent, k):
 
 @stage
 def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, parent, csize, best, esum, max_size,
-              out, nout, nxt, pf, pf_last, counts, pending, last_pend):
+              of, orow, ocol, oe, osz, nout, nxt, pf, pf_last, counts, pending, last_pend):
     """Charge-sharing addition: each cluster of hits within a cluster window of one
     another becomes one event at its largest-energy pixel, with the summed energy.
     Returns (events, cursor, hits merged into others, clusters dropped as larger than
@@ -356,7 +356,6 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
     # (the store always happens; the count advances only for emitted clusters)
     merged = 0
     dropped = 0
-    of, orow, ocol, oe, osz = out
     for i in range(nk):
         label[qpos[i]] = -1
         root = parent[parent[i]]   # parent[i] < i is already final

@@ -93,9 +93,9 @@ def test_output_growth_keeps_the_events_written_so_far():
     out = output(3)
     for k, a in enumerate(out):
         a[:] = [k + 1, k + 2, k + 3]
-    same = grow_output(out, 1, 2)
+    same = grow_output(*out, 1, 2)
     assert all(a is b for a, b in zip(same, out))
-    grown = grow_output(out, 3, 2000)
+    grown = grow_output(*out, 3, 2000)
     assert grown[0].shape[0] >= 2003 and [g.dtype for g in grown] == [a.dtype for a in out]
     assert [g[:3].tolist() for g in grown] == [a.tolist() for a in out]
 
@@ -106,7 +106,7 @@ def test_without_charge_sharing_every_kept_hit_is_an_event():
     rowcol, _ = pixel_tables(rows, cols, np.ones(rows * cols), np.zeros(rows * cols))
     p, e = kept_hits(rng, rows, cols, 0.1)
     out = output(p.size + 2)
-    nout, _ = emit_all(p, p.size, e, rowcol, 42, out, 2, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
+    nout, _ = emit_all(p, p.size, e, rowcol, 42, *out, 2, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
     assert nout == p.size + 2
     assert out[1][2:nout].tolist() == (p // cols).tolist() and out[2][2:nout].tolist() == (p % cols).tolist()
     assert out[3][2:nout].tolist() == e.astype(np.float32).tolist() and set(out[0][2:nout]) == {42}
@@ -127,7 +127,7 @@ def test_csd_stage_keeps_the_hits_of_the_reference_and_leaves_its_scratch_clean(
         want = np.flatnonzero(csd_reference(mask, cluster_window))
         out = output(p.size)
         nout, _, nshared = csd_frame(p, p.size, e, rowcol, 0, back, label, pw, half, qpos, shared,
-                                     out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
+                                     *out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
         got = out[1][:nout].astype(int) * cols + out[2][:nout]
         assert got.tolist() == want.tolist() and nshared == p.size - want.size
         assert (label == -1).all() and not shared[:-1].any()
@@ -152,7 +152,7 @@ def test_csa_stage_sums_the_clusters_of_the_reference(cluster_window, max_size):
         want = csa_reference(mask, energy, [f], cluster_window, max_size or None)
         out = output(p.size)
         nout, _, merged, _ = csa_frame(p, p.size, e, rowcol, f, back, label, pw, half, qpos, parent, csize, best,
-                                       esum, max_size, out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
+                                       esum, max_size, *out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
         got = hx.EventList(*(a[:nout] for a in out))
         assert got == want
         assert (label == -1).all()
