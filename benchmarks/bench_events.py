@@ -24,7 +24,8 @@ histogram, next-frame on and off, 1 and 2 threads) it prints t_old / t_new (abov
 tree is faster) as the median and range over the rounds, and the same for a control, this
 tree's kernel against a second compilation of itself, which must come out 1.00. Old and
 new alternate pass by pass (first one, then the other, the order swapping every round), so
-the drift of a shared machine falls on both alike. The single-body kernel before it was
+the drift of a shared machine falls on both alike (the order of old, new and control
+runs through all six permutations). The single-body kernel before it was
 split into stages is the parent of the first commit of hexspec/event_stages.py:
 
     python benchmarks/bench_events.py --against "$(git log --reverse --format=%h -- hexspec/event_stages.py | head -1)~1"
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import types
 from pathlib import Path
@@ -300,8 +302,8 @@ def ab_rounds(passes, pairs, rounds, span, clock):
 
     A round runs every kernel over all the frames, ``span`` batches per pass, passes of the
     kernels alternating; each kernel starts on a different part of the frames, so no pass
-    finds its frames still in the cache from the pass before. The kernel that goes first
-    changes every round. A round's ratio is the median over the parts of the frames of
+    finds its frames still in the cache from the pass before. The order of the kernels
+    runs through all its permutations, round after round. A round's ratio is the median over the parts of the frames of
     the two kernels' times on that part: a pass slowed by another process on the machine
     then shifts it little. ``clock`` is time.process_time (CPU time of all threads, which
     leaves out the time other processes hold the cores) or time.perf_counter (wall time).
@@ -310,10 +312,11 @@ def ab_rounds(passes, pairs, rounds, span, clock):
     nk = len(passes.runs)
     chunks = [passes.batches[s:s + span] for s in range(0, nb, span)]
     nc = len(chunks)
+    orders = list(itertools.permutations(range(nk)))
     ratios = {pair: [] for pair in pairs}
     for r in range(rounds):
         t = np.zeros((nk, nc))
-        order = list(range(nk)) if r % 2 == 0 else list(range(nk))[::-1]
+        order = orders[r % len(orders)]
         for c in range(nc):
             for pos, k in enumerate(order):
                 part = (c + pos * nc // nk) % nc
@@ -366,7 +369,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--big-file-gb", type=float, default=4.0)
     ap.add_argument("--against", metavar="REF", help="instead: the kernel of commit REF against this tree's, interleaved")
-    ap.add_argument("--rounds", type=int, default=15, help="with --against: rounds per case (default 15)")
+    ap.add_argument("--rounds", type=int, default=24, help="with --against: rounds per case (default 24)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="with --against (default 1 2)")
     ap.add_argument("--modes", nargs="+", default=["none", "csd", "csa"], help="with --against")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",

@@ -68,11 +68,13 @@ kernel = njit(cache=True, nogil=True)
 # ----------------------------------------------------------------------------- threshold
 
 @kernel
-def scan_hits(frame, thr, hits):
+def scan_hits(frames, start, thr, hits):
     """Indices of pixels with frame > thr into ``hits`` (in raster order); returns their number.
 
-    ``frame`` and ``thr`` are flat (rows * cols,) uint16. ``hits`` needs room for one
-    more entry than there are pixels. Blocks of 64 pixels are compared as one vector
+    The frame is frames[start:start + rows * cols] of a flat uint16 array (a whole batch,
+    so that the fused loop makes no view of each frame: numba counts references to
+    views), ``thr`` is flat (rows * cols,) uint16. ``hits`` needs room for one more entry
+    than there are pixels. Blocks of 64 pixels are compared as one vector
     operation giving a bit mask (hexspec._simd), and only the set bits are visited. The
     first two bits of every block are extracted without branches (a store that is not
     counted is overwritten later); the loop runs only for blocks with three or more hits.
@@ -80,13 +82,13 @@ def scan_hits(frame, thr, hits):
     removes were mispredicted half the time: measured 2x faster over the benchmark's
     frames than testing each block.
     """
-    n = frame.shape[0]
+    n = thr.shape[0]
     nb = n // MASK_LANES
     nh = 0
     one = np.uint64(1)
     for b in range(nb):
         base = b * MASK_LANES
-        m = gt_mask64(frame, thr, base)
+        m = gt_mask64(frames, start + base, thr, base)
         hits[nh] = base + np.int64(cttz64(m))
         nh += m != 0
         m &= m - one
@@ -98,7 +100,7 @@ def scan_hits(frame, thr, hits):
             nh += 1
             m &= m - one
     for i in range(nb * MASK_LANES, n):
-        if frame[i] > thr[i]:
+        if frames[start + i] > thr[i]:
             hits[nh] = i
             nh += 1
     return nh
@@ -130,14 +132,15 @@ def calibrated(value, gain, offset):
 
 
 @stage
-def keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, nxt, pf, pf_last):
+def keep_and_calibrate(frames, start, hits, nh, last_hit, fnum, use_next, cal, energy, nxt, pf, pf_last):
     """Next-frame correction and calibration in one pass over the ``nh`` raw hits.
 
     ``last_hit`` (rows * cols, int64) holds the frame number of each pixel's latest raw
     hit, so "hit in the previous consecutive frame" is the single test
     last_hit[p] == fnum - 1, with no per-frame clearing. Kept hits are compacted to the
-    front of ``hits``, their energies (``cal`` rows: gain, offset) into ``energy``.
-    Returns (kept, prefetch cursor).
+    front of ``hits``, their energies (``cal`` rows: gain, offset) into ``energy``; the
+    frame is frames[start:] as in :func:`scan_hits`. Returns (kept, prefetch cursor).
+    Each raw hit asks for two lines of ``nxt`` at the cursor ``pf`` (clamped to ``pf_last``).
 
     Written without branches on the data (the store always happens, the count advances
     only for kept hits): at ~1% occupancy mispredictions would cost more than the work.
@@ -151,7 +154,7 @@ def keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, n
         prefetch(nxt, min(pf + LINE_U16, pf_last))
         pf = min(pf + 2 * LINE_U16, pf_last)
         hits[nk] = p
-        energy[nk] = calibrated(frame[p], cal[p, 0], cal[p, 1])
+        energy[nk] = calibrated(frames[start + p], cal[p, 0], cal[p, 1])
         nk += 1 - repeat
     return nk, pf
 

@@ -70,8 +70,9 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                np.empty(npix, np.float64))
     pending = np.zeros(npix if counts.shape[0] > 0 else 1, np.int64)   # cube indices of the last frame's events
     f = nout = npend = 0
+    flat = frames.reshape(-1)
     while True:
-        f, nout, npend = _extract_frames(frames, frame_numbers, f, cols, thr, rowcol, cal, last_hit, state, use_next,
+        f, nout, npend = _extract_frames(flat, npix, frame_numbers, f, cols, thr, rowcol, cal, last_hit, state, use_next,
                                          mode, half, max_size, stats, back, label, pw, scratch,
                                          out_frame, out_row, out_col, out_energy, out_size, nout,
                                          counts, nbins, hist_start, hist_inv, flow, pending, npend)
@@ -85,13 +86,14 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
 
 
 @njit(cache=True, nogil=True)
-def _extract_frames(frames, frame_numbers, f, cols, thr, rowcol, cal, last_hit, state, use_next,
+def _extract_frames(flat, npix, frame_numbers, f, cols, thr, rowcol, cal, last_hit, state, use_next,
                     mode, half, max_size, stats, back, label, pw, scratch,
                     out_frame, out_row, out_col, out_energy, out_size, nout,
                     counts, nbins, hist_start, hist_inv, flow, pending, npend):
     """The loop of _extract_kernel: frames f, f+1, ... until the end of the batch, or until
     a frame whose events might not fit in the ``out_*`` arrays (fewer places left than
-    pixels). Returns (the next frame, events written, pending cube increments).
+    pixels). Returns (the next frame, events written, pending cube increments). ``flat``
+    is the batch of frames as one flat array: frame f starts at f * npix.
 
     The arrays stay the same within the loop (they grow in the caller): numba counts
     references to an array variable that a loop may reassign, and to every array argument
@@ -99,36 +101,38 @@ def _extract_frames(frames, frame_numbers, f, cols, thr, rowcol, cal, last_hit, 
     waits for the frame's outstanding stores. Measured ~5% of the kernel with the stages
     inlined and the output grown inside the loop (bench_events.py --against).
     """
-    nframes, npix = frames.shape
+    nframes = frame_numbers.shape[0]
     hits, energy, qpos, shared, parent, csize, best, esum = scratch
-    pf_last = max(npix - LINE_U16, 0)   # the last prefetch position that stays in the frame
     do_hist = counts.shape[0] > 0
     cap = out_frame.shape[0]
     while f < nframes and nout + npix <= cap:
-        frame = frames[f]
+        start = f * npix
         fnum = frame_numbers[f]
-        nxt = frames[min(f + 1, nframes - 1)]
+        # the prefetch cursor runs over the next frame (the last frame: itself), to the
+        # last position that stays in it
+        pf = min(f + 1, nframes - 1) * npix
+        pf_last = pf + max(npix - LINE_U16, 0)
         last_pend = max(npend - 1, 0)
         restart_if_backwards(last_hit, state, fnum)
-        nh = scan_hits(frame, thr, hits)
-        nk, pf = keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, nxt, 0, pf_last)
+        nh = scan_hits(flat, start, thr, hits)
+        nk, pf = keep_and_calibrate(flat, start, hits, nh, last_hit, fnum, use_next, cal, energy, flat, pf, pf_last)
         stats[STAT_HITS] += nh
         stats[STAT_NEXT_FRAME] += nh - nk
         prefetch_pending(counts, pending, nk, npend)
         nout0 = nout
         if mode == MODE_NONE:
             nout, pf = emit_all(hits, nk, energy, rowcol, fnum, out_frame, out_row, out_col, out_energy, out_size,
-                                nout, nxt, pf, pf_last, counts, pending, last_pend)
+                                nout, flat, pf, pf_last, counts, pending, last_pend)
         elif mode == MODE_CSD:
             nout, pf, nshared = csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, shared,
                                           out_frame, out_row, out_col, out_energy, out_size,
-                                          nout, nxt, pf, pf_last, counts, pending, last_pend)
+                                          nout, flat, pf, pf_last, counts, pending, last_pend)
             stats[STAT_SHARED] += nshared
         else:
             nout, pf, merged, dropped = csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos,
                                                   parent, csize, best, esum, max_size,
                                                   out_frame, out_row, out_col, out_energy, out_size,
-                                                  nout, nxt, pf, pf_last, counts, pending, last_pend)
+                                                  nout, flat, pf, pf_last, counts, pending, last_pend)
             stats[STAT_SHARED] += merged
             stats[STAT_TOO_LARGE] += dropped
         if do_hist:
@@ -143,7 +147,7 @@ def _extract_frames(frames, frame_numbers, f, cols, thr, rowcol, cal, last_hit, 
 def _prime_state(frame, thr, last_hit, state, fnum):
     """Set the next-frame state as if ``frame`` (number fnum) had just been processed."""
     hits = np.empty(frame.shape[0] + 1, np.int32)
-    nh = scan_hits(frame, thr, hits)
+    nh = scan_hits(frame, 0, thr, hits)
     for i in range(nh):
         last_hit[hits[i]] = fnum
     state[0] = fnum

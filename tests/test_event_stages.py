@@ -42,8 +42,9 @@ def test_threshold_scan_finds_exactly_the_pixels_above_their_threshold(shape):
     thr = rng.integers(40, 200, shape).astype(np.uint16)
     hits = np.empty(rows * cols + 1, np.int32)
     expected = threshold_reference(frames, thr)
+    flat = frames.reshape(-1)   # the scan reads frame f of the batch at offset f * rows * cols
     for f in range(len(frames)):
-        nh = scan_hits(frames[f].reshape(-1), thr.reshape(-1), hits)
+        nh = scan_hits(flat, f * rows * cols, thr.reshape(-1), hits)
         assert hits[:nh].tolist() == np.flatnonzero(expected[f]).tolist()
 
 
@@ -63,8 +64,8 @@ def test_next_frame_and_calibration_match_their_references_across_gaps_and_a_res
     for f in range(len(frames)):
         flat = frames[f].reshape(-1)
         restart_if_backwards(last_hit, state, fnums[f])
-        nh = scan_hits(flat, thr, hits)
-        nk, _ = keep_and_calibrate(flat, hits, nh, last_hit, fnums[f], True, cal, energy, flat, 0, 0)
+        nh = scan_hits(flat, 0, thr, hits)
+        nk, _ = keep_and_calibrate(flat, 0, hits, nh, last_hit, fnums[f], True, cal, energy, flat, 0, 0)
         removed += nh - nk
         assert hits[:nk].tolist() == np.flatnonzero(want[f]).tolist()
         assert energy[:nk].tolist() == want_e[f].reshape(-1)[hits[:nk]].astype(np.float64).tolist()
@@ -76,8 +77,8 @@ def test_without_next_frame_every_hit_is_kept_and_the_state_still_advances():
     flat = random_frames(rng, 1, 5, 5, 0.5)[0].reshape(-1)
     _, cal = pixel_tables(5, 5, np.ones(25), np.zeros(25))
     last_hit, hits, energy = np.full(25, 6, np.int64), np.empty(26, np.int32), np.empty(25)
-    nh = scan_hits(flat, np.full(25, 60, np.uint16), hits)
-    nk, _ = keep_and_calibrate(flat, hits, nh, last_hit, 7, False, cal, energy, flat, 0, 0)
+    nh = scan_hits(flat, 0, np.full(25, 60, np.uint16), hits)
+    nk, _ = keep_and_calibrate(flat, 0, hits, nh, last_hit, 7, False, cal, energy, flat, 0, 0)
     assert nk == nh > 0 and set(np.flatnonzero(last_hit == 7)) == set(hits[:nh].tolist())
 
 
