@@ -17,16 +17,25 @@ threaded >= 1.7x (a) on 2 cores, peak RSS < 1 GB for a 4 GB file.
     python benchmarks/bench_events.py [--frames 20000] [--repeat 9] [--big-file-gb 4]
 
 No loss against an earlier kernel: ``--against REF`` compiles the ``_extract_kernel`` of
-commit REF beside this tree's, in one process, and runs the same extractor (this tree's
-EventExtractor and SpectrumAccumulator, with only the kernel swapped) with each kernel in
-turn, over many short passes: per case (mode none / csd / csa, with and without the
-histogram, next-frame on and off, 1 and 2 threads) it prints t_old / t_new (above 1: this
-tree is faster) as the median and range over the rounds, and the same for a control, this
-tree's kernel against a second compilation of itself, which must come out 1.00. Old and
-new alternate pass by pass (first one, then the other, the order swapping every round), so
-the drift of a shared machine falls on both alike (the order of old, new and control
-runs through all six permutations). The single-body kernel before it was
-split into stages is the parent of the first commit of hexspec/event_stages.py:
+commit REF beside this tree's (or commit ``--new``'s), in one process, and a second copy
+of the new one as a control; the same extractor (this tree's EventExtractor and
+SpectrumAccumulator, only the kernel swapped) then runs with each kernel in turn, one
+1,000-frame batch per pass. Per case (mode none / csd / csa, with and without the
+histogram, next-frame on and off, 1 and 2 threads) it prints t_old / t_new (above 1: the
+new kernel is faster) and t_control / t_new (which must come out 1.00), as the median and
+range over the rounds. What makes the ratio fair on a shared machine:
+
+- the kernels' passes interleave, so drift falls on all alike; the order of the three
+  runs through all six permutations, round after round;
+- CPU time of the process (``--clock cpu``), which leaves out the time other processes
+  hold the cores; a round's ratio is the median over the batches of the two kernels'
+  times on the same batch, so a pass disturbed all the same shifts it little;
+- every round builds new extractors and accumulators (where the arrays lie changes the
+  speed by a few percent), and ``--processes`` fresh processes pool their rounds (each
+  loads the machine code at other addresses).
+
+The single-body kernel before it was split into stages is the parent of the first commit
+of hexspec/event_stages.py:
 
     python benchmarks/bench_events.py --against "$(git log --reverse --format=%h -- hexspec/event_stages.py | head -1)~1"
 
@@ -37,8 +46,10 @@ instead: each side then has a process of its own, and the ratio varies more.)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import itertools
+import json
 import os
 import types
 from pathlib import Path
@@ -232,49 +243,65 @@ _ROOT = Path(__file__).resolve().parents[1]
 _KERNEL_FILES = ("events.py", "event_stages.py", "_simd.py")
 
 
-def kernel_at(ref):
-    """The ``_extract_kernel`` of commit ``ref``, compiled apart from this tree's.
+def kernel_copy(ref=None, salt=""):
+    """The ``_extract_kernel`` of commit ``ref`` (None: of this working tree), compiled
+    apart from the one hexspec imports (and from other copies of other ``salt``).
 
     The kernel's modules (_KERNEL_FILES, as far as ``ref`` has them) are written into a
-    folder of their own, kept per commit so numba's cache serves later runs, and imported
+    folder named by their content, kept so numba's cache serves later runs, and imported
     as a package whose other modules (config, frames, ...) are this tree's.
     """
-    sha = subprocess.run(["git", "-C", str(_ROOT), "rev-parse", ref], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    name = f"_hexspec_at_{sha[:12]}"
+    files = {}
+    for fname in _KERNEL_FILES:
+        if ref is None:
+            path = _ROOT / "hexspec" / fname
+            if path.exists():
+                files[fname] = path.read_bytes()
+        else:
+            show = subprocess.run(["git", "-C", str(_ROOT), "show", f"{ref}:hexspec/{fname}"], capture_output=True)
+            if show.returncode == 0:
+                files[fname] = show.stdout
+    name = "_hexspec_kernel_" + hashlib.sha1(b"".join(files[f] for f in sorted(files))).hexdigest()[:12] + salt
     folder = Path(tempfile.gettempdir()) / "hexspec-bench-kernels" / name
     folder.mkdir(parents=True, exist_ok=True)
-    for fname in _KERNEL_FILES:
-        show = subprocess.run(["git", "-C", str(_ROOT), "show", f"{sha}:hexspec/{fname}"], capture_output=True)
-        path = folder / fname
-        if show.returncode == 0 and not (path.exists() and path.read_bytes() == show.stdout):
-            path.write_bytes(show.stdout)
+    for fname, text in files.items():
+        if not ((folder / fname).exists() and (folder / fname).read_bytes() == text):
+            (folder / fname).write_bytes(text)
     if name not in sys.modules:
         pkg = types.ModuleType(name)
         pkg.__path__ = [str(folder)]
         sys.modules[name] = pkg
-        have = {p.stem for p in folder.glob("*.py")}
         for sub in ("config", "errors", "eventlist", "frames", "event_stages", "_simd"):
-            if sub not in have:
+            if sub + ".py" not in files:
                 sys.modules[f"{name}.{sub}"] = importlib.import_module(f"hexspec.{sub}")
     return importlib.import_module(f"{name}.events")._extract_kernel
 
 
 class Passes:
     """One case of the comparison: an extractor (and accumulator, with the histogram) per
-    kernel, each pass running one kernel over ``slices`` of the frames in 1,000-frame batches."""
+    kernel, each pass running one kernel over some of the frames in 1,000-frame batches."""
 
     def __init__(self, frames, cfg, kernels, threads, hist):
-        self.runs = []
+        self.frames, self.cfg, self.kernels, self.threads, self.hist = frames, cfg, kernels, threads, hist
         fn = np.arange(len(frames))
-        for kernel in kernels:
-            ex = hx.EventExtractor(cfg, frames.shape[1:], threads=threads)
-            ex._kernel = kernel
-            acc = hx.SpectrumAccumulator(cfg, frames.shape[1:]) if hist else None
+        self.batches = [hx.FrameBatch(frames[s:s + 1000], fn[s:s + 1000]) for s in range(0, len(frames), 1000)]
+        self.runs = []
+        self.fresh()
+
+    def fresh(self, order=None):
+        """New extractors and accumulators, built in ``order`` of the kernels (new memory:
+        where the arrays lie changes the speed by a few percent, alike for every kernel on
+        average over the rounds)."""
+        self.close()
+        runs = [None] * len(self.kernels)
+        for k in order if order is not None else range(len(self.kernels)):
+            ex = hx.EventExtractor(self.cfg, self.frames.shape[1:], threads=self.threads)
+            ex._kernel = self.kernels[k]
+            acc = hx.SpectrumAccumulator(self.cfg, self.frames.shape[1:]) if self.hist else None
             if acc is not None:
                 acc.reset()   # first-touch page faults outside the timing
-            self.runs.append((ex, acc))
-        self.batches = [hx.FrameBatch(frames[s:s + 1000], fn[s:s + 1000]) for s in range(0, len(frames), 1000)]
+            runs[k] = (ex, acc)
+        self.runs = runs
 
     def time(self, k, batches, clock=time.process_time):
         ex, acc = self.runs[k]
@@ -317,6 +344,7 @@ def ab_rounds(passes, pairs, rounds, span, clock):
     for r in range(rounds):
         t = np.zeros((nk, nc))
         order = orders[r % len(orders)]
+        passes.fresh(order)
         for c in range(nc):
             for pos, k in enumerate(order):
                 part = (c + pos * nc // nk) % nc
@@ -326,19 +354,16 @@ def ab_rounds(passes, pairs, rounds, span, clock):
     return ratios
 
 
-def against(ref, nframes, rounds, threads_list, modes, clock="cpu"):
-    """Prints t_old / t_new and the control t_new' / t_new per case (see the module docstring)."""
+def against(ref, nframes, rounds, threads_list, modes, clock="cpu", quiet=False, new_ref=None):
+    """{case: {"old/new": [t_old / t_new per round], "control": [t_copy / t_new]}}, printed
+    unless ``quiet`` (see the module docstring). The new kernel is this tree's, or that of
+    commit ``new_ref``."""
     import hexspec.events as new_events
-    old = kernel_at(ref)
-    # the control: a second compilation of this tree's kernel (same source, its own machine code)
-    control = njit(nogil=True)(new_events._extract_kernel.py_func)
-    kernels = (old, new_events._extract_kernel, control)
+    new = new_events._extract_kernel if new_ref is None else kernel_copy(new_ref)
+    # the control: the new kernel's modules again, imported and compiled apart
+    kernels = (kernel_copy(ref), new, kernel_copy(new_ref, salt="_control"))
     frames = make_frames(nframes)
     bins = hx.EnergyBins(0, 200, 0.2)
-    print(f"t_old / t_new ({ref} against this tree; above 1: this tree faster) and the control "
-          f"(this tree's kernel against a second compilation of it); {nframes} frames, "
-          f"{rounds} rounds, {clock} time, median (range)")
-    print(f"{'case':34s} {'old/new':>22s} {'control':>22s}")
     results = {}
     for threads in threads_list:
         for mode in modes:
@@ -357,10 +382,36 @@ def against(ref, nframes, rounds, threads_list, modes, clock="cpu"):
                                   clock=time.process_time if clock == "cpu" else time.perf_counter)
                     passes.close()
                     case = f"{mode}, hist {'on' if hist else 'off'}, next-frame {'on' if nxt else 'off'}, {threads}t"
-                    results[case] = r
-                    fmt = "  ".join(f"{statistics.median(v):5.3f} ({min(v):.3f}-{max(v):.3f})" for v in r.values())
-                    print(f"{case:34s} {fmt}", flush=True)
+                    results[case] = {"old/new": r[0, 1], "control": r[2, 1]}
+                    if not quiet:
+                        print_ratios(case, results[case])
     return results
+
+
+def print_ratios(case, ratios):
+    print(f"{case:34s} " + "  ".join(f"{statistics.median(v):5.3f} ({min(v):.3f}-{max(v):.3f})"
+                                     for v in ratios.values()), flush=True)
+
+
+def against_in_processes(args):
+    """``against`` in ``args.processes`` fresh processes one after the other (each loads
+    the machine code anew, at other addresses), the rounds of all pooled."""
+    pooled = {}
+    with tempfile.TemporaryDirectory() as d:
+        for k in range(args.processes):
+            out = os.path.join(d, f"{k}.json")
+            subprocess.run([sys.executable, __file__, "--against", args.against, "--frames", str(args.frames),
+                            "--rounds", str(args.rounds), "--clock", args.clock, "--processes", "1",
+                            *(["--new", args.new] if args.new else []),
+                            "--json", out, "--threads", *map(str, args.threads), "--modes", *args.modes],
+                           check=True)
+            with open(out) as fh:
+                for case, r in json.load(fh).items():
+                    for name, v in r.items():
+                        pooled.setdefault(case, {}).setdefault(name, []).extend(v)
+    return pooled
+
+
 
 
 def main():
@@ -369,15 +420,33 @@ def main():
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--big-file-gb", type=float, default=4.0)
     ap.add_argument("--against", metavar="REF", help="instead: the kernel of commit REF against this tree's, interleaved")
-    ap.add_argument("--rounds", type=int, default=24, help="with --against: rounds per case (default 24)")
+    ap.add_argument("--rounds", type=int, default=12, help="with --against: rounds per case and process (default 12)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="with --against (default 1 2)")
     ap.add_argument("--modes", nargs="+", default=["none", "csd", "csa"], help="with --against")
+    ap.add_argument("--processes", type=int, default=3, help="with --against: fresh processes, one after "
+                    "the other, whose rounds are pooled (default 3)")
+    ap.add_argument("--new", metavar="REF", help="with --against: the new kernel from commit REF instead of this tree")
+    ap.add_argument("--json", help=argparse.SUPPRESS)   # with --against: write the ratios here instead
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="with --against: CPU time of the process (default; on a shared machine it leaves out "
                          "the time others hold the cores) or wall time")
     args = ap.parse_args()
     if args.against:
-        against(args.against, args.frames, args.rounds, args.threads, args.modes, args.clock)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(against(args.against, args.frames, args.rounds, args.threads, args.modes, args.clock,
+                                  quiet=True, new_ref=args.new), fh)
+            return
+        new = args.new or "this tree"
+        print(f"t_old / t_new ({args.against} against {new}; above 1: {new} faster), and the control "
+              f"(a second compilation of the new kernel against it): {args.frames} frames, "
+              f"{args.processes} processes x {args.rounds} rounds, {args.clock} time, median (range) over the rounds")
+        print(f"{'case':34s} {'old/new':>22s} {'control':>22s}")
+        if args.processes > 1:
+            for case, r in against_in_processes(args).items():
+                print_ratios(case, r)
+        else:
+            against(args.against, args.frames, args.rounds, args.threads, args.modes, args.clock, new_ref=args.new)
         return
 
     frames = make_frames(args.frames)
