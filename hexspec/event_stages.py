@@ -21,12 +21,16 @@ prefetch                    :func:`prefetch_pending`, and   (no result: only tim
                             two lines in each hit loop
 ==========================  ==============================  ===========================
 
-Most numba stages are ``inline="always"``: numba pastes them into the fused loop, so
-splitting the body costs nothing at run time (benchmarks/bench_events.py); the scan and
-the histogram step stay separate calls, as they were in the single-body kernel. Inside
-the per-hit loops nothing is a call: a helper taking arrays, even inlined, measured a
-few percent slower there. Each stage can be called alone, which is how tests/test_event_stages.py checks it against its
-reference on random input.
+The numba stages are plain ``@njit`` functions that the fused loop
+(hexspec.events._extract_frames) calls once per frame; LLVM inlines the small ones, and a
+call of the others costs far less than the frame's work. They are not numba
+``inline="always"``: numba then counts references to every array argument of an inlined
+stage, once per frame, each count an atomic instruction that also waits for the frame's
+outstanding stores, and the stages written that way (the output arrays passed as one
+tuple) measured 5-7% slower than the single-body kernel they replaced
+(benchmarks/bench_events.py --against). For the same reason no stage takes or returns a
+tuple of arrays or a view of one frame of the batch. Each stage can be called alone,
+which is how tests/test_event_stages.py checks it against its reference on random input.
 
 Charge-sharing handling is order-independent: whether a hit is kept, and which
 cluster it joins, depends only on the set of hits in its frame, never on the raster
@@ -58,16 +62,13 @@ MODE_NONE, MODE_CSD, MODE_CSA = 0, 1, 2
 #: "no hit yet": no frame number can be one after it
 NEVER = np.iinfo(np.int64).min
 
-#: stages pasted into the fused loop
+#: every stage (see the module docstring for why not inline="always")
 stage = njit(cache=True, nogil=True)
-#: stages with loops of their own, left as calls: inlining them into the fused loop
-#: measured slower (bench_events.py), as the loop's registers then serve both
-kernel = njit(cache=True, nogil=True)
 
 
 # ----------------------------------------------------------------------------- threshold
 
-@kernel
+@stage
 def scan_hits(frames, start, thr, hits):
     """Indices of pixels with frame > thr into ``hits`` (in raster order); returns their number.
 
@@ -409,7 +410,7 @@ def csa_reference(kept, energy, frame_numbers, cluster_window=3, max_cluster_siz
 
 # ----------------------------------------------------------------------------- histogram
 
-@kernel
+@stage
 def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_start, hist_inv, pending, flow):
     """Cube indices of events lo..hi-1 into ``pending`` (returns how many); under- and
     overflow into ``flow``. The binning is exactly that of
@@ -439,7 +440,7 @@ def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_sta
     return m
 
 
-@kernel
+@stage
 def apply_increments(counts, pending, n):
     """Add one count at each of the first ``n`` cube indices in ``pending``."""
     for k in range(n):
