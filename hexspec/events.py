@@ -69,31 +69,35 @@ def _extract_kernel(frames, frame_numbers, rows, cols, thr, rowcol, cal,
                np.empty(npix, np.int32),
                np.empty(npix, np.float64))
     pending = np.zeros(npix if counts.shape[0] > 0 else 1, np.int64)   # cube indices of the last frame's events
-    f = nout = npend = 0
+    f = nout = npend = pf = 0
+    nk = -1
     flat = frames.reshape(-1)
     while True:
-        f, nout, npend = _extract_frames(flat, npix, frame_numbers, f, cols, thr, rowcol, cal, last_hit, state, use_next,
-                                         mode, half, max_size, stats, back, label, pw, scratch,
-                                         out_frame, out_row, out_col, out_energy, out_size, nout,
-                                         counts, nbins, hist_start, hist_inv, flow, pending, npend)
+        f, nout, npend, nk, pf = _extract_frames(flat, npix, frame_numbers, f, nk, pf, cols, thr, rowcol, cal,
+                                                 last_hit, state, use_next, mode, half, max_size, stats,
+                                                 back, label, pw, scratch,
+                                                 out_frame, out_row, out_col, out_energy, out_size, nout,
+                                                 counts, nbins, hist_start, hist_inv, flow, pending, npend)
         if f == nframes:
             break
         out_frame, out_row, out_col, out_energy, out_size = grow_output(out_frame, out_row, out_col, out_energy,
-                                                                        out_size, nout, npix)
+                                                                        out_size, nout, nk)
     apply_increments(counts, pending, npend)
     stats[STAT_EVENTS] += nout
     return out_frame, out_row, out_col, out_energy, out_size, nout
 
 
 @njit(cache=True, nogil=True)
-def _extract_frames(flat, npix, frame_numbers, f, cols, thr, rowcol, cal, last_hit, state, use_next,
+def _extract_frames(flat, npix, frame_numbers, f, nk, pf, cols, thr, rowcol, cal, last_hit, state, use_next,
                     mode, half, max_size, stats, back, label, pw, scratch,
                     out_frame, out_row, out_col, out_energy, out_size, nout,
                     counts, nbins, hist_start, hist_inv, flow, pending, npend):
     """The loop of _extract_kernel: frames f, f+1, ... until the end of the batch, or until
-    a frame whose events might not fit in the ``out_*`` arrays (fewer places left than
-    pixels). Returns (the next frame, events written, pending cube increments). ``flat``
-    is the batch of frames as one flat array: frame f starts at f * npix.
+    a frame whose ``nk`` kept hits do not fit in the ``out_*`` arrays. Returns (the next
+    frame, events written, pending cube increments, nk, prefetch cursor): nk is -1 at the
+    end of the batch; otherwise the caller grows the arrays and calls again with the
+    frame, nk and cursor returned, and the loop goes on from that frame's charge-sharing
+    stage. ``flat`` is the batch of frames as one flat array: frame f starts at f * npix.
 
     The arrays stay the same within the loop (they grow in the caller): numba counts
     references to an array variable that a loop may reassign, and to every array argument
@@ -105,20 +109,23 @@ def _extract_frames(flat, npix, frame_numbers, f, cols, thr, rowcol, cal, last_h
     hits, energy, qpos, shared, parent, csize, best, esum = scratch
     do_hist = counts.shape[0] > 0
     cap = out_frame.shape[0]
-    while f < nframes and nout + npix <= cap:
-        start = f * npix
+    while f < nframes:
         fnum = frame_numbers[f]
         # the prefetch cursor runs over the next frame (the last frame: itself), to the
         # last position that stays in it
-        pf = min(f + 1, nframes - 1) * npix
-        pf_last = pf + max(npix - LINE_U16, 0)
+        pf_last = min(f + 1, nframes - 1) * npix + max(npix - LINE_U16, 0)
         last_pend = max(npend - 1, 0)
-        restart_if_backwards(last_hit, state, fnum)
-        nh = scan_hits(flat, start, thr, hits)
-        nk, pf = keep_and_calibrate(flat, start, hits, nh, last_hit, fnum, use_next, cal, energy, flat, pf, pf_last)
-        stats[STAT_HITS] += nh
-        stats[STAT_NEXT_FRAME] += nh - nk
-        prefetch_pending(counts, pending, nk, npend)
+        if nk < 0:   # not resumed
+            start = f * npix
+            restart_if_backwards(last_hit, state, fnum)
+            nh = scan_hits(flat, start, thr, hits)
+            nk, pf = keep_and_calibrate(flat, start, hits, nh, last_hit, fnum, use_next, cal, energy,
+                                        flat, min(f + 1, nframes - 1) * npix, pf_last)
+            stats[STAT_HITS] += nh
+            stats[STAT_NEXT_FRAME] += nh - nk
+            prefetch_pending(counts, pending, nk, npend)
+            if nout + nk > cap:
+                return f, nout, npend, nk, pf
         nout0 = nout
         if mode == MODE_NONE:
             nout, pf = emit_all(hits, nk, energy, rowcol, fnum, out_frame, out_row, out_col, out_energy, out_size,
@@ -139,8 +146,9 @@ def _extract_frames(flat, npix, frame_numbers, f, cols, thr, rowcol, cal, last_h
             apply_increments(counts, pending, npend)
             npend = queue_increments(out_row, out_col, out_energy, nout0, nout, cols, nbins, hist_start, hist_inv,
                                      pending, flow)
+        nk = -1
         f += 1
-    return f, nout, npend
+    return f, nout, npend, nk, pf
 
 
 @njit(cache=True, nogil=True)

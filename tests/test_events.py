@@ -217,9 +217,10 @@ def test_hits_found_at_every_occupancy_and_block_boundary(occupancy):
 
 @pytest.mark.parametrize("mode", ["none", "csd", "csa"])
 def test_output_that_fills_partway_through_a_batch_grows_without_losing_or_repeating_events(mode):
-    # Room for one event at first: the kernel stops at the first frame that might not fit,
-    # grows the arrays and goes on from that frame, at least once after the first frame
-    # (dense 8 x 8 frames, against growth by doubling from 1,024 places).
+    # Room for one event at first: the frame loop stops at the first frame whose kept hits
+    # do not fit, the kernel grows the arrays and the loop goes on from that frame's
+    # charge-sharing stage, at least once after the first frame (dense 8 x 8 frames,
+    # against growth by doubling from 1,024 places).
     # The events and the histogram must be those of the reference chain.
     from hexspec.events import _new_output
     from hexspec.spectra import histogram_reference
