@@ -64,6 +64,9 @@ NEVER = np.iinfo(np.int64).min
 
 #: every stage (see the module docstring for why not inline="always")
 stage = njit(cache=True, nogil=True)
+#: an index known to be >= 0, as unsigned: numba tests a signed index for a negative value
+#: (to count from the end) on every access
+U = np.uint64
 
 
 # ----------------------------------------------------------------------------- threshold
@@ -263,35 +266,38 @@ def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, share
     (branch-free: a missing neighbour writes the sink entry ``shared[npix]``); the second
     emits the unshared hits and clears the scratch (``label``, ``shared``) for the next frame.
     """
+    # Indices that cannot be negative are cast to unsigned (U): numba then leaves out its
+    # test for a negative index, three instructions on every access of these loops.
     sink = shared.shape[0] - 1
     nback = back.shape[0]
     for i in range(nk):
-        q = padded_position(rowcol[hits[i]], half, pw)
+        q = padded_position(rowcol[U(hits[i])], half, pw)
         qpos[i] = q
-        label[q] = i
+        label[U(q)] = i
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
         any_found = False
         for k in range(nback):
-            j = label[q + back[k]]
+            j = label[U(q + back[k])]
             found = j >= 0
             any_found |= found
-            shared[j if found else sink] = 1
+            shared[U(j if found else sink)] = 1
         shared[i] |= any_found
     nshared = 0
     for i in range(nk):
         s = shared[i]
-        rc = rowcol[hits[i]]
-        of[nout] = fnum
-        orow[nout] = rc >> 16
-        ocol[nout] = rc & 0xFFFF
-        oe[nout] = energy[i]
-        osz[nout] = 1
+        rc = rowcol[U(hits[i])]
+        o = U(nout)
+        of[o] = fnum
+        orow[o] = rc >> 16
+        ocol[o] = rc & 0xFFFF
+        oe[o] = energy[i]
+        osz[o] = 1
         nout += 1 - s
         nshared += s
         shared[i] = 0
-        label[qpos[i]] = -1
+        label[U(qpos[i])] = -1
     return nout, pf, nshared
 
 
