@@ -92,20 +92,20 @@ def scan_hits(frames, start, thr, hits):
     one = np.uint64(1)
     for b in range(nb):
         base = b * MASK_LANES
-        m = gt_mask64(frames, start + base, thr, base)
-        hits[nh] = base + np.int64(cttz64(m))
+        m = gt_mask64(frames, start + base, thr, base)   # U below: see csd_frame
+        hits[U(nh)] = base + np.int64(cttz64(m))
         nh += m != 0
         m &= m - one
-        hits[nh] = base + np.int64(cttz64(m))
+        hits[U(nh)] = base + np.int64(cttz64(m))
         nh += m != 0
         m &= m - one
         while m != 0:
-            hits[nh] = base + np.int64(cttz64(m))
+            hits[U(nh)] = base + np.int64(cttz64(m))
             nh += 1
             m &= m - one
     for i in range(nb * MASK_LANES, n):
         if frames[start + i] > thr[i]:
-            hits[nh] = i
+            hits[U(nh)] = i
             nh += 1
     return nh
 
@@ -151,14 +151,14 @@ def keep_and_calibrate(frames, start, hits, nh, last_hit, fnum, use_next, cal, e
     """
     nk = 0
     for i in range(nh):
-        p = hits[i]
+        p = U(hits[i])   # U: see csd_frame
         repeat = use_next and last_hit[p] == fnum - 1
         last_hit[p] = fnum
         prefetch(nxt, pf)
         prefetch(nxt, min(pf + LINE_U16, pf_last))
         pf = min(pf + 2 * LINE_U16, pf_last)
-        hits[nk] = p
-        energy[nk] = calibrated(frames[start + p], cal[p, 0], cal[p, 1])
+        hits[U(nk)] = p
+        energy[U(nk)] = calibrated(frames[U(start) + p], cal[p, 0], cal[p, 1])
         nk += 1 - repeat
     return nk, pf
 
@@ -215,12 +215,13 @@ def emit_all(hits, nk, energy, rowcol, fnum, of, orow, ocol, oe, osz, nout, nxt,
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
-        rc = rowcol[hits[i]]
-        of[nout] = fnum
-        orow[nout] = rc >> 16
-        ocol[nout] = rc & 0xFFFF
-        oe[nout] = energy[i]
-        osz[nout] = 1
+        rc = rowcol[U(hits[i])]   # U: see csd_frame
+        o = U(nout)
+        of[o] = fnum
+        orow[o] = rc >> 16
+        ocol[o] = rc & 0xFFFF
+        oe[o] = energy[i]
+        osz[o] = 1
         nout += 1
     return nout, pf
 
@@ -336,10 +337,10 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
     they equal the reference's sum whatever order either adds them in.
     """
     nback = back.shape[0]
-    for i in range(nk):
-        q = padded_position(rowcol[hits[i]], half, pw)
+    for i in range(nk):   # U: see csd_frame
+        q = padded_position(rowcol[U(hits[i])], half, pw)
         qpos[i] = q
-        label[q] = i
+        label[U(q)] = i
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
@@ -348,7 +349,7 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
         esum[i] = energy[i]
         best[i] = i
         for k in range(nback):
-            j = label[q + back[k]]
+            j = label[U(q + back[k])]
             if j >= 0:
                 a = find_root(parent, i)
                 b = find_root(parent, j)
@@ -367,18 +368,19 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
     merged = 0
     dropped = 0
     for i in range(nk):
-        label[qpos[i]] = -1
-        root = parent[parent[i]]   # parent[i] < i is already final
+        label[U(qpos[i])] = -1
+        root = parent[U(parent[i])]   # parent[i] < i is already final
         parent[i] = root
-        n_in = csize[root]
-        is_best = best[root] == i
+        n_in = csize[U(root)]
+        is_best = best[U(root)] == i
         too_large = max_size > 0 and n_in > max_size
-        rc = rowcol[hits[i]]
-        of[nout] = fnum
-        orow[nout] = rc >> 16
-        ocol[nout] = rc & 0xFFFF
-        oe[nout] = esum[root]
-        osz[nout] = min(n_in, 255)
+        rc = rowcol[U(hits[i])]
+        o = U(nout)
+        of[o] = fnum
+        orow[o] = rc >> 16
+        ocol[o] = rc & 0xFFFF
+        oe[o] = esum[U(root)]
+        osz[o] = min(n_in, 255)
         nout += is_best and not too_large
         merged += (n_in - 1) if is_best else 0
         dropped += is_best and too_large
@@ -437,7 +439,7 @@ def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_sta
         inside = (x >= 0.0) & (x < nbins)
         below = x < 0.0
         idx = (np.int64(out_row[k]) * cols + np.int64(out_col[k])) * nbins + (int(x) if inside else 0)
-        pending[m] = idx
+        pending[U(m)] = idx   # U: see csd_frame
         m += inside
         under += below
         over += not (inside or below)   # above the range, or not a number
@@ -450,7 +452,7 @@ def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_sta
 def apply_increments(counts, pending, n):
     """Add one count at each of the first ``n`` cube indices in ``pending``."""
     for k in range(n):
-        counts[pending[k]] += 1
+        counts[U(pending[k])] += 1   # U: see csd_frame
 
 
 @stage
