@@ -16,19 +16,43 @@ threaded >= 1.7x (a) on 2 cores, peak RSS < 1 GB for a 4 GB file.
 
     python benchmarks/bench_events.py [--frames 20000] [--repeat 9] [--big-file-gb 4]
 
-No loss against an earlier kernel: ``--against REF`` times the chain (none, csd, csa; 1 and
-2 threads) on commit REF and on this tree instead, in alternating fresh processes, and
-prints t_old / t_new per case (median and range over the rounds; benchmarks/ab_against.py).
+No loss against an earlier kernel: ``--against REF`` compiles the ``_extract_kernel`` of
+commit REF beside this tree's (or commit ``--new``'s), in one process, and a second copy
+of the new one as a control; the same extractor (this tree's EventExtractor and
+SpectrumAccumulator, only the kernel swapped) then runs with each kernel in turn, one
+1,000-frame batch per pass. Per case (mode none / csd / csa, with and without the
+histogram, next-frame on and off, 1 and 2 threads) it prints t_old / t_new (above 1: the
+new kernel is faster) and t_control / t_new (which must come out 1.00), as the median and
+range over the rounds. What makes the ratio fair on a shared machine:
+
+- the kernels' passes interleave, so drift falls on all alike; the order of the three
+  runs through all six permutations, round after round;
+- CPU time of the process (``--clock cpu``), which leaves out the time other processes
+  hold the cores; a round's ratio is the median over the batches of the two kernels'
+  times on the same batch, so a pass disturbed all the same shifts it little;
+- every round builds new extractors and accumulators (where the arrays lie changes the
+  speed by a few percent), and ``--processes`` fresh processes pool their rounds (each
+  loads the machine code at other addresses).
+
 The single-body kernel before it was split into stages is the parent of the first commit
 of hexspec/event_stages.py:
 
     python benchmarks/bench_events.py --against "$(git log --reverse --format=%h -- hexspec/event_stages.py | head -1)~1"
+
+(benchmarks/ab_against.py REF events times the two trees in alternating fresh processes
+instead: each side then has a process of its own, and the ratio varies more.)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib
+import itertools
+import json
 import os
+import types
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import statistics
 import subprocess
@@ -213,17 +237,216 @@ def big_file_rss(gb):
 THREADED_BATCHES = (4000, 10000)
 
 
+# ----------------------------------------------------------------------------- old against new
+
+_ROOT = Path(__file__).resolve().parents[1]
+_KERNEL_FILES = ("events.py", "event_stages.py", "_simd.py")
+
+
+def kernel_copy(ref=None, salt=""):
+    """The ``_extract_kernel`` of commit ``ref`` (None: of this working tree), compiled
+    apart from the one hexspec imports (and from other copies of other ``salt``).
+
+    The kernel's modules (_KERNEL_FILES, as far as ``ref`` has them) are written into a
+    folder named by their content, kept so numba's cache serves later runs, and imported
+    as a package whose other modules (config, frames, ...) are this tree's.
+    """
+    files = {}
+    for fname in _KERNEL_FILES:
+        if ref is None:
+            path = _ROOT / "hexspec" / fname
+            if path.exists():
+                files[fname] = path.read_bytes()
+        else:
+            show = subprocess.run(["git", "-C", str(_ROOT), "show", f"{ref}:hexspec/{fname}"], capture_output=True)
+            if show.returncode == 0:
+                files[fname] = show.stdout
+    name = "_hexspec_kernel_" + hashlib.sha1(b"".join(files[f] for f in sorted(files))).hexdigest()[:12] + salt
+    folder = Path(tempfile.gettempdir()) / "hexspec-bench-kernels" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, text in files.items():
+        if not ((folder / fname).exists() and (folder / fname).read_bytes() == text):
+            (folder / fname).write_bytes(text)
+    if name not in sys.modules:
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(folder)]
+        sys.modules[name] = pkg
+        for sub in ("config", "errors", "eventlist", "frames", "event_stages", "_simd"):
+            if sub + ".py" not in files:
+                sys.modules[f"{name}.{sub}"] = importlib.import_module(f"hexspec.{sub}")
+    return importlib.import_module(f"{name}.events")._extract_kernel
+
+
+class Passes:
+    """One case of the comparison: an extractor (and accumulator, with the histogram) per
+    kernel, each pass running one kernel over some of the frames in 1,000-frame batches."""
+
+    def __init__(self, frames, cfg, kernels, threads, hist):
+        self.frames, self.cfg, self.kernels, self.threads, self.hist = frames, cfg, kernels, threads, hist
+        fn = np.arange(len(frames))
+        self.batches = [hx.FrameBatch(frames[s:s + 1000], fn[s:s + 1000]) for s in range(0, len(frames), 1000)]
+        self.runs = []
+        self.fresh()
+
+    def fresh(self, order=None):
+        """New extractors and accumulators, built in ``order`` of the kernels (new memory:
+        where the arrays lie changes the speed by a few percent, alike for every kernel on
+        average over the rounds)."""
+        self.close()
+        runs = [None] * len(self.kernels)
+        for k in order if order is not None else range(len(self.kernels)):
+            ex = hx.EventExtractor(self.cfg, self.frames.shape[1:], threads=self.threads)
+            ex._kernel = self.kernels[k]
+            acc = hx.SpectrumAccumulator(self.cfg, self.frames.shape[1:]) if self.hist else None
+            if acc is not None:
+                acc.reset()   # first-touch page faults outside the timing
+            runs[k] = (ex, acc)
+        self.runs = runs
+
+    def time(self, k, batches, clock=time.process_time):
+        ex, acc = self.runs[k]
+        ex.reset()
+        t = clock()
+        for b in batches:
+            ex(b, accumulator=acc)
+        return clock() - t
+
+    def events(self, k, batches):
+        ex, acc = self.runs[k]
+        ex.reset()
+        if acc is not None:
+            acc.reset()
+        out = [ex(b, accumulator=acc) for b in batches]
+        return out, (None if acc is None else acc.cube.counts.copy())
+
+    def close(self):
+        for ex, _ in self.runs:
+            ex.close()
+
+
+def ab_rounds(passes, pairs, rounds, span, clock):
+    """t_a / t_b per round for each (a, b) kernel-index pair in ``pairs``.
+
+    A round runs every kernel over all the frames, ``span`` batches per pass, passes of the
+    kernels alternating; each kernel starts on a different part of the frames, so no pass
+    finds its frames still in the cache from the pass before. The order of the kernels
+    runs through all its permutations, round after round. A round's ratio is the median over the parts of the frames of
+    the two kernels' times on that part: a pass slowed by another process on the machine
+    then shifts it little. ``clock`` is time.process_time (CPU time of all threads, which
+    leaves out the time other processes hold the cores) or time.perf_counter (wall time).
+    """
+    nb = len(passes.batches)
+    nk = len(passes.runs)
+    chunks = [passes.batches[s:s + span] for s in range(0, nb, span)]
+    nc = len(chunks)
+    orders = list(itertools.permutations(range(nk)))
+    ratios = {pair: [] for pair in pairs}
+    for r in range(rounds):
+        t = np.zeros((nk, nc))
+        order = orders[r % len(orders)]
+        passes.fresh(order)
+        for c in range(nc):
+            for pos, k in enumerate(order):
+                part = (c + pos * nc // nk) % nc
+                t[k, part] = passes.time(k, chunks[part], clock)
+        for a, b in pairs:
+            ratios[a, b].append(float(np.median(t[a] / t[b])))
+    return ratios
+
+
+def against(ref, nframes, rounds, threads_list, modes, clock="cpu", quiet=False, new_ref=None):
+    """{case: {"old/new": [t_old / t_new per round], "control": [t_copy / t_new]}}, printed
+    unless ``quiet`` (see the module docstring). The new kernel is this tree's, or that of
+    commit ``new_ref``."""
+    import hexspec.events as new_events
+    new = new_events._extract_kernel if new_ref is None else kernel_copy(new_ref)
+    # the control: the new kernel's modules again, imported and compiled apart
+    kernels = (kernel_copy(ref), new, kernel_copy(new_ref, salt="_control"))
+    frames = make_frames(nframes)
+    bins = hx.EnergyBins(0, 200, 0.2)
+    results = {}
+    for threads in threads_list:
+        for mode in modes:
+            for hist in (True, False):
+                for nxt in (True, False):
+                    cfg = hx.ProcessingConfig(threshold=100, gradients=0.05, intercepts=0.5, charge_sharing=mode,
+                                              bins=bins, next_frame=nxt)
+                    passes = Passes(frames, cfg, kernels, threads, hist)
+                    warm = passes.batches[:2]
+                    (ev_old, c_old), (ev_new, c_new) = passes.events(0, warm), passes.events(1, warm)
+                    passes.events(2, warm)
+                    same = all(np.array_equal(getattr(a, f), getattr(b, f))
+                               for a, b in zip(ev_old, ev_new) for f in ("frame", "row", "col", "energy", "size"))
+                    assert same and (c_old is None or np.array_equal(c_old, c_new)), "old and new kernels disagree"
+                    r = ab_rounds(passes, [(0, 1), (2, 1)], rounds, span=1,
+                                  clock=time.process_time if clock == "cpu" else time.perf_counter)
+                    passes.close()
+                    case = f"{mode}, hist {'on' if hist else 'off'}, next-frame {'on' if nxt else 'off'}, {threads}t"
+                    results[case] = {"old/new": r[0, 1], "control": r[2, 1]}
+                    if not quiet:
+                        print_ratios(case, results[case])
+    return results
+
+
+def print_ratios(case, ratios):
+    print(f"{case:34s} " + "  ".join(f"{statistics.median(v):5.3f} ({min(v):.3f}-{max(v):.3f})"
+                                     for v in ratios.values()), flush=True)
+
+
+def against_in_processes(args):
+    """``against`` in ``args.processes`` fresh processes one after the other (each loads
+    the machine code anew, at other addresses), the rounds of all pooled."""
+    pooled = {}
+    with tempfile.TemporaryDirectory() as d:
+        for k in range(args.processes):
+            out = os.path.join(d, f"{k}.json")
+            subprocess.run([sys.executable, __file__, "--against", args.against, "--frames", str(args.frames),
+                            "--rounds", str(args.rounds), "--clock", args.clock, "--processes", "1",
+                            *(["--new", args.new] if args.new else []),
+                            "--json", out, "--threads", *map(str, args.threads), "--modes", *args.modes],
+                           check=True)
+            with open(out) as fh:
+                for case, r in json.load(fh).items():
+                    for name, v in r.items():
+                        pooled.setdefault(case, {}).setdefault(name, []).extend(v)
+    return pooled
+
+
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--big-file-gb", type=float, default=4.0)
-    ap.add_argument("--against", metavar="REF", help="instead: the chain on commit REF against this tree, interleaved")
-    ap.add_argument("--rounds", type=int, default=7, help="with --against: old/new rounds (default 7)")
+    ap.add_argument("--against", metavar="REF", help="instead: the kernel of commit REF against this tree's, interleaved")
+    ap.add_argument("--rounds", type=int, default=12, help="with --against: rounds per case and process (default 12)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="with --against (default 1 2)")
+    ap.add_argument("--modes", nargs="+", default=["none", "csd", "csa"], help="with --against")
+    ap.add_argument("--processes", type=int, default=3, help="with --against: fresh processes, one after "
+                    "the other, whose rounds are pooled (default 3)")
+    ap.add_argument("--new", metavar="REF", help="with --against: the new kernel from commit REF instead of this tree")
+    ap.add_argument("--json", help=argparse.SUPPRESS)   # with --against: write the ratios here instead
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="with --against: CPU time of the process (default; on a shared machine it leaves out "
+                         "the time others hold the cores) or wall time")
     args = ap.parse_args()
     if args.against:
-        from ab_against import compare
-        compare(args.against, "events", args.rounds, max(1, args.repeat // 3))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(against(args.against, args.frames, args.rounds, args.threads, args.modes, args.clock,
+                                  quiet=True, new_ref=args.new), fh)
+            return
+        new = args.new or "this tree"
+        print(f"t_old / t_new ({args.against} against {new}; above 1: {new} faster), and the control "
+              f"(a second compilation of the new kernel against it): {args.frames} frames, "
+              f"{args.processes} processes x {args.rounds} rounds, {args.clock} time, median (range) over the rounds")
+        print(f"{'case':34s} {'old/new':>22s} {'control':>22s}")
+        if args.processes > 1:
+            for case, r in against_in_processes(args).items():
+                print_ratios(case, r)
+        else:
+            against(args.against, args.frames, args.rounds, args.threads, args.modes, args.clock, new_ref=args.new)
         return
 
     frames = make_frames(args.frames)

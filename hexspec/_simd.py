@@ -4,9 +4,9 @@ Written by hand because numba exposes none of them, and the scan is the largest 
 of frames -> events: at ~1% occupancy nearly every pixel is compared and rejected, so the
 scan must run at vector speed and then jump straight to the few hits.
 
-``gt_mask64(a, b, start)`` compares the 64 uint16 values a[start:start+64] with
-b[start:start+64] as one LLVM vector operation and returns the bit mask of a > b
-(bit j set when a[start+j] > b[start+j]). On AVX-512 this is two vpcmpuw into mask
+``gt_mask64(a, a_start, b, b_start)`` compares the 64 uint16 values a[a_start:a_start+64]
+with b[b_start:b_start+64] as one LLVM vector operation and returns the bit mask of a > b
+(bit j set when a[a_start+j] > b[b_start+j]). On AVX-512 this is two vpcmpuw into mask
 registers; on other x86 CPUs LLVM lowers it to SSE/AVX2 compares and movemasks; the
 result is the same everywhere. A plain numba loop building the same mask with shifts
 vectorises only to 128-bit compares and ran 1.5x slower in the whole scan
@@ -43,27 +43,31 @@ def cttz64(typingctx, x):
 
 
 @intrinsic
-def gt_mask64(typingctx, a, b, start):
-    """Bit mask of a[start + j] > b[start + j] for j in 0..63 (uint16 C-contiguous 1-D arrays).
+def gt_mask64(typingctx, a, a_start, b, b_start):
+    """Bit mask of a[a_start + j] > b[b_start + j] for j in 0..63 (uint16 C-contiguous 1-D arrays).
 
-    The caller guarantees start + 64 <= len(a) and len(b); no bounds are checked.
+    The caller guarantees a_start + 64 <= len(a) and b_start + 64 <= len(b); no bounds are
+    checked. (Two starts: the event kernel compares a frame inside a batch of frames with
+    the threshold map, without a view of the frame, see hexspec.events._extract_frames.)
     """
     for name, arr in (("a", a), ("b", b)):
         if not (isinstance(arr, types.Array) and arr.dtype == types.uint16 and arr.ndim == 1
                 and arr.layout == "C"):
             raise TypingError(f"gt_mask64: expected {name} to be a C-contiguous 1-D uint16 array, found {arr}")
-    if not isinstance(start, types.Integer):
-        raise TypingError(f"gt_mask64: expected an integer start, found {start}")
-    sig = types.uint64(a, b, start)
+    for name, start in (("a_start", a_start), ("b_start", b_start)):
+        if not isinstance(start, types.Integer):
+            raise TypingError(f"gt_mask64: expected an integer {name}, found {start}")
+    sig = types.uint64(a, a_start, b, b_start)
 
     def codegen(context, builder, signature, args):
-        aty, bty, sty = signature.args
+        aty, asty, bty, bsty = signature.args
         arr_a = context.make_array(aty)(context, builder, args[0])
-        arr_b = context.make_array(bty)(context, builder, args[1])
-        offset = context.cast(builder, args[2], sty, types.intp)
+        arr_b = context.make_array(bty)(context, builder, args[2])
+        off_a = context.cast(builder, args[1], asty, types.intp)
+        off_b = context.cast(builder, args[3], bsty, types.intp)
         vec = ir.VectorType(ir.IntType(16), MASK_LANES).as_pointer()
-        va = builder.load(builder.bitcast(builder.gep(arr_a.data, [offset]), vec), align=2)
-        vb = builder.load(builder.bitcast(builder.gep(arr_b.data, [offset]), vec), align=2)
+        va = builder.load(builder.bitcast(builder.gep(arr_a.data, [off_a]), vec), align=2)
+        vb = builder.load(builder.bitcast(builder.gep(arr_b.data, [off_b]), vec), align=2)
         return builder.bitcast(builder.icmp_unsigned(">", va, vb), ir.IntType(MASK_LANES))
 
     return sig, codegen

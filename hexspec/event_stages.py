@@ -21,12 +21,16 @@ prefetch                    :func:`prefetch_pending`, and   (no result: only tim
                             two lines in each hit loop
 ==========================  ==============================  ===========================
 
-Most numba stages are ``inline="always"``: numba pastes them into the fused loop, so
-splitting the body costs nothing at run time (benchmarks/bench_events.py); the scan and
-the histogram step stay separate calls, as they were in the single-body kernel. Inside
-the per-hit loops nothing is a call: a helper taking arrays, even inlined, measured a
-few percent slower there. Each stage can be called alone, which is how tests/test_event_stages.py checks it against its
-reference on random input.
+The numba stages are plain ``@njit`` functions that the fused loop
+(hexspec.events._extract_frames) calls once per frame; LLVM inlines the small ones, and a
+call of the others costs far less than the frame's work. They are not numba
+``inline="always"``: numba then counts references to every array argument of an inlined
+stage, once per frame, each count an atomic instruction that also waits for the frame's
+outstanding stores, and the stages written that way (the output arrays passed as one
+tuple) measured 5-7% slower than the single-body kernel they replaced
+(benchmarks/bench_events.py --against). For the same reason no stage takes or returns a
+tuple of arrays or a view of one frame of the batch. Each stage can be called alone,
+which is how tests/test_event_stages.py checks it against its reference on random input.
 
 Charge-sharing handling is order-independent: whether a hit is kept, and which
 cluster it joins, depends only on the set of hits in its frame, never on the raster
@@ -58,21 +62,23 @@ MODE_NONE, MODE_CSD, MODE_CSA = 0, 1, 2
 #: "no hit yet": no frame number can be one after it
 NEVER = np.iinfo(np.int64).min
 
-#: stages pasted into the fused loop
-stage = njit(cache=True, nogil=True, inline="always")
-#: stages with loops of their own, left as calls: inlining them into the fused loop
-#: measured slower (bench_events.py), as the loop's registers then serve both
-kernel = njit(cache=True, nogil=True)
+#: every stage (see the module docstring for why not inline="always")
+stage = njit(cache=True, nogil=True)
+#: an index known to be >= 0, as unsigned: numba tests a signed index for a negative value
+#: (to count from the end) on every access
+U = np.uint64
 
 
 # ----------------------------------------------------------------------------- threshold
 
-@kernel
-def scan_hits(frame, thr, hits):
+@stage
+def scan_hits(frames, start, thr, hits):
     """Indices of pixels with frame > thr into ``hits`` (in raster order); returns their number.
 
-    ``frame`` and ``thr`` are flat (rows * cols,) uint16. ``hits`` needs room for one
-    more entry than there are pixels. Blocks of 64 pixels are compared as one vector
+    The frame is frames[start:start + rows * cols] of a flat uint16 array (a whole batch,
+    so that the fused loop makes no view of each frame: numba counts references to
+    views), ``thr`` is flat (rows * cols,) uint16. ``hits`` needs room for one more entry
+    than there are pixels. Blocks of 64 pixels are compared as one vector
     operation giving a bit mask (hexspec._simd), and only the set bits are visited. The
     first two bits of every block are extracted without branches (a store that is not
     counted is overwritten later); the loop runs only for blocks with three or more hits.
@@ -80,26 +86,26 @@ def scan_hits(frame, thr, hits):
     removes were mispredicted half the time: measured 2x faster over the benchmark's
     frames than testing each block.
     """
-    n = frame.shape[0]
+    n = thr.shape[0]
     nb = n // MASK_LANES
     nh = 0
     one = np.uint64(1)
     for b in range(nb):
         base = b * MASK_LANES
-        m = gt_mask64(frame, thr, base)
-        hits[nh] = base + np.int64(cttz64(m))
+        m = gt_mask64(frames, start + base, thr, base)   # U below: see csd_frame
+        hits[U(nh)] = base + np.int64(cttz64(m))
         nh += m != 0
         m &= m - one
-        hits[nh] = base + np.int64(cttz64(m))
+        hits[U(nh)] = base + np.int64(cttz64(m))
         nh += m != 0
         m &= m - one
         while m != 0:
-            hits[nh] = base + np.int64(cttz64(m))
+            hits[U(nh)] = base + np.int64(cttz64(m))
             nh += 1
             m &= m - one
     for i in range(nb * MASK_LANES, n):
-        if frame[i] > thr[i]:
-            hits[nh] = i
+        if frames[start + i] > thr[i]:
+            hits[U(nh)] = i
             nh += 1
     return nh
 
@@ -117,7 +123,8 @@ def restart_if_backwards(last_hit, state, fnum):
     detector restarted its acquisition (odin-data resets frame_num to 0), so the
     previous frame's hits no longer precede this one. ``state[0]`` is the last number seen."""
     if fnum <= state[0]:
-        last_hit[:] = NEVER
+        for p in range(last_hit.shape[0]):   # not last_hit[:]: a slice is a view numba counts references to
+            last_hit[p] = NEVER
     state[0] = fnum
 
 
@@ -129,28 +136,29 @@ def calibrated(value, gain, offset):
 
 
 @stage
-def keep_and_calibrate(frame, hits, nh, last_hit, fnum, use_next, cal, energy, nxt, pf, pf_last):
+def keep_and_calibrate(frames, start, hits, nh, last_hit, fnum, use_next, cal, energy, nxt, pf, pf_last):
     """Next-frame correction and calibration in one pass over the ``nh`` raw hits.
 
     ``last_hit`` (rows * cols, int64) holds the frame number of each pixel's latest raw
     hit, so "hit in the previous consecutive frame" is the single test
     last_hit[p] == fnum - 1, with no per-frame clearing. Kept hits are compacted to the
-    front of ``hits``, their energies (``cal`` rows: gain, offset) into ``energy``.
-    Returns (kept, prefetch cursor).
+    front of ``hits``, their energies (``cal`` rows: gain, offset) into ``energy``; the
+    frame is frames[start:] as in :func:`scan_hits`. Returns (kept, prefetch cursor).
+    Each raw hit asks for two lines of ``nxt`` at the cursor ``pf`` (clamped to ``pf_last``).
 
     Written without branches on the data (the store always happens, the count advances
     only for kept hits): at ~1% occupancy mispredictions would cost more than the work.
     """
     nk = 0
     for i in range(nh):
-        p = hits[i]
+        p = U(hits[i])   # U: see csd_frame
         repeat = use_next and last_hit[p] == fnum - 1
         last_hit[p] = fnum
         prefetch(nxt, pf)
         prefetch(nxt, min(pf + LINE_U16, pf_last))
         pf = min(pf + 2 * LINE_U16, pf_last)
-        hits[nk] = p
-        energy[nk] = calibrated(frame[p], cal[p, 0], cal[p, 1])
+        hits[U(nk)] = p
+        energy[U(nk)] = calibrated(frames[U(start) + p], cal[p, 0], cal[p, 1])
         nk += 1 - repeat
     return nk, pf
 
@@ -178,41 +186,42 @@ def calibrate_reference(frames, gradients, intercepts):
 # ----------------------------------------------------------------------------- output
 
 @stage
-def grow_output(out, nout, nk):
-    """The event arrays ``out`` (frame, row, col, energy, size), with room for ``nk`` more
-    after the first ``nout``: the same arrays, or larger ones holding their events."""
-    cap = out[0].shape[0]
+def grow_output(of, orow, ocol, oe, osz, nout, nk):
+    """The event arrays (frame, row, col, energy, size), with room for ``nk`` more after
+    the first ``nout``: the same arrays, or larger ones holding their events."""
+    cap = of.shape[0]
     if nout + nk <= cap:
-        return out
+        return of, orow, ocol, oe, osz
     while nout + nk > cap:
         cap = max(2 * cap, 1024)
-    of = np.empty(cap, np.int64)
-    orow = np.empty(cap, np.uint16)
-    ocol = np.empty(cap, np.uint16)
-    oe = np.empty(cap, np.float32)
-    osz = np.empty(cap, np.uint8)
-    of[:nout] = out[0][:nout]
-    orow[:nout] = out[1][:nout]
-    ocol[:nout] = out[2][:nout]
-    oe[:nout] = out[3][:nout]
-    osz[:nout] = out[4][:nout]
-    return of, orow, ocol, oe, osz
+    nf = np.empty(cap, np.int64)
+    nrow = np.empty(cap, np.uint16)
+    ncol = np.empty(cap, np.uint16)
+    ne = np.empty(cap, np.float32)
+    nsz = np.empty(cap, np.uint8)
+    nf[:nout] = of[:nout]
+    nrow[:nout] = orow[:nout]
+    ncol[:nout] = ocol[:nout]
+    ne[:nout] = oe[:nout]
+    nsz[:nout] = osz[:nout]
+    return nf, nrow, ncol, ne, nsz
 
 
 @stage
-def emit_all(hits, nk, energy, rowcol, fnum, out, nout, nxt, pf, pf_last, counts, pending, last_pend):
+def emit_all(hits, nk, energy, rowcol, fnum, of, orow, ocol, oe, osz, nout, nxt, pf, pf_last, counts, pending,
+             last_pend):
     """No charge-sharing handling: every kept hit is an event. Returns (events, cursor)."""
-    of, orow, ocol, oe, osz = out
     for i in range(nk):
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
-        rc = rowcol[hits[i]]
-        of[nout] = fnum
-        orow[nout] = rc >> 16
-        ocol[nout] = rc & 0xFFFF
-        oe[nout] = energy[i]
-        osz[nout] = 1
+        rc = rowcol[U(hits[i])]   # U: see csd_frame
+        o = U(nout)
+        of[o] = fnum
+        orow[o] = rc >> 16
+        ocol[o] = rc & 0xFFFF
+        oe[o] = energy[i]
+        osz[o] = 1
         nout += 1
     return nout, pf
 
@@ -250,7 +259,7 @@ def padded_position(rc, half, pw):
 
 @stage
 def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, shared,
-              out, nout, nxt, pf, pf_last, counts, pending, last_pend):
+              of, orow, ocol, oe, osz, nout, nxt, pf, pf_last, counts, pending, last_pend):
     """Charge-sharing discrimination: keep only hits with no other hit in their cluster
     window. Returns (events, cursor, hits removed as shared).
 
@@ -258,36 +267,38 @@ def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, share
     (branch-free: a missing neighbour writes the sink entry ``shared[npix]``); the second
     emits the unshared hits and clears the scratch (``label``, ``shared``) for the next frame.
     """
+    # Indices that cannot be negative are cast to unsigned (U): numba then leaves out its
+    # test for a negative index, three instructions on every access of these loops.
     sink = shared.shape[0] - 1
     nback = back.shape[0]
     for i in range(nk):
-        q = padded_position(rowcol[hits[i]], half, pw)
+        q = padded_position(rowcol[U(hits[i])], half, pw)
         qpos[i] = q
-        label[q] = i
+        label[U(q)] = i
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
         any_found = False
         for k in range(nback):
-            j = label[q + back[k]]
+            j = label[U(q + back[k])]
             found = j >= 0
             any_found |= found
-            shared[j if found else sink] = 1
+            shared[U(j if found else sink)] = 1
         shared[i] |= any_found
     nshared = 0
-    of, orow, ocol, oe, osz = out
     for i in range(nk):
         s = shared[i]
-        rc = rowcol[hits[i]]
-        of[nout] = fnum
-        orow[nout] = rc >> 16
-        ocol[nout] = rc & 0xFFFF
-        oe[nout] = energy[i]
-        osz[nout] = 1
+        rc = rowcol[U(hits[i])]
+        o = U(nout)
+        of[o] = fnum
+        orow[o] = rc >> 16
+        ocol[o] = rc & 0xFFFF
+        oe[o] = energy[i]
+        osz[o] = 1
         nout += 1 - s
         nshared += s
         shared[i] = 0
-        label[qpos[i]] = -1
+        label[U(qpos[i])] = -1
     return nout, pf, nshared
 
 
@@ -311,7 +322,7 @@ def find_root(parent, k):
 
 @stage
 def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, parent, csize, best, esum, max_size,
-              out, nout, nxt, pf, pf_last, counts, pending, last_pend):
+              of, orow, ocol, oe, osz, nout, nxt, pf, pf_last, counts, pending, last_pend):
     """Charge-sharing addition: each cluster of hits within a cluster window of one
     another becomes one event at its largest-energy pixel, with the summed energy.
     Returns (events, cursor, hits merged into others, clusters dropped as larger than
@@ -326,10 +337,10 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
     they equal the reference's sum whatever order either adds them in.
     """
     nback = back.shape[0]
-    for i in range(nk):
-        q = padded_position(rowcol[hits[i]], half, pw)
+    for i in range(nk):   # U: see csd_frame
+        q = padded_position(rowcol[U(hits[i])], half, pw)
         qpos[i] = q
-        label[q] = i
+        label[U(q)] = i
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
@@ -338,7 +349,7 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
         esum[i] = energy[i]
         best[i] = i
         for k in range(nback):
-            j = label[q + back[k]]
+            j = label[U(q + back[k])]
             if j >= 0:
                 a = find_root(parent, i)
                 b = find_root(parent, j)
@@ -356,20 +367,20 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
     # (the store always happens; the count advances only for emitted clusters)
     merged = 0
     dropped = 0
-    of, orow, ocol, oe, osz = out
     for i in range(nk):
-        label[qpos[i]] = -1
-        root = parent[parent[i]]   # parent[i] < i is already final
+        label[U(qpos[i])] = -1
+        root = parent[U(parent[i])]   # parent[i] < i is already final
         parent[i] = root
-        n_in = csize[root]
-        is_best = best[root] == i
+        n_in = csize[U(root)]
+        is_best = best[U(root)] == i
         too_large = max_size > 0 and n_in > max_size
-        rc = rowcol[hits[i]]
-        of[nout] = fnum
-        orow[nout] = rc >> 16
-        ocol[nout] = rc & 0xFFFF
-        oe[nout] = esum[root]
-        osz[nout] = min(n_in, 255)
+        rc = rowcol[U(hits[i])]
+        o = U(nout)
+        of[o] = fnum
+        orow[o] = rc >> 16
+        ocol[o] = rc & 0xFFFF
+        oe[o] = esum[U(root)]
+        osz[o] = min(n_in, 255)
         nout += is_best and not too_large
         merged += (n_in - 1) if is_best else 0
         dropped += is_best and too_large
@@ -407,7 +418,7 @@ def csa_reference(kept, energy, frame_numbers, cluster_window=3, max_cluster_siz
 
 # ----------------------------------------------------------------------------- histogram
 
-@kernel
+@stage
 def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_start, hist_inv, pending, flow):
     """Cube indices of events lo..hi-1 into ``pending`` (returns how many); under- and
     overflow into ``flow``. The binning is exactly that of
@@ -428,7 +439,7 @@ def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_sta
         inside = (x >= 0.0) & (x < nbins)
         below = x < 0.0
         idx = (np.int64(out_row[k]) * cols + np.int64(out_col[k])) * nbins + (int(x) if inside else 0)
-        pending[m] = idx
+        pending[U(m)] = idx   # U: see csd_frame
         m += inside
         under += below
         over += not (inside or below)   # above the range, or not a number
@@ -437,11 +448,11 @@ def queue_increments(out_row, out_col, out_energy, lo, hi, cols, nbins, hist_sta
     return m
 
 
-@kernel
+@stage
 def apply_increments(counts, pending, n):
     """Add one count at each of the first ``n`` cube indices in ``pending``."""
     for k in range(n):
-        counts[pending[k]] += 1
+        counts[U(pending[k])] += 1   # U: see csd_frame
 
 
 @stage

@@ -42,8 +42,9 @@ def test_threshold_scan_finds_exactly_the_pixels_above_their_threshold(shape):
     thr = rng.integers(40, 200, shape).astype(np.uint16)
     hits = np.empty(rows * cols + 1, np.int32)
     expected = threshold_reference(frames, thr)
+    flat = frames.reshape(-1)   # the scan reads frame f of the batch at offset f * rows * cols
     for f in range(len(frames)):
-        nh = scan_hits(frames[f].reshape(-1), thr.reshape(-1), hits)
+        nh = scan_hits(flat, f * rows * cols, thr.reshape(-1), hits)
         assert hits[:nh].tolist() == np.flatnonzero(expected[f]).tolist()
 
 
@@ -63,8 +64,8 @@ def test_next_frame_and_calibration_match_their_references_across_gaps_and_a_res
     for f in range(len(frames)):
         flat = frames[f].reshape(-1)
         restart_if_backwards(last_hit, state, fnums[f])
-        nh = scan_hits(flat, thr, hits)
-        nk, _ = keep_and_calibrate(flat, hits, nh, last_hit, fnums[f], True, cal, energy, flat, 0, 0)
+        nh = scan_hits(flat, 0, thr, hits)
+        nk, _ = keep_and_calibrate(flat, 0, hits, nh, last_hit, fnums[f], True, cal, energy, flat, 0, 0)
         removed += nh - nk
         assert hits[:nk].tolist() == np.flatnonzero(want[f]).tolist()
         assert energy[:nk].tolist() == want_e[f].reshape(-1)[hits[:nk]].astype(np.float64).tolist()
@@ -76,8 +77,8 @@ def test_without_next_frame_every_hit_is_kept_and_the_state_still_advances():
     flat = random_frames(rng, 1, 5, 5, 0.5)[0].reshape(-1)
     _, cal = pixel_tables(5, 5, np.ones(25), np.zeros(25))
     last_hit, hits, energy = np.full(25, 6, np.int64), np.empty(26, np.int32), np.empty(25)
-    nh = scan_hits(flat, np.full(25, 60, np.uint16), hits)
-    nk, _ = keep_and_calibrate(flat, hits, nh, last_hit, 7, False, cal, energy, flat, 0, 0)
+    nh = scan_hits(flat, 0, np.full(25, 60, np.uint16), hits)
+    nk, _ = keep_and_calibrate(flat, 0, hits, nh, last_hit, 7, False, cal, energy, flat, 0, 0)
     assert nk == nh > 0 and set(np.flatnonzero(last_hit == 7)) == set(hits[:nh].tolist())
 
 
@@ -93,9 +94,9 @@ def test_output_growth_keeps_the_events_written_so_far():
     out = output(3)
     for k, a in enumerate(out):
         a[:] = [k + 1, k + 2, k + 3]
-    same = grow_output(out, 1, 2)
+    same = grow_output(*out, 1, 2)
     assert all(a is b for a, b in zip(same, out))
-    grown = grow_output(out, 3, 2000)
+    grown = grow_output(*out, 3, 2000)
     assert grown[0].shape[0] >= 2003 and [g.dtype for g in grown] == [a.dtype for a in out]
     assert [g[:3].tolist() for g in grown] == [a.tolist() for a in out]
 
@@ -106,7 +107,7 @@ def test_without_charge_sharing_every_kept_hit_is_an_event():
     rowcol, _ = pixel_tables(rows, cols, np.ones(rows * cols), np.zeros(rows * cols))
     p, e = kept_hits(rng, rows, cols, 0.1)
     out = output(p.size + 2)
-    nout, _ = emit_all(p, p.size, e, rowcol, 42, out, 2, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
+    nout, _ = emit_all(p, p.size, e, rowcol, 42, *out, 2, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
     assert nout == p.size + 2
     assert out[1][2:nout].tolist() == (p // cols).tolist() and out[2][2:nout].tolist() == (p % cols).tolist()
     assert out[3][2:nout].tolist() == e.astype(np.float32).tolist() and set(out[0][2:nout]) == {42}
@@ -127,7 +128,7 @@ def test_csd_stage_keeps_the_hits_of_the_reference_and_leaves_its_scratch_clean(
         want = np.flatnonzero(csd_reference(mask, cluster_window))
         out = output(p.size)
         nout, _, nshared = csd_frame(p, p.size, e, rowcol, 0, back, label, pw, half, qpos, shared,
-                                     out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
+                                     *out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
         got = out[1][:nout].astype(int) * cols + out[2][:nout]
         assert got.tolist() == want.tolist() and nshared == p.size - want.size
         assert (label == -1).all() and not shared[:-1].any()
@@ -152,7 +153,7 @@ def test_csa_stage_sums_the_clusters_of_the_reference(cluster_window, max_size):
         want = csa_reference(mask, energy, [f], cluster_window, max_size or None)
         out = output(p.size)
         nout, _, merged, _ = csa_frame(p, p.size, e, rowcol, f, back, label, pw, half, qpos, parent, csize, best,
-                                       esum, max_size, out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
+                                       esum, max_size, *out, 0, p.astype(np.uint16), 0, 0, NO_COUNTS, NO_PENDING, 0)
         got = hx.EventList(*(a[:nout] for a in out))
         assert got == want
         assert (label == -1).all()
