@@ -85,6 +85,10 @@ class DetectorResponse:
     fwhm_samples_kev, threshold_samples_kev : tuple of float, optional
         Quantiles of the pixels' FWHMs and thresholds: a detector's (or block's) summed
         spectrum mixes pixels, and its line shape is their average (:meth:`line_cdf`).
+    scale_variance_samples : tuple of (float, float, float), optional
+        Per sample of ``fwhm_samples_kev``, the variance a + b E + c E^2 (keV^2) of the
+        calibration's energy scale at energy E (hexspec.detector_noise): the pixels'
+        calibration errors, which widen a block's line beyond the noise.
     previous_hit_probability : float
         Probability that a pixel was hit in the frame before (hits per pixel per frame of
         the measurement, e.g. ``EventExtractor.stats`` hits / (frames x live pixels)); such
@@ -110,6 +114,7 @@ class DetectorResponse:
     free_slope: bool = False
     fwhm_samples_kev: tuple | None = None
     threshold_samples_kev: tuple | None = None
+    scale_variance_samples: tuple | None = None
     previous_hit_probability: float = 0.0
     spill_probability: float = 0.0
 
@@ -128,6 +133,12 @@ class DetectorResponse:
     @classmethod
     def from_calibration(cls, calibration, threshold_adu=0.0, mask=None, **kw):
         """The response an Am-241 calibration measures, as detector medians over its good pixels.
+
+        The Gaussian is the electronic noise, the calibration's photopeak FWHMs divided by
+        the ratio its photopeak fit has to the noise (charge-sharing broadening of the raw
+        photopeak, low-count bias of the fit), widened by each pixel's energy-scale error
+        at the line's energy (hexspec.detector_noise; without the calibration's centroids,
+        as in files read with ``read_calibration`` alone, the noise only).
 
         Parameters
         ----------
@@ -166,7 +177,19 @@ class DetectorResponse:
             if name in ("fwhm_kev", "threshold_kev"):
                 # the tail share and length of one pixel are too noisy to average over; its FWHM and threshold are not
                 values[name.replace("_kev", "_samples_kev")] = tuple(float(v) for v in np.quantile(a, quantiles))
-        return cls(**values, **kw)
+        if kw.get("threshold_kev", values["threshold_kev"]) is None:
+            # spectra without discrimination: the calibration's photopeak is their line shape as it stands
+            return cls(**{**values, **kw})
+        from .detector_noise import noise_and_scale_samples, scale_variance_coefficients
+        fwhm = np.asarray(get("fwhm_kev"), np.float64)
+        use = use & np.isfinite(fwhm) & (fwhm > 0) & (g > 0)
+        counts = get("photopeak_counts")
+        first = cls(**{**values, **kw})
+        noise, variance, median, _ = noise_and_scale_samples(
+            first, fwhm[use], scale_variance_coefficients(get, use), float(np.median(g[use])),
+            None if counts is None else np.asarray(counts, np.float64)[use], _N_SAMPLES)
+        values.update(fwhm_kev=median, fwhm_samples_kev=noise, scale_variance_samples=variance)
+        return cls(**{**values, **kw})
 
     @property
     def sigma_kev(self) -> float:
@@ -319,7 +342,7 @@ class DetectorResponse:
         (it hardly changes across a fit range); without one, the calibration's own tail
         (share ``tail_fraction``, length ``tail_length_kev``, untruncated: raw frames).
         """
-        sig = np.asarray(self.fwhm_samples_kev or (self.fwhm_kev,), np.float64) / FWHM_PER_SIGMA
+        sig = self._sigmas_kev(energy_kev)
         step = 0.01
         below, above = self.reach_kev(energy_kev)
         d = np.arange(-below, above + step, step)
@@ -370,9 +393,18 @@ class DetectorResponse:
         t[np.diag_indices(lo.size)] = 1.0 - p + 0.5 * p * w / centre
         return t
 
+    def _sigmas_kev(self, energy_kev):
+        """Gaussian sigma of each sample at ``energy_kev``: noise and the energy-scale error there."""
+        sig = np.asarray(self.fwhm_samples_kev or (self.fwhm_kev,), np.float64) / FWHM_PER_SIGMA
+        if self.scale_variance_samples:
+            e = float(energy_kev)
+            var = np.asarray(self.scale_variance_samples, np.float64) @ np.array([1.0, e, e * e])
+            sig = np.sqrt(sig ** 2 + np.maximum(var, 0.0))
+        return sig
+
     def reach_kev(self, energy_kev=100.0):
         """(below, above): how far below and above a true energy (``energy_kev``) the line shape reaches, keV."""
-        sig = max(self.fwhm_samples_kev or (self.fwhm_kev,)) / FWHM_PER_SIGMA
+        sig = float(self._sigmas_kev(energy_kev).max())
         if self.threshold_kev is not None and self.previous_hit_probability > 0:
             # a neighbour dropped by the next-frame correction may have taken most of the charge
             tail = float(energy_kev)
