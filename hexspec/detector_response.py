@@ -329,8 +329,13 @@ class DetectorResponse:
             reach = e                                             # a dropped neighbour may hold most of the charge
         nbin = int(np.ceil(reach / step_kev)) + 2
         good = keep > 0
-        hist = np.bincount(np.minimum((loss[good] / step_kev).astype(np.int64), nbin - 1),
-                           weights=keep[good], minlength=nbin) / n
+        # each loss shared between its two grid points (linear): flooring it to the point below
+        # understated the mean loss by half a step for every event losing more than one step
+        pos = np.minimum(loss[good] / step_kev, nbin - 1.0)
+        low = np.minimum(pos.astype(np.int64), nbin - 2)
+        frac = pos - low
+        hist = (np.bincount(low, weights=keep[good] * (1.0 - frac), minlength=nbin)
+                + np.bincount(low + 1, weights=keep[good] * frac, minlength=nbin)) / n
         return np.arange(nbin) * step_kev, hist / step_kev, float(keep.sum() / n)
 
     def line_cdf(self, energy_kev=100.0):
