@@ -87,12 +87,11 @@ def test_sparam_forward_model_takes_the_next_frame_terms_from_the_stored_counter
     assert attrs_new["previous_hit_probability"] == pytest.approx(p_prev, rel=1e-12)
     assert attrs_new["spill_probability"] == pytest.approx(spill, rel=1e-12)
     assert "previous_hit_probability" not in attrs_old and attrs_old["spill_probability"] == 0.0
-    # the same fit as the API with that response
-    maps = hdf5.read_calibration(cal_path)
+    # the same fit as the API with that response (from the calibration itself: the file holds all it needs)
     for res, kw in ((res_new, dict(previous_hit_probability=p_prev, spill_probability=spill)), (res_old, {})):
         fwd = compton_forward.fit_li_blocks(cube, 115.0, geom.theta_map(), block=(12, 16),
-                                            mask=full_neighbourhood(maps["good"]),
-                                            response=DetectorResponse.from_calibration(maps, **kw))
+                                            mask=full_neighbourhood(cal.good),
+                                            response=DetectorResponse.from_calibration(cal, **kw))
         np.testing.assert_allclose(res["li"], fwd.li, rtol=1e-9)
     assert res_new["li"][0, 0] != res_old["li"][0, 0]
 

@@ -246,7 +246,7 @@ def _forward_fit(args, path, cube, theta):
     response, mask, terms = None, None, {}
     if args.calibration:
         from ..detector_response import DetectorResponse, full_neighbourhood
-        cal_maps = hdf5.read_calibration(args.calibration)
+        cal_maps = _calibration_maps(args.calibration)
         if cal_maps["gradients"].shape != cube.shape:
             raise ConfigError(f"--calibration {args.calibration}: maps of shape {cal_maps['gradients'].shape}, "
                               f"expected the cube's {cube.shape}")
@@ -257,6 +257,32 @@ def _forward_fit(args, path, cube, theta):
     fwd = compton_forward.fit_li_blocks(cube, args.e1, theta, block=tuple(args.block) if args.block else (1, 1),
                                         resolution_fwhm_kev=args.resolution_fwhm_kev, response=response, mask=mask)
     return fwd, terms
+
+
+def _calibration_maps(path):
+    """The calibration maps and, from `hexspec calibrate`'s results group, the line centroids and fit
+    parameters the response's energy-scale errors need (older or other files: the maps alone)."""
+    import json
+
+    from ..errors import FormatError
+    from ..io import hdf5
+    maps = hdf5.read_calibration(path)
+    try:
+        arrays, attrs = hdf5.read_results(path, "calibration")
+    except FormatError:
+        return maps
+    for key in ("centroids_adu", "centroid_err_adu", "residuals_kev", "photopeak_counts"):
+        if key in arrays and key not in maps:
+            maps[key] = arrays[key]
+    params = attrs.get("parameters")
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            params = None
+    if isinstance(params, dict):
+        maps["parameters"] = params
+    return maps
 
 
 def _next_frame_terms(args, path, good):
