@@ -3,9 +3,11 @@
 A photon of energy E absorbed in a pixel is counted, with probability eff(E), as an event
 of energy E - q + n: n the pixel's electronic noise, q the charge it does not collect.
 
-- n: Gaussian with the FWHMs of the Am-241 photopeak fit (``EnergyCalibration.fwhm_kev``),
-  averaged over the good pixels (a block's spectrum mixes them); energy-independent, as
-  in the lumped-noise model of PHYSICS.md section 5.
+- n: Gaussian, the electronic noise (the Am-241 photopeak FWHMs, ``EnergyCalibration.fwhm_kev``,
+  less what charge sharing and the photopeak fit add to them) widened by each pixel's
+  energy-scale error at the line's energy (``hexspec.detector_noise``), mixed over the good
+  pixels (a block's spectrum mixes them); the noise is energy-independent, as in the
+  lumped-noise model of PHYSICS.md section 5.
 - q: what the 3 x 3 neighbours take of the charge cloud (Gaussian, FWHM from thickness,
   bias and temperature, PHYSICS.md section 5) while each of them stays under its
   threshold T = intercept + gradient (threshold_adu + 1/2) (calibration maps): otherwise

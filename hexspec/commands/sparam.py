@@ -81,9 +81,10 @@ def register(sub) -> None:
                         "(check deviance_per_dof, about 1 when the model fits)")
     p.add_argument("--calibration", metavar="CAL.h5",
                    help="with --forward-model: the Am-241 calibration (`hexspec calibrate`) the cube was processed "
-                        "with; its FWHMs and thresholds give the line shape, charge-sharing losses and efficiency "
-                        "of events kept by charge-sharing discrimination (`process --charge-sharing csd`, the "
-                        "default), and only pixels whose eight neighbours are all good are fitted")
+                        "with; its FWHMs (as electronic noise), line-fit errors and thresholds give the line "
+                        "shape, charge-sharing losses and efficiency of events kept by charge-sharing "
+                        "discrimination (`process --charge-sharing csd`, the default), and only pixels whose "
+                        "eight neighbours are all good are fitted")
     p.add_argument("--threshold", type=float, default=0.0, metavar="ADU",
                    help="with --calibration: the hit threshold the cube was processed with, ADU (default 0)")
     p.add_argument("--spill-probability", type=float, metavar="P",
