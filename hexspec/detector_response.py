@@ -87,10 +87,6 @@ class DetectorResponse:
     fwhm_samples_kev, threshold_samples_kev : tuple of float, optional
         Quantiles of the pixels' FWHMs and thresholds: a detector's (or block's) summed
         spectrum mixes pixels, and its line shape is their average (:meth:`line_cdf`).
-    scale_variance_samples : tuple of (float, float, float), optional
-        Per sample of ``fwhm_samples_kev``, the variance a + b E + c E^2 (keV^2) of the
-        calibration's energy scale at energy E (hexspec.detector_noise): the pixels'
-        calibration errors, which widen a block's line beyond the noise.
     previous_hit_probability : float
         Probability that a pixel was hit in the frame before (hits per pixel per frame of
         the measurement, e.g. ``EventExtractor.stats`` hits / (frames x live pixels)); such
@@ -104,6 +100,10 @@ class DetectorResponse:
         the excess of next-frame removals over chance measures it only roughly (a remainder
         under the threshold is not seen), so it is given, not fitted (a free share trades
         off against the Li content).
+    scale_variance_samples : tuple of (float, float, float), optional
+        Per sample of ``fwhm_samples_kev``, the variance a + b E + c E^2 (keV^2) of the
+        calibration's energy scale at energy E (hexspec.detector_noise): the pixels'
+        calibration errors, which widen a block's line beyond the noise.
     """
 
     fwhm_kev: float = 0.8
@@ -116,9 +116,9 @@ class DetectorResponse:
     free_slope: bool = False
     fwhm_samples_kev: tuple | None = None
     threshold_samples_kev: tuple | None = None
-    scale_variance_samples: tuple | None = None
     previous_hit_probability: float = 0.0
     spill_probability: float = 0.0
+    scale_variance_samples: tuple | None = None
 
     def __post_init__(self):
         checks = (("fwhm_kev", self.fwhm_kev > 0), ("tail_fraction", 0 <= self.tail_fraction < 1),
