@@ -3,9 +3,11 @@
 A photon of energy E absorbed in a pixel is counted, with probability eff(E), as an event
 of energy E - q + n: n the pixel's electronic noise, q the charge it does not collect.
 
-- n: Gaussian with the FWHMs of the Am-241 photopeak fit (``EnergyCalibration.fwhm_kev``),
-  averaged over the good pixels (a block's spectrum mixes them); energy-independent, as
-  in the lumped-noise model of PHYSICS.md section 5.
+- n: Gaussian, the electronic noise (the Am-241 photopeak FWHMs, ``EnergyCalibration.fwhm_kev``,
+  less what charge sharing and the photopeak fit add to them) widened by each pixel's
+  energy-scale error at the line's energy (``hexspec.detector_noise``), mixed over the good
+  pixels (a block's spectrum mixes them); the noise is energy-independent, as in the
+  lumped-noise model of PHYSICS.md section 5.
 - q: what the 3 x 3 neighbours take of the charge cloud (Gaussian, FWHM from thickness,
   bias and temperature, PHYSICS.md section 5) while each of them stays under its
   threshold T = intercept + gradient (threshold_adu + 1/2) (calibration maps): otherwise
@@ -98,6 +100,10 @@ class DetectorResponse:
         the excess of next-frame removals over chance measures it only roughly (a remainder
         under the threshold is not seen), so it is given, not fitted (a free share trades
         off against the Li content).
+    scale_variance_samples : tuple of (float, float, float), optional
+        Per sample of ``fwhm_samples_kev``, the variance a + b E + c E^2 (keV^2) of the
+        calibration's energy scale at energy E (hexspec.detector_noise): the pixels'
+        calibration errors, which widen a block's line beyond the noise.
     """
 
     fwhm_kev: float = 0.8
@@ -112,6 +118,7 @@ class DetectorResponse:
     threshold_samples_kev: tuple | None = None
     previous_hit_probability: float = 0.0
     spill_probability: float = 0.0
+    scale_variance_samples: tuple | None = None
 
     def __post_init__(self):
         checks = (("fwhm_kev", self.fwhm_kev > 0), ("tail_fraction", 0 <= self.tail_fraction < 1),
@@ -128,6 +135,12 @@ class DetectorResponse:
     @classmethod
     def from_calibration(cls, calibration, threshold_adu=0.0, mask=None, **kw):
         """The response an Am-241 calibration measures, as detector medians over its good pixels.
+
+        The Gaussian is the electronic noise, the calibration's photopeak FWHMs divided by
+        the ratio its photopeak fit has to the noise (charge-sharing broadening of the raw
+        photopeak, low-count bias of the fit), widened by each pixel's energy-scale error
+        at the line's energy (hexspec.detector_noise; without the calibration's centroids,
+        as in files read with ``read_calibration`` alone, the noise only).
 
         Parameters
         ----------
@@ -166,7 +179,19 @@ class DetectorResponse:
             if name in ("fwhm_kev", "threshold_kev"):
                 # the tail share and length of one pixel are too noisy to average over; its FWHM and threshold are not
                 values[name.replace("_kev", "_samples_kev")] = tuple(float(v) for v in np.quantile(a, quantiles))
-        return cls(**values, **kw)
+        if kw.get("threshold_kev", values["threshold_kev"]) is None:
+            # spectra without discrimination: the calibration's photopeak is their line shape as it stands
+            return cls(**{**values, **kw})
+        from .detector_noise import noise_and_scale_samples, scale_variance_coefficients
+        fwhm = np.asarray(get("fwhm_kev"), np.float64)
+        use = use & np.isfinite(fwhm) & (fwhm > 0) & (g > 0)
+        counts = get("photopeak_counts")
+        first = cls(**{**values, **kw})
+        noise, variance, median, _ = noise_and_scale_samples(
+            first, fwhm[use], scale_variance_coefficients(get, use), float(np.median(g[use])),
+            None if counts is None else np.asarray(counts, np.float64)[use], _N_SAMPLES)
+        values.update(fwhm_kev=median, fwhm_samples_kev=noise, scale_variance_samples=variance)
+        return cls(**{**values, **kw})
 
     @property
     def sigma_kev(self) -> float:
@@ -306,8 +331,13 @@ class DetectorResponse:
             reach = e                                             # a dropped neighbour may hold most of the charge
         nbin = int(np.ceil(reach / step_kev)) + 2
         good = keep > 0
-        hist = np.bincount(np.minimum((loss[good] / step_kev).astype(np.int64), nbin - 1),
-                           weights=keep[good], minlength=nbin) / n
+        # each loss shared between its two grid points (linear): flooring it to the point below
+        # understated the mean loss by half a step for every event losing more than one step
+        pos = np.minimum(loss[good] / step_kev, nbin - 1.0)
+        low = np.minimum(pos.astype(np.int64), nbin - 2)
+        frac = pos - low
+        hist = (np.bincount(low, weights=keep[good] * (1.0 - frac), minlength=nbin)
+                + np.bincount(low + 1, weights=keep[good] * frac, minlength=nbin)) / n
         return np.arange(nbin) * step_kev, hist / step_kev, float(keep.sum() / n)
 
     def line_cdf(self, energy_kev=100.0):
@@ -319,7 +349,7 @@ class DetectorResponse:
         (it hardly changes across a fit range); without one, the calibration's own tail
         (share ``tail_fraction``, length ``tail_length_kev``, untruncated: raw frames).
         """
-        sig = np.asarray(self.fwhm_samples_kev or (self.fwhm_kev,), np.float64) / FWHM_PER_SIGMA
+        sig = self._sigmas_kev(energy_kev)
         step = 0.01
         below, above = self.reach_kev(energy_kev)
         d = np.arange(-below, above + step, step)
@@ -370,9 +400,18 @@ class DetectorResponse:
         t[np.diag_indices(lo.size)] = 1.0 - p + 0.5 * p * w / centre
         return t
 
+    def _sigmas_kev(self, energy_kev):
+        """Gaussian sigma of each sample at ``energy_kev``: noise and the energy-scale error there."""
+        sig = np.asarray(self.fwhm_samples_kev or (self.fwhm_kev,), np.float64) / FWHM_PER_SIGMA
+        if self.scale_variance_samples:
+            e = float(energy_kev)
+            var = np.asarray(self.scale_variance_samples, np.float64) @ np.array([1.0, e, e * e])
+            sig = np.sqrt(sig ** 2 + np.maximum(var, 0.0))
+        return sig
+
     def reach_kev(self, energy_kev=100.0):
         """(below, above): how far below and above a true energy (``energy_kev``) the line shape reaches, keV."""
-        sig = max(self.fwhm_samples_kev or (self.fwhm_kev,)) / FWHM_PER_SIGMA
+        sig = float(self._sigmas_kev(energy_kev).max())
         if self.threshold_kev is not None and self.previous_hit_probability > 0:
             # a neighbour dropped by the next-frame correction may have taken most of the charge
             tail = float(energy_kev)

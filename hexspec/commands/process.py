@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ConfigError, FormatError
 from ..io.outputs import add_force_option, atomic_output
 from .common import (Progress, add_batch_option, add_frames_option, add_processing_options, add_quiet_option,
@@ -107,6 +109,7 @@ def _run(args, path, out) -> int:
     st = result.stats
     prog.close(frames=st.frames, events=st.events, dropped=st.frames_dropped)
     ex = result.extractor_stats
+    save_extractor_stats(out, ex if not events_only else read_extractor_stats(path))
     unit = cfg.energy_unit
     save_overview_png(png, result.cube, title=f"{path.name}: {st.events:,} events")
     what = f"{st.frames} frames ({st.frames_dropped} dropped)" if not events_only else "events re-histogrammed"
@@ -190,6 +193,7 @@ def run_many(args, out) -> int:
     if events_dir is not None:
         import shutil
         shutil.rmtree(events_dir, ignore_errors=True)
+    save_extractor_stats(out, result.extractor_stats)
     st = result.stats
     prog.close(frames=st.frames, events=st.events, dropped=st.frames_dropped)
     png = Path(args.png) if args.png else Path(args.output).with_suffix(".png")
@@ -201,6 +205,38 @@ def run_many(args, out) -> int:
           f"{st.events} events in {st.elapsed_s:.2f} s ({rate:,.0f} frames/s); spectra in {cfg.energy_unit} "
           f"-> {args.output}, {png}")
     return 1 if failed else 0
+
+
+#: The event extractor's counters stored by `process` in /entry/results/extractor (FORMATS: results).
+EXTRACTOR_STATS = ("hits", "next_frame_removed", "shared_removed", "clusters_too_large", "events", "frames")
+
+
+def save_extractor_stats(path, stats) -> None:
+    """Store the event extractor's counters of a run (``EventExtractor.stats``) in /entry/results/extractor.
+
+    The forward model's detector response needs them (`hexspec sparam --forward-model`): the
+    hits per live pixel and frame give the chance that a neighbour was hit in the frame
+    before, and the next-frame removals beyond chance the share of spilled pulses.
+    """
+    from ..io import hdf5
+    stats = stats or {}
+    if not stats.get("frames"):
+        return
+    hdf5.write_results(path, "extractor", {k: np.int64(stats.get(k, 0)) for k in EXTRACTOR_STATS},
+                       {"description": "event extractor counters of the run: hits (before the next-frame "
+                                       "correction), next_frame_removed, shared_removed, clusters_too_large, "
+                                       "events, frames"})
+
+
+def read_extractor_stats(path):
+    """The counters :func:`save_extractor_stats` stored in ``path`` (dict), or None when it has none."""
+    from ..errors import FormatError
+    from ..io import hdf5
+    try:
+        arrays, _ = hdf5.read_results(path, "extractor")
+    except FormatError:
+        return None
+    return {k: int(arrays[k]) for k in EXTRACTOR_STATS if k in arrays}
 
 
 # The plot writer lived here and moved to hexspec.plots; importing it from here still works.

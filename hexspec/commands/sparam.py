@@ -81,11 +81,15 @@ def register(sub) -> None:
                         "(check deviance_per_dof, about 1 when the model fits)")
     p.add_argument("--calibration", metavar="CAL.h5",
                    help="with --forward-model: the Am-241 calibration (`hexspec calibrate`) the cube was processed "
-                        "with; its FWHMs and thresholds give the line shape, charge-sharing losses and efficiency "
-                        "of events kept by charge-sharing discrimination (`process --charge-sharing csd`, the "
-                        "default), and only pixels whose eight neighbours are all good are fitted")
+                        "with; its FWHMs (as electronic noise), line-fit errors and thresholds give the line "
+                        "shape, charge-sharing losses and efficiency of events kept by charge-sharing "
+                        "discrimination (`process --charge-sharing csd`, the default), and only pixels whose "
+                        "eight neighbours are all good are fitted")
     p.add_argument("--threshold", type=float, default=0.0, metavar="ADU",
                    help="with --calibration: the hit threshold the cube was processed with, ADU (default 0)")
+    p.add_argument("--spill-probability", type=float, metavar="P",
+                   help="with --calibration: share of pulses that spill into the next frame (default: estimated from "
+                        "the next-frame removals beyond chance that `hexspec process` stored in CUBE, a lower bound)")
     p.add_argument("--target-error", type=float, default=0.01,
                    help="relative S error a useful result needs, for the counts advice (default 0.01)")
     p.add_argument("-o", "--output", required=True, help="output hexspec HDF5 file (with --force, results are added if it exists)")
@@ -145,6 +149,8 @@ def _read_inputs(args, path):
                  args.force)
     if args.calibration and not args.forward_model:
         raise ConfigError("--calibration is for the forward model: give --forward-model as well")
+    if args.spill_probability is not None and not args.calibration:
+        raise ConfigError("--spill-probability is part of the detector response: give --forward-model --calibration")
     saved_cal = load_calibration(args.lithium_cal) if args.lithium_cal else None   # a bad file fails before any work
     check_writable(args.png if args.png else Path(args.output).with_suffix(".png"), "--png")
     cube = read_kev_cube(path, "the S-parameter")
@@ -233,25 +239,81 @@ def _lithium_map(args, cube, smap, theta, background, choice, saved_cal):
     return lmap, cal
 
 
-def _forward_fit(args, cube, theta):
+def _forward_fit(args, path, cube, theta):
     """1-x per pixel or block from the forward model, with the detector response of --calibration when given."""
     from .. import compton_forward
     from ..io import hdf5
 
-    response, mask = None, None
+    response, mask, terms = None, None, {}
     if args.calibration:
         from ..detector_response import DetectorResponse, full_neighbourhood
-        cal_maps = hdf5.read_calibration(args.calibration)
+        cal_maps = _calibration_maps(args.calibration)
         if cal_maps["gradients"].shape != cube.shape:
             raise ConfigError(f"--calibration {args.calibration}: maps of shape {cal_maps['gradients'].shape}, "
                               f"expected the cube's {cube.shape}")
-        response = DetectorResponse.from_calibration(cal_maps, threshold_adu=args.threshold)
-        mask = full_neighbourhood(cal_maps.get("good", np.ones(cube.shape, bool)))
-    return compton_forward.fit_li_blocks(cube, args.e1, theta, block=tuple(args.block) if args.block else (1, 1),
-                                         resolution_fwhm_kev=args.resolution_fwhm_kev, response=response, mask=mask)
+        good = np.asarray(cal_maps.get("good", np.ones(cube.shape, bool)), bool)
+        terms = _next_frame_terms(args, path, good)
+        response = DetectorResponse.from_calibration(cal_maps, threshold_adu=args.threshold, **terms)
+        mask = full_neighbourhood(good)
+    fwd = compton_forward.fit_li_blocks(cube, args.e1, theta, block=tuple(args.block) if args.block else (1, 1),
+                                        resolution_fwhm_kev=args.resolution_fwhm_kev, response=response, mask=mask)
+    return fwd, terms
 
 
-def _write_results(args, path, smap, theta_map, theta_note, choice, lmap, cal, forward):
+def _calibration_maps(path):
+    """The calibration maps and, from `hexspec calibrate`'s results group, the line centroids and fit
+    parameters the response's energy-scale errors need (older or other files: the maps alone)."""
+    import json
+
+    from ..errors import FormatError
+    from ..io import hdf5
+    maps = hdf5.read_calibration(path)
+    try:
+        arrays, attrs = hdf5.read_results(path, "calibration")
+    except FormatError:
+        return maps
+    for key in ("centroids_adu", "centroid_err_adu", "residuals_kev", "photopeak_counts"):
+        if key in arrays and key not in maps:
+            maps[key] = arrays[key]
+    params = attrs.get("parameters")
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            params = None
+    if isinstance(params, dict):
+        maps["parameters"] = params
+    return maps
+
+
+def _next_frame_terms(args, path, good):
+    """previous_hit_probability and spill_probability of the response, from the extractor counters `process` saved.
+
+    The chance that a neighbour was hit in the frame before is the hits per live pixel and
+    frame. Spilled pulses are the next-frame removals beyond chance (hits times that
+    chance), per hit: a lower bound, since a remainder under the threshold is not seen;
+    ``--spill-probability`` gives the detector's known value instead. A cube without the
+    counters (written before `process` stored them) gets the response without either term.
+    """
+    import sys
+
+    from ..detector_response import previous_hit_probability
+    from .process import read_extractor_stats
+    stats = read_extractor_stats(path)
+    if not stats or not stats.get("frames") or not stats.get("hits"):
+        print(f"hexspec sparam: {path.name} has no event-extractor counters (processed before `hexspec process` "
+              "stored them): the response leaves out neighbours hit in the frame before"
+              + ("" if args.spill_probability else " and spilled pulses"), file=sys.stderr)
+        return {"spill_probability": args.spill_probability or 0.0}
+    p_prev = previous_hit_probability(stats, int(good.sum()))
+    spill = args.spill_probability
+    if spill is None:
+        excess = stats.get("next_frame_removed", 0) - stats["hits"] * p_prev
+        spill = min(max(excess / stats["hits"], 0.0), 0.5)
+    return {"previous_hit_probability": min(p_prev, 0.5), "spill_probability": float(spill)}
+
+
+def _write_results(args, path, smap, theta_map, theta_note, choice, lmap, cal, forward, next_frame_terms=None):
     """Write s_parameter (and lithium, lithium_forward) results; return the maps to draw and the cells to mark."""
     from ..io import hdf5
 
@@ -273,7 +335,7 @@ def _write_results(args, path, smap, theta_map, theta_note, choice, lmap, cal, f
     if forward is not None:
         from ..compton_forward import FIT_STATUS
         line_shape = ({"line_shape": "Am-241 calibration " + str(Path(args.calibration).resolve()),
-                       "threshold_adu": args.threshold} if args.calibration else
+                       "threshold_adu": args.threshold, **(next_frame_terms or {})} if args.calibration else
                       {"resolution_fwhm_kev": args.resolution_fwhm_kev})
         hdf5.write_results(args.output, "lithium_forward", forward.to_dict(),
                            {"model": "mu = K [(1-x) T_Li + T_host] + B dE (free-atom profiles, xraylib)", **line_shape,
@@ -339,9 +401,9 @@ def run(args) -> int:
         return 1
 
     lmap, cal = _lithium_map(args, cube, smap, theta, background, choice, saved_cal)
-    forward = _forward_fit(args, cube, theta) if args.forward_model else None
+    forward, terms = _forward_fit(args, path, cube, theta) if args.forward_model else (None, {})
     theta_map = np.broadcast_to(np.asarray(theta, dtype=np.float64), cube.shape)
-    maps, marks = _write_results(args, path, smap, theta_map, theta_note, choice, lmap, cal, forward)
+    maps, marks = _write_results(args, path, smap, theta_map, theta_note, choice, lmap, cal, forward, terms)
 
     ok = pixel_ok
     prof = compton.region_profile(cube, args.e1, np.where(ok, theta_map, np.nan), mask=ok, factor=args.factor,
