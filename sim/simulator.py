@@ -116,7 +116,8 @@ class _Block:
     counts: np.ndarray
     stats: np.ndarray
     frame: np.ndarray
-    pixel: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
     x: np.ndarray
     y: np.ndarray
     depth_mm: np.ndarray
@@ -360,8 +361,10 @@ class HexitecSimulator:
             response_rng, new_state(response_rng), frames, first_pix, first_kev, carry_pix, carry_kev,
             index, x_in, y_in, depth, flags, stats)
         index = index[:n_abs]
+        pixel = pixel[index]
+        row = pixel // cols
         return _Block(index=k, frames=frames, counts=counts, stats=stats, frame=photon_frame[index],
-                      pixel=pixel[index], x=x_in[:n_abs], y=y_in[:n_abs], depth_mm=depth[:n_abs],
+                      row=row.astype(np.uint16), col=(pixel - row * cols).astype(np.uint16), x=x_in[:n_abs], y=y_in[:n_abs], depth_mm=depth[:n_abs],
                       energy_kev=energy_kev[index], flags=flags[:n_abs], first_pix=first_pix[:n_first],
                       first_kev=first_kev[:n_first], carry_pix=carry_pix[:n_carry], carry_kev=carry_kev[:n_carry])
 
@@ -381,22 +384,26 @@ class HexitecSimulator:
         self._block_index += len(targets)
         jobs = list(enumerate(targets, start=first))
         if pool is not None and len(jobs) > 1:
-            # The kernels release the GIL (nogil), so blocks run truly in parallel.
-            blocks = list(pool.map(lambda job: self._simulate_block(*job), jobs))
+            # The kernels release the GIL (nogil), so blocks run truly in parallel; blocks
+            # come back in order, and each one's first frame is read here while the pool
+            # still simulates the later ones.
+            done = pool.map(lambda job: self._simulate_block(*job), jobs)
         else:
-            blocks = [self._simulate_block(*job) for job in jobs]
-        for blk in blocks:
+            done = (self._simulate_block(*job) for job in jobs)
+        blocks = []
+        for blk in done:
             self._finish_block(blk)
+            blocks.append(blk)
         return blocks
 
     def _photon_truth(self, pieces, first_number, pool):
         """The PhotonTruth of ``pieces`` [(block, first frame, end frame, output position)], in frame order.
 
-        Each piece is converted and copied into its place of the output arrays by its own
-        task: numpy's copies and integer division release the GIL, so on several threads
-        this part (about a tenth of a call's work on one thread) runs in parallel too.
+        Each piece is copied into its place of the output arrays by its own task (rows and
+        columns were split off the pixel index inside the block's task): numpy's copies
+        release the GIL, so on several threads this part (about a tenth of a call's work on
+        one thread) runs in parallel too.
         """
-        cols = self.shape[1]
         spans = []
         total = 0
         for blk, lo, hi, at in pieces:
@@ -417,10 +424,8 @@ class HexitecSimulator:
             blk, a, b, shift, s = span
             e = s + b - a
             np.add(blk.frame[a:b], shift, out=frame[s:e])
-            pixel = blk.pixel[a:b]
-            r = pixel // cols
-            row[s:e] = r
-            col[s:e] = pixel - r * cols
+            row[s:e] = blk.row[a:b]
+            col[s:e] = blk.col[a:b]
             x_in[s:e] = blk.x[a:b]
             y_in[s:e] = blk.y[a:b]
             depth[s:e] = blk.depth_mm[a:b]
