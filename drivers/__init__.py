@@ -11,8 +11,14 @@ Transport modules load on first use, so importing this package stays cheap.
 
 from importlib import import_module as _import_module
 
+from . import base as _base
 from .base import FrameSource, GapCounter, SourceStats
 from .registry import open_source
+
+# open_source lived in .base; it moved to .registry so that the base imports no transport
+# (each transport imports the base). Old imports from .base still find it: importing
+# hexspec.drivers.base runs this package first, which puts the name there.
+_base.open_source = open_source
 
 _LAZY = {
     "ZmqSource": "zmq", "ZmqPublisher": "zmq", "decode_message": "zmq", "encode_header": "zmq",

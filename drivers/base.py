@@ -237,12 +237,3 @@ def _shape_option(query, default=None):
 def _no_leftovers(url, query):
     if query:
         raise ConfigError(f"{url}: unknown option(s) {', '.join(sorted(query))}")
-
-
-def __getattr__(name):
-    # open_source lived here; it moved to .registry so that this base imports no
-    # transport (each transport imports this base).
-    if name == "open_source":
-        from .registry import open_source
-        return open_source
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

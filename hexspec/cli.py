@@ -80,7 +80,7 @@ def _main(argv=None) -> int:
     from .io import provenance
     if argv is None and args.command != "selftest":
         # a real command line, not a call from Python: say once that the first run compiles
-        from .commands.selftest import notice_if_cold
+        from .kernel_cache import notice_if_cold
         notice_if_cold()
     try:
         provenance.begin(sys.argv[1:] if argv is None else list(argv), args.command, provenance.cli_inputs(args))

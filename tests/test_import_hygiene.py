@@ -67,7 +67,6 @@ def _imports(name, path, known):
 DEFERRED = {
     ("hexspec.cube", "hexspec.io.hdf5"): "SpectralCube.save / load are shortcuts to the file format",
     ("hexspec.cube", "hexspec.spectra"): "SpectralCube.from_events runs the histogram kernel",
-    ("hexspec.drivers.base", "hexspec.drivers.registry"): "open_source's former home, for old imports",
     ("hexspec.compton", "hexspec.compton_forward"): "the sideband background uses the forward model's templates",
 }
 

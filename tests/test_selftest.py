@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hexspec.cli import main
-from hexspec.commands.selftest import cold_modules, kernel_modules, notice_if_cold
+from hexspec.kernel_cache import cold_modules, kernel_modules, notice_if_cold
 
 KERNEL = '''
 from numba import njit
