@@ -332,18 +332,29 @@ def fit_li_blocks(cube, e1_kev, theta, block=(1, 1), resolution_fwhm_kev=0.8, fi
             if cov is None or not p[1] > 0:
                 status[i, j] = 3
                 continue
-            a, k = p[0], p[1]
-            li = a / k
-            g = np.array([1.0 / k, -a / (k * k), 0.0])
-            out["li"][i, j] = li
-            out["li_err"][i, j] = math.sqrt(max(float(g @ cov @ g), 0.0))
-            out["scale"][i, j] = k
-            out["background_per_kev"][i, j] = p[2]
-            out["background_err"][i, j] = math.sqrt(max(cov[2, 2], 0.0))
-            out["deviance_per_dof"][i, j] = dev / max(sel.size - 3, 1)
+            _store_block(out, i, j, p, cov, dev / max(sel.size - 3, 1))
+    return _as_forward_fit(out, status)
+
+
+def _store_block(out, i, j, p, cov, deviance_per_dof):
+    """Write block (i, j)'s fit into ``out``: 1-x = a / k with its delta-method error from
+    ``cov`` (parameters a, k, background first, any others after), scale, background."""
+    a, k = p[0], p[1]
+    g = np.zeros(cov.shape[0])
+    g[0], g[1] = 1.0 / k, -a / (k * k)
+    out["li"][i, j] = a / k
+    out["li_err"][i, j] = math.sqrt(max(float(g @ cov @ g), 0.0))
+    out["scale"][i, j] = k
+    out["background_per_kev"][i, j] = p[2]
+    out["background_err"][i, j] = math.sqrt(max(cov[2, 2], 0.0))
+    out["deviance_per_dof"][i, j] = deviance_per_dof
+
+
+def _as_forward_fit(out, status):
+    """The ForwardFit of the per-block arrays ``out`` (slope_per_kev when it has one)."""
     ok = (status <= 1) & np.isfinite(out["li"])
     return ForwardFit(out["li"], out["li_err"], out["scale"], out["background_per_kev"], out["background_err"],
-                      out["deviance_per_dof"], out["counts"], status, ok)
+                      out["deviance_per_dof"], out["counts"], status, ok, out.get("slope_per_kev"))
 
 
 def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block, response, composition, min_counts):
@@ -468,16 +479,6 @@ def _fit_blocks_with_response(y_all, use, theta_flat, edges, bins, e1_kev, block
                 except np.linalg.LinAlgError:
                     status[i, j] = 3
                     continue
-            a, k = p[0], p[1]
-            g = np.zeros(cov.shape[0])
-            g[0], g[1] = 1.0 / k, -a / (k * k)
-            out["li"][i, j] = a / k
-            out["li_err"][i, j] = math.sqrt(max(float(g @ cov @ g), 0.0))
-            out["scale"][i, j] = k
-            out["background_per_kev"][i, j] = p[2]
-            out["background_err"][i, j] = math.sqrt(max(cov[2, 2], 0.0))
-            out["deviance_per_dof"][i, j] = dev / max(idx.size - nfit, 1)
+            _store_block(out, i, j, p, cov, dev / max(idx.size - nfit, 1))
             out["slope_per_kev"][i, j] = s_hat
-    ok = (status <= 1) & np.isfinite(out["li"])
-    return ForwardFit(out["li"], out["li_err"], out["scale"], out["background_per_kev"], out["background_err"],
-                      out["deviance_per_dof"], out["counts"], status, ok, out["slope_per_kev"])
+    return _as_forward_fit(out, status)
