@@ -208,6 +208,19 @@ def grow_output(of, orow, ocol, oe, osz, nout, nk):
 
 
 @stage
+def write_event(of, orow, ocol, oe, osz, nout, fnum, rc, energy, size):
+    """Write one event at position ``nout`` of the output arrays; ``rc`` is the pixel's
+    (row << 16) | col entry of :func:`pixel_tables`. The stages write every place in
+    turn and advance ``nout`` by whether the event counts (branch-free)."""
+    o = U(nout)
+    of[o] = fnum
+    orow[o] = rc >> 16
+    ocol[o] = rc & 0xFFFF
+    oe[o] = energy
+    osz[o] = size
+
+
+@stage
 def emit_all(hits, nk, energy, rowcol, fnum, of, orow, ocol, oe, osz, nout, nxt, pf, pf_last, counts, pending,
              last_pend):
     """No charge-sharing handling: every kept hit is an event. Returns (events, cursor)."""
@@ -215,13 +228,7 @@ def emit_all(hits, nk, energy, rowcol, fnum, of, orow, ocol, oe, osz, nout, nxt,
         prefetch(nxt, pf)
         pf = min(pf + LINE_U16, pf_last)
         prefetch_write(counts, pending[min(i, last_pend)])
-        rc = rowcol[U(hits[i])]   # U: see csd_frame
-        o = U(nout)
-        of[o] = fnum
-        orow[o] = rc >> 16
-        ocol[o] = rc & 0xFFFF
-        oe[o] = energy[i]
-        osz[o] = 1
+        write_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[U(hits[i])], energy[i], 1)   # U: see csd_frame
         nout += 1
     return nout, pf
 
@@ -288,13 +295,7 @@ def csd_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, share
     nshared = 0
     for i in range(nk):
         s = shared[i]
-        rc = rowcol[U(hits[i])]
-        o = U(nout)
-        of[o] = fnum
-        orow[o] = rc >> 16
-        ocol[o] = rc & 0xFFFF
-        oe[o] = energy[i]
-        osz[o] = 1
+        write_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[U(hits[i])], energy[i], 1)
         nout += 1 - s
         nshared += s
         shared[i] = 0
@@ -374,13 +375,7 @@ def csa_frame(hits, nk, energy, rowcol, fnum, back, label, pw, half, qpos, paren
         n_in = csize[U(root)]
         is_best = best[U(root)] == i
         too_large = max_size > 0 and n_in > max_size
-        rc = rowcol[U(hits[i])]
-        o = U(nout)
-        of[o] = fnum
-        orow[o] = rc >> 16
-        ocol[o] = rc & 0xFFFF
-        oe[o] = esum[U(root)]
-        osz[o] = min(n_in, 255)
+        write_event(of, orow, ocol, oe, osz, nout, fnum, rowcol[U(hits[i])], esum[U(root)], min(n_in, 255))
         nout += is_best and not too_large
         merged += (n_in - 1) if is_best else 0
         dropped += is_best and too_large
