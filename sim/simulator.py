@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,16 +129,6 @@ class _Block:
     carry_pix: np.ndarray
     carry_kev: np.ndarray
     position: int = 0
-
-
-class _NoPool:
-    """Stands for a thread pool when one thread simulates: ``with`` gives None."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 #: Charge shares below this are not written (0.4 ADU at 0.027 keV/ADU, 3 % of the noise sigma).
@@ -286,7 +277,6 @@ class HexitecSimulator:
         # Sparse noise-only readings: a pixel with no charge reads > 0 ADU when its noise
         # exceeds intercept + half an ADU step.
         sigma_kev = (self.noise_fwhm_kev / FWHM_PER_SIGMA).ravel()
-        self._noise_sigma = np.ascontiguousarray(sigma_kev)
         with np.errstate(divide="ignore"):
             a = (self.intercepts.ravel() + 0.5 * self.gradients.ravel()) / np.where(sigma_kev > 0, sigma_kev, np.inf)
         p = np.where(sigma_kev > 0, gaussian_tail_probability(a), 0.0) * (~self.dead.ravel())
@@ -295,14 +285,11 @@ class HexitecSimulator:
             raise ConfigError(f"HexitecSimulator: {self._noise_rate:.0f} noise-only pixels per frame expected; the sparse "
                               "readout model needs intercepts well above the noise (raise intercept_kev)")
         self._noise_cdf = np.cumsum(p)
-        # Charge below which a pixel reads 0 ADU whatever its noise (8 sigma margin).
-        self._zero_below = np.ascontiguousarray(self.intercepts.ravel() + 0.5 * self.gradients.ravel() - 8.0 * sigma_kev)
         self._noise_threshold_sigma = np.ascontiguousarray(a)
-        self._inv_gradient = np.ascontiguousarray(1.0 / self.gradients.ravel())
-        self._intercept = np.ascontiguousarray(self.intercepts.ravel())
         self._live = np.ascontiguousarray((~self.dead).ravel().astype(np.uint8))
-        self._readout = readout_table(self._zero_below, self._noise_sigma, self._intercept, self._inv_gradient,
-                                      self._live)
+        # zero below: the charge under which a pixel reads 0 ADU whatever its noise (8 sigma margin)
+        self._readout = readout_table(self.intercepts.ravel() + 0.5 * self.gradients.ravel() - 8.0 * sigma_kev,
+                                      sigma_kev, self.intercepts.ravel(), 1.0 / self.gradients.ravel(), self._live)
         self._hot_index = np.flatnonzero(self.hot.ravel()).astype(np.int64)
         self._carry_pix = np.empty(0, np.int64)   # spill of the last simulated frame into the next block
         self._carry_kev = np.empty(0)
@@ -457,7 +444,7 @@ class HexitecSimulator:
             raise ConfigError(f"HexitecSimulator.frames: expected n >= 0, found {n}")
         # one pool for the call: blocks, then the truth's pieces (a batch within one block runs alone)
         threads = min(self.threads, -(-n // BLOCK_FRAMES) + 1) if n > BLOCK_FRAMES else 1
-        with ThreadPoolExecutor(max_workers=threads) if threads > 1 else _NoPool() as pool:
+        with ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool:
             return self._frames(n, pool)
 
     def _frames(self, n, pool):
